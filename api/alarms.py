@@ -1,0 +1,5 @@
+"""Routes of this level (to be written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

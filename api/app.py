@@ -1,0 +1,44 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` builds clients but opens no connection: the Redis
+client and the SQLAlchemy engine connect lazily, so the API answers ``/live``
+at once whatever state its dependencies are in.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import alarms, breakers, endpoints, health, messages, metrics, status
+from common.config import Settings
+from common.database import make_engine
+from common.redis_client import redis_for
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.settings = settings
+        app.state.redis = redis_for(settings)
+        app.state.engine = make_engine(settings)
+        for module in LIFECYCLE_MODULES:
+            await module.startup(app)
+        try:
+            yield
+        finally:
+            for module in reversed(LIFECYCLE_MODULES):
+                await module.shutdown(app)
+            app.state.engine.dispose()
+            app.state.redis.close()
+
+    app = FastAPI(title="Jenga", version="0.1.0", lifespan=lifespan)
+    for module in ROUTER_MODULES:
+        app.include_router(module.router)
+    return app
+
+
+ROUTER_MODULES = [health, alarms, breakers, endpoints, messages, metrics, status]
+# Modules with startup(app)/shutdown(app) coroutines, started in this order.
+LIFECYCLE_MODULES = [m for m in ROUTER_MODULES if hasattr(m, "startup")]

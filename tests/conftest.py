@@ -1,0 +1,89 @@
+"""Fixtures over real servers. Each test gets its own ``JENGA_NAMESPACE`` (so
+Redis keys and queues never collide with a parallel run) and each session its
+own PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from common.config import Settings, load_settings
+from tests import servers
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return servers.base_redis_url()
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """A fresh database for this test session on the shared PostgreSQL server."""
+    base = servers.base_database_url()
+    name = f"jenga_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    prefix, _, _ = base.rpartition("/")
+    yield f"{prefix}/{name}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_embedded_servers():
+    yield
+    servers.stop_embedded()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings_env(redis_url, database_url, namespace) -> dict[str, str]:
+    """Environment of a valid configuration pointing at the shared test servers."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "JENGA_NAMESPACE": namespace,
+        "CONFIG_WAIT_SECONDS": "0",
+        "RECONNECT_BASE_SECONDS": "0.1",
+        "RECONNECT_CAP_SECONDS": "1",
+    }
+
+
+@pytest.fixture
+def settings(settings_env) -> Settings:
+    return load_settings(settings_env, wait_seconds=0)
+
+
+@pytest.fixture
+def redis_client(settings):
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    yield client
+    keys = list(client.scan_iter(f"{settings.jenga_namespace}:*", count=500))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_server():
+    """A throwaway Redis on a free port that the test may kill and restart."""
+    server = servers.RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_server():
+    """A throwaway PostgreSQL on a free port that the test may kill and restart."""
+    server = servers.PostgresServer().start()
+    yield server
+    server.close()

@@ -1,0 +1,34 @@
+"""The Celery application.
+
+Importing this module connects to nothing and reads no setting. The first read
+of ``app.conf`` (by any ``celery -A worker ...`` command: worker, beat, flower,
+inspect) loads Jenga's settings through :func:`common.config.get_settings`,
+which stops the process with one clear message when they are bad, before any
+connection is attempted. The worker additionally declares the order in its
+blueprint with :class:`worker.bootsteps.ConfigStep`.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from common.config import get_settings
+from worker.celeryconfig import celery_config
+
+TASK_MODULES = [
+    "worker.watchdogs",
+    "worker.notifications",
+    "worker.delivery",
+]
+
+app = Celery("jenga", include=TASK_MODULES, set_as_current=True)
+app.add_defaults(lambda: celery_config(get_settings()))
+
+
+def _install_bootsteps() -> None:
+    from worker.bootsteps import ConfigStep
+
+    app.steps["worker"].add(ConfigStep)
+
+
+_install_bootsteps()

@@ -1,0 +1,49 @@
+"""Celery settings derived from Jenga's :class:`~common.config.Settings`.
+
+A pure mapping: it reads settings and returns a dict, so it is tested without
+a broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.config import Settings
+
+
+def queue_names(settings: Settings) -> dict[str, str]:
+    """Queues by role. ``deliveries`` needs PostgreSQL; ``default`` and ``alarms`` don't."""
+    ns = settings.jenga_namespace
+    return {role: f"{ns}.{role}" for role in ("default", "deliveries", "alarms")}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    broker_url = settings.effective_broker_url
+    transport_options: dict[str, Any] = {
+        # Long enough for the slowest delivery; deferred tasks never wait in the
+        # broker with an ETA beyond it (breaker deferrals are capped well below).
+        "visibility_timeout": 3600,
+    }
+    if broker_url.startswith(("redis", "rediss")):
+        transport_options["global_keyprefix"] = f"{settings.jenga_namespace}:broker:"
+    queues = queue_names(settings)
+    return {
+        "broker_url": broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_default_queue": queues["default"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "accept_content": ["json"],
+        "task_serializer": "json",
+        "event_serializer": "json",
+    }
