@@ -3,7 +3,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do command -v $$p >/de
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean docs
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Jenga needs Python 3.11 or 3.12 on PATH"; exit 1; }
@@ -23,3 +23,7 @@ lint: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .jenga
+
+# Regenerate the README's settings table from common/config.py.
+docs: $(BIN)/.installed
+	$(BIN)/python -c "import re,pathlib; from common.config import settings_table as t; p=pathlib.Path('README.md'); s=p.read_text(); p.write_text(re.sub(r'<!-- settings-table:start -->.*<!-- settings-table:end -->', lambda m: '<!-- settings-table:start -->\n'+t()+'\n<!-- settings-table:end -->', s, flags=re.S))"
