@@ -1,0 +1,26 @@
+"""Flower's configuration file (``celery -A worker flower --conf=worker/flowerconfig.py``).
+
+Flower executes this file and reads its globals. Settings are loaded first, so
+a bad configuration stops Flower with the same message as every other
+process, before it connects to the broker.
+"""
+
+# Every global here is read as a Flower option: import under private names.
+import logging as _logging
+
+from common.config import get_settings as _get_settings
+
+_settings = _get_settings()
+
+port = _settings.flower_port
+address = "0.0.0.0"
+# Tasks stay readable in the dashboard; the broker keeps the truth.
+max_tasks = 10000
+purge_offline_workers = 300
+if _settings.flower_basic_auth is not None:
+    basic_auth = [_settings.flower_basic_auth.get_secret_value()]
+else:
+    # Config validation refuses this in production; in development it is allowed, loudly.
+    _logging.getLogger("jenga.flower").warning(
+        "Flower is running WITHOUT authentication: set FLOWER_BASIC_AUTH=user:password"
+    )
