@@ -95,6 +95,16 @@ class Settings(BaseSettings):
     slack_webhook_url: SecretStr | None = Field(default=None, description="Slack incoming-webhook URL for alarm notifications.")
     alarm_webhook_url: SecretStr | None = Field(default=None, description="Generic JSON webhook that receives every alarm set/clear.")
 
+    # --- adaptive concurrency limit (AIMD), one per external service ----------
+    limit_initial: int = Field(default=20, ge=1, description="Concurrency limit of a service with no history yet (fleet-wide calls in flight).")
+    limit_min: int = Field(default=1, ge=1, description="Lowest the limit goes; also each process's own limit while Redis is unreachable.")
+    limit_max: int = Field(default=200, ge=1, description="Highest the limit goes.")
+    limit_backoff_ratio: float = Field(default=0.9, gt=0, lt=1, description="On a drop (error, timeout, 429/503, slow window) the limit is multiplied by this.")
+    limit_step: int = Field(default=1, ge=1, description="Slots added after a window that used at least half the limit without a drop.")
+    limit_latency_target_seconds: float = Field(default=5.0, gt=0, description="A window whose average call latency is above this counts as a drop.")
+    limit_window_seconds: float = Field(default=1.0, gt=0, description="How long samples are collected before the limit is updated once.")
+    limit_lease_ttl_seconds: float = Field(default=10.0, gt=0, description="A slot not renewed for this long (its worker died) returns to the fleet.")
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -148,6 +158,8 @@ class Settings(BaseSettings):
     def _production_rules(self) -> Settings:
         if self.reconnect_cap_seconds < self.reconnect_base_seconds:
             raise ValueError("RECONNECT_CAP_SECONDS must be >= RECONNECT_BASE_SECONDS")
+        if not self.limit_min <= self.limit_initial <= self.limit_max:
+            raise ValueError("LIMIT_INITIAL must be between LIMIT_MIN and LIMIT_MAX")
         if self.jenga_env == "production" and self.flower_basic_auth is None:
             raise ValueError("FLOWER_BASIC_AUTH is required when JENGA_ENV=production")
         return self
