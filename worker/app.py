@@ -16,6 +16,7 @@ from common.config import get_settings
 from worker.celeryconfig import celery_config
 
 TASK_MODULES = [
+    "worker.selftest",
     "worker.watchdogs",
     "worker.notifications",
     "worker.delivery",

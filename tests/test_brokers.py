@@ -1,0 +1,46 @@
+"""The broker can be Redis (default) or RabbitMQ: a real worker consumes from both."""
+
+import uuid
+
+import pytest
+import redis
+from celery import Celery
+from kombu import Connection, Queue
+
+from common.config import load_settings
+from worker.celeryconfig import celery_config
+from worker.selftest import selftest_key
+from tests.servers import JengaProcess, jenga_env, port_open, wait_for
+
+BROKERS = {
+    "redis": None,  # BROKER_URL unset: defaults to REDIS_URL
+    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//",
+}
+
+
+@pytest.mark.parametrize("broker", sorted(BROKERS))
+def test_worker_runs_a_task_from_broker(broker, settings_env):
+    env = dict(settings_env)
+    if BROKERS[broker]:
+        if not port_open("127.0.0.1", 5672):
+            pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+        env["BROKER_URL"] = BROKERS[broker]
+    settings = load_settings(env, wait_seconds=0)
+    worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "--without-mingle", "--without-gossip",
+                                 "-Q", f"{settings.jenga_namespace}.default", env=jenga_env(**env), name=f"worker-{broker}").start()
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    producer = Celery("test-producer", set_as_current=False)
+    producer.conf.update(celery_config(settings))
+    token = uuid.uuid4().hex
+    try:
+        worker.wait_for_output("ready.", timeout=60)
+        producer.send_task("jenga.selftest", args=[token])
+        host = wait_for(lambda: client.get(selftest_key(settings.jenga_namespace, token)), 30, what="selftest mark")
+        assert host
+    finally:
+        worker.stop()
+        client.delete(selftest_key(settings.jenga_namespace, token))
+        if BROKERS[broker]:
+            with Connection(BROKERS[broker]) as conn:
+                Queue(f"{settings.jenga_namespace}.default", channel=conn.channel()).delete()
+        producer.close()
