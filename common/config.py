@@ -132,9 +132,11 @@ class Settings(BaseSettings):
     @field_validator("jenga_admin_token")
     @classmethod
     def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
+        if value is None or not value.get_secret_value():
+            return None  # an empty variable (as compose passes it) means "not set"
+        if len(value.get_secret_value()) < 16:
             raise ValueError("too short: use at least 16 characters (e.g. `openssl rand -hex 32`)")
-        return value or None
+        return value
 
     @field_validator("slack_webhook_url", "alarm_webhook_url")
     @classmethod
