@@ -105,6 +105,24 @@ class Settings(BaseSettings):
     limit_window_seconds: float = Field(default=1.0, gt=0, description="How long samples are collected before the limit is updated once.")
     limit_lease_ttl_seconds: float = Field(default=10.0, gt=0, description="A slot not renewed for this long (its worker died) returns to the fleet.")
 
+    # --- webhook delivery (level 5) --------------------------------------------
+    max_payload_bytes: int = Field(default=262144, ge=1024, description="Largest accepted message `payload` (serialized JSON, bytes); larger ones get 413.")
+    allow_private_destinations: bool = Field(
+        default=False, description="Let webhooks go to loopback/private/link-local addresses (local development, tests). Refused when `JENGA_ENV=production`."
+    )
+    delivery_connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Connect timeout of one webhook delivery attempt.")
+    delivery_timeout_seconds: float = Field(default=15.0, gt=0, description="Total time one delivery attempt may take; a later answer counts as a timeout.")
+    delivery_retry_schedule: str = Field(
+        default="5s,5m,30m,2h,5h,10h,10h",
+        description="Delays between delivery attempts (ms/s/m/h/d); after the last one the message is `failed`.",
+    )
+    delivery_retry_jitter: float = Field(default=0.2, ge=0, le=1, description="Each retry delay grows by a random fraction up to this, so retries spread out.")
+    delivery_dispatch_interval_seconds: float = Field(default=1.0, gt=0, description="How often beat enqueues the messages that are due.")
+    delivery_redispatch_seconds: float = Field(
+        default=300.0, gt=0, description="A due message whose task has not started this long after enqueueing (broker or worker lost) is enqueued again."
+    )
+    delivery_dispatch_batch: int = Field(default=500, ge=1, description="Most messages one dispatch run enqueues.")
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -146,6 +164,14 @@ class Settings(BaseSettings):
         _check_url(value.get_secret_value(), ("http", "https"), "webhook")
         return value
 
+    @field_validator("delivery_retry_schedule")
+    @classmethod
+    def _retry_schedule(cls, value: str) -> str:
+        from common.retry_schedule import parse_schedule
+
+        parse_schedule(value)
+        return value
+
     @field_validator("flower_basic_auth")
     @classmethod
     def _basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
@@ -164,9 +190,17 @@ class Settings(BaseSettings):
             raise ValueError("LIMIT_INITIAL must be between LIMIT_MIN and LIMIT_MAX")
         if self.jenga_env == "production" and self.flower_basic_auth is None:
             raise ValueError("FLOWER_BASIC_AUTH is required when JENGA_ENV=production")
+        if self.jenga_env == "production" and self.allow_private_destinations:
+            raise ValueError("ALLOW_PRIVATE_DESTINATIONS must be false when JENGA_ENV=production (SSRF protection)")
         return self
 
     # --- derived values --------------------------------------------------------
+    @property
+    def delivery_retry_delays(self) -> tuple[float, ...]:
+        from common.retry_schedule import parse_schedule
+
+        return parse_schedule(self.delivery_retry_schedule)
+
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
