@@ -32,6 +32,24 @@ def database_url():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def migrate_database(url: str) -> None:
+    """``alembic upgrade head`` on the database at ``url`` (as the release process does)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(servers.ROOT / "alembic.ini"), attributes={"configure_logging": False})
+    scheme, rest = url.split("://", 1)
+    config.set_main_option("sqlalchemy.url", f"postgresql+psycopg://{rest}".replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(database_url) -> str:
+    """The session database with the webhook tables (Alembic ``upgrade head``)."""
+    migrate_database(database_url)
+    return database_url
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_embedded_servers():
     yield
