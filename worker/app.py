@@ -27,9 +27,11 @@ app.add_defaults(lambda: celery_config(get_settings()))
 
 
 def _install_bootsteps() -> None:
-    from worker.bootsteps import ConfigStep
+    from worker.bootsteps import ConfigStep, ConnectionsStep, ConsumerStateStep, HeartbeatStep
 
     app.steps["worker"].add(ConfigStep)
+    app.steps["worker"].update({ConnectionsStep, HeartbeatStep})
+    app.steps["consumer"].add(ConsumerStateStep)
 
 
 _install_bootsteps()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.config import Settings
+from worker.schedule import beat_schedule
 
 
 def queue_names(settings: Settings) -> dict[str, str]:
@@ -31,9 +32,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        # Retries the broker with backoff and full jitter (RECONNECT_*_SECONDS).
+        "worker_consumer": "worker.bootsteps:JengaConsumer",
         "result_backend": None,
         "task_ignore_result": True,
         "task_default_queue": queues["default"],
+        "task_routes": {
+            # Watchdogs and notifications need neither PostgreSQL nor a free delivery slot.
+            "jenga.watchdog.*": {"queue": queues["alarms"]},
+            "jenga.alarms.*": {"queue": queues["alarms"]},
+        },
+        "beat_schedule": beat_schedule(settings),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
