@@ -92,8 +92,23 @@ class Settings(BaseSettings):
     )
     watchdog_interval_seconds: float = Field(default=10.0, gt=0, description="How often beat runs each watchdog.")
     alarm_clear_after: int = Field(default=3, ge=1, description="Consecutive passing checks before an open alarm clears.")
+    alarm_history_max: int = Field(default=1000, ge=10, description="About how many alarm set/clear events Redis keeps (`XADD MAXLEN ~`).")
     slack_webhook_url: SecretStr | None = Field(default=None, description="Slack incoming-webhook URL for alarm notifications.")
     alarm_webhook_url: SecretStr | None = Field(default=None, description="Generic JSON webhook that receives every alarm set/clear.")
+
+    # --- circuit breakers (level 4) -------------------------------------------
+    breaker_failure_threshold: int = Field(default=5, ge=0, description="Consecutive failed calls that open a service's breaker (0 = rule off).")
+    breaker_failure_rate: float = Field(default=0.5, ge=0, le=1, description="Share of failed calls in the window that opens the breaker (0 = rule off).")
+    breaker_min_calls: int = Field(default=10, ge=1, description="Calls the window must hold before the failure and slow-call rates are judged.")
+    breaker_window_seconds: float = Field(default=30.0, gt=0, description="Length of the breaker's sliding window.")
+    breaker_slow_call_seconds: float = Field(default=10.0, gt=0, description="A call slower than this counts as slow.")
+    breaker_slow_call_rate: float = Field(default=0.0, ge=0, le=1, description="Share of slow calls in the window that opens the breaker (0 = rule off).")
+    breaker_open_seconds: float = Field(default=5.0, gt=0, description="How long a breaker stays open after its first trip; doubles with each further trip.")
+    breaker_open_max_seconds: float = Field(default=300.0, gt=0, le=1800, description="Longest open time, however often the breaker trips (kept well below the broker's 3600 s visibility timeout).")
+    breaker_half_open_calls: int = Field(default=1, ge=1, description="Trial calls admitted fleet-wide when the open time is over; all must succeed to close.")
+    breaker_probe_lease_seconds: float = Field(default=30.0, gt=0, description="A trial call that never reports (its worker died) frees its slot after this.")
+    guard_max_deferrals: int = Field(default=50, ge=0, description="Times a guarded task is deferred (breaker open, no limiter slot) before it fails with `ServiceUnavailableError`.")
+    guard_max_countdown_seconds: float = Field(default=600.0, gt=0, le=1800, description="Longest deferral of a guarded task (kept well below the broker's 3600 s visibility timeout).")
 
     # --- adaptive concurrency limit (AIMD), one per external service ----------
     limit_initial: int = Field(default=20, ge=1, description="Concurrency limit of a service with no history yet (fleet-wide calls in flight).")
@@ -188,6 +203,8 @@ class Settings(BaseSettings):
             raise ValueError("RECONNECT_CAP_SECONDS must be >= RECONNECT_BASE_SECONDS")
         if not self.limit_min <= self.limit_initial <= self.limit_max:
             raise ValueError("LIMIT_INITIAL must be between LIMIT_MIN and LIMIT_MAX")
+        if self.breaker_open_max_seconds < self.breaker_open_seconds:
+            raise ValueError("BREAKER_OPEN_MAX_SECONDS must be >= BREAKER_OPEN_SECONDS")
         if self.jenga_env == "production" and self.flower_basic_auth is None:
             raise ValueError("FLOWER_BASIC_AUTH is required when JENGA_ENV=production")
         if self.jenga_env == "production" and self.allow_private_destinations:
