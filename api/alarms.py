@@ -1,5 +1,43 @@
-"""Routes of this level (to be written)."""
+"""Level 3: ``GET /alarms``, the open alarms and the latest set/clear events,
+read from the fleet-wide :class:`~common.alarms.AlarmStore` in Redis.
 
-from fastapi import APIRouter
+When Redis is unreachable the answer is 503 with a reason, not a 500: the
+alarm state lives there, and the Redis watchdog is telling people about it.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from common.alarms import AlarmStore
+from common.logs import log_event
+from common.probes import describe_error
+
+router = APIRouter(tags=["alarms"])
+log = logging.getLogger("jenga.api")
+
+
+def store_for(request: Request) -> AlarmStore:
+    settings = request.app.state.settings
+    return AlarmStore(request.app.state.redis, settings.jenga_namespace,
+                      clear_after=settings.alarm_clear_after, history_max=settings.alarm_history_max)
+
+
+@router.get("/alarms", responses={503: {"description": "Redis, which holds the alarms, is unreachable"}})
+def alarms(request: Request, limit: int = Query(50, ge=1, le=1000, description="How many history events")):
+    """Active alarms (oldest first) and the latest set/clear events (newest first)."""
+    store = store_for(request)
+    try:
+        active = store.active()
+        history = store.history(limit)
+    except redis.RedisError as error:
+        log_event(log, "alarms.unavailable", level=logging.WARNING, error=describe_error(error))
+        return JSONResponse(
+            {"error": "alarm state unavailable: Redis is unreachable", "detail": describe_error(error)},
+            status_code=503, headers={"Cache-Control": "no-store"},
+        )
+    return JSONResponse({"active": active, "history": history}, headers={"Cache-Control": "no-store"})
