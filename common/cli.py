@@ -4,7 +4,6 @@
     jenga config docs       print the README's settings table
     jenga worker health     exit 0/1 from this host's worker heartbeat (readiness; --live for liveness)
     jenga alarms            list active alarms and recent set/clear events (--json for machines)
-    jenga alarms            list active alarms and recent set/clear events (--json for machines)
     jenga run               run the whole local stack (embedded PostgreSQL/Redis when no URLs are set)
 
 Each level adds its own commands (alarms, breakers, worker health) here.
@@ -100,46 +99,6 @@ def list_alarms(args: argparse.Namespace) -> int:
     return 0
 
 
-def list_alarms(args: argparse.Namespace) -> int:
-    """Print active alarms and recent history from Redis; exit 1 if it cannot be read."""
-    import json
-    from datetime import UTC, datetime
-
-    import redis
-
-    from common.alarms import AlarmStore
-    from common.probes import describe_error
-    from common.redis_client import redis_for
-
-    try:
-        settings = load_settings(wait_seconds=0)
-    except ConfigError as error:
-        print(error.message(), file=sys.stderr)
-        return 1
-    store = AlarmStore(redis_for(settings), settings.jenga_namespace, clear_after=settings.alarm_clear_after)
-    try:
-        active, history = store.active(), store.history(args.history)
-    except redis.RedisError as error:
-        print(f"cannot read alarms: Redis is unreachable ({describe_error(error)}); check REDIS_URL", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps({"active": active, "history": history}, indent=2))
-        return 0
-
-    def when(timestamp: float) -> str:
-        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-    print(f"active alarms: {len(active)}")
-    for alarm in active:
-        error = alarm["last_check"].get("error")
-        print(f"  {alarm['severity'].upper():8} {alarm['id']:20} since {when(alarm['set_at'])}  {alarm['description']}"
-              + (f" ({error})" if error else ""))
-    print(f"recent events (newest first, up to {args.history}):")
-    for event in history:
-        print(f"  {when(event['at'])}  {event['kind']:5} {event['alarm_id']:20} {event['description']}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jenga", description="Operate a Jenga deployment.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -155,11 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--hostname", help="the worker's node name (-n); default celery@<this host>")
     health.add_argument("--live", action="store_true", help="liveness only: a fresh heartbeat, broker or not")
     health.set_defaults(func=worker_health)
-
-    alarms = commands.add_parser("alarms", help="list active alarms and recent set/clear events")
-    alarms.add_argument("--history", type=int, default=20, metavar="N", help="how many recent events (default 20)")
-    alarms.add_argument("--json", action="store_true", help="print JSON instead of text")
-    alarms.set_defaults(func=list_alarms)
 
     alarms = commands.add_parser("alarms", help="list active alarms and recent set/clear events")
     alarms.add_argument("--history", type=int, default=20, metavar="N", help="how many recent events (default 20)")
