@@ -1,5 +1,114 @@
-"""Routes of this level (to be written)."""
+"""Level 4: ``GET /breakers`` (every circuit breaker and concurrency limit, read
+straight from Redis) and the admin actions ``POST /breakers/{name}/open|close|reset``
+(``Authorization: Bearer $JENGA_ADMIN_TOKEN``).
 
-from fastapi import APIRouter
+Redis unreachable: 503 with ``fallback: true`` — every worker is then running
+per-process breakers and the fleet-wide view does not exist.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import logging
+import re
+from typing import Literal
+
+import redis
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse
+
+from api.auth import require_admin
+from common.logs import log_event
+from common.probes import describe_error
+from common.shared_breaker import BreakerStore, alarm_hook, policy_from_settings
+
+router = APIRouter(tags=["breakers"])
+log = logging.getLogger("jenga.api")
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _unavailable(error: BaseException) -> JSONResponse:
+    log_event(log, "breakers.unavailable", level=logging.WARNING, error=describe_error(error))
+    return JSONResponse(
+        {"error": "breaker state unavailable: Redis is unreachable; workers fall back to per-process breakers",
+         "fallback": True, "detail": describe_error(error)},
+        status_code=503, headers=NO_STORE,
+    )
+
+
+def list_limits_or_empty(client: redis.Redis, namespace: str) -> list[dict]:
+    try:
+        from common.shared_limit import list_limits
+    except ImportError:  # limiter level not installed
+        return []
+    return list_limits(client, namespace)
+
+
+def overview(client: redis.Redis, namespace: str) -> dict:
+    """Breakers and limits of ``namespace``, as ``GET /breakers`` and ``jenga breakers`` show them."""
+    store = BreakerStore(client, namespace)
+    return {
+        "fallback": False,
+        "breakers": [store.read(name) for name in store.names()],
+        "limits": list_limits_or_empty(client, namespace),
+    }
+
+
+@router.get("/breakers", responses={503: {"description": "Redis, which holds breaker state, is unreachable"}})
+def breakers(request: Request):
+    """Every circuit breaker (state, trips, window counts, probes) and every concurrency limit (limit, in flight)."""
+    try:
+        body = overview(request.app.state.redis, request.app.state.settings.jenga_namespace)
+    except redis.RedisError as error:
+        return _unavailable(error)
+    return JSONResponse(body, headers=NO_STORE)
+
+
+def _notify(settings, transition) -> None:
+    """Hand an alarm transition to the notifier tasks by name (the API does not import the worker)."""
+    try:
+        from celery import Celery
+
+        from common.notifiers import notifier_urls
+    except ImportError:
+        return
+    notifiers = list(notifier_urls(settings))
+    if not notifiers:
+        return
+    sender = Celery("jenga-api", broker=settings.effective_broker_url, set_as_current=False)
+    if settings.effective_broker_url.startswith(("redis", "rediss")):
+        sender.conf.broker_transport_options = {"global_keyprefix": f"{settings.jenga_namespace}:broker:"}
+    try:
+        for notifier in notifiers:
+            sender.send_task("jenga.alarms.notify", (notifier, transition.to_dict()),
+                             queue=f"{settings.jenga_namespace}.alarms", retry=False)
+    except Exception as error:  # the alarm is in Redis; a lost notification is logged, not fatal
+        log_event(log, "breakers.notify_failed", level=logging.WARNING, error=describe_error(error))
+    finally:
+        sender.close()
+
+
+@router.post("/breakers/{name}/{action}", dependencies=[Depends(require_admin)],
+             responses={401: {"description": "missing or wrong admin token"},
+                        403: {"description": "admin API disabled (no JENGA_ADMIN_TOKEN)"},
+                        404: {"description": "no such breaker"}})
+def force(request: Request, action: Literal["open", "close", "reset"],
+          name: str = Path(description="breaker (service) name")):
+    """Force a breaker open (until closed), closed, or reset (closed, counts forgotten)."""
+    if not NAME_RE.fullmatch(name):
+        return JSONResponse({"error": "invalid breaker name: use 1-200 of A-Z a-z 0-9 _ . : -"}, status_code=422)
+    settings = request.app.state.settings
+    client = request.app.state.redis
+    store = BreakerStore(client, settings.jenga_namespace)
+    try:
+        if action != "open" and name not in store.names():
+            return JSONResponse({"error": f"no breaker named {name!r}"}, status_code=404)
+        _, change = store.force(name, action, policy_from_settings(settings))
+        if change is not None:
+            alarm_hook(client, settings.jenga_namespace, lambda t: _notify(settings, t))(name, change)
+        body = store.read(name)
+    except redis.RedisError as error:
+        return _unavailable(error)
+    log_event(log, "breaker.forced", level=logging.WARNING, breaker=name, action=action)
+    return JSONResponse(body, headers=NO_STORE)
