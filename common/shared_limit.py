@@ -304,6 +304,9 @@ class SharedLimit:
         self._process_id = uuid.uuid4().hex[:12]
         self._seq = 0
         self._free: list[str] = []  # slots held from Redis, idle
+        # Idle slots are handed out only while surely unexpired in Redis, even
+        # if the background sync stalled (half the TTL leaves room for skew).
+        self._free_until = 0.0
         self._busy: set[str] = set()  # slots held from Redis, in use
         self._extra = 0  # calls in flight without a Redis slot (fallback, lost lease)
         self._peak = 0  # most calls in flight at once since the last sync
@@ -316,6 +319,7 @@ class SharedLimit:
         self._retry_at = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.syncs = 0  # successful round trips, for metrics and tests
 
     def _reset_after_fork(self) -> None:
         # The parent's slots and thread stay the parent's; the child starts empty
@@ -326,11 +330,11 @@ class SharedLimit:
     def try_acquire(self) -> Lease | None:
         """A slot for one call, or ``None`` when the fleet is at the limit."""
         with self._lock:
-            if self._free:
+            now = self.clock()
+            if self._free and now < self._free_until:
                 return self._take(self._free.pop())
             if self.background and self._thread is None:
                 self._start_thread()
-            now = self.clock()
             self._sync_locked(now, need=1)
             if self._free:
                 return self._take(self._free.pop())
@@ -396,6 +400,7 @@ class SharedLimit:
         except redis.RedisError as error:
             self._enter_fallback(now, error)
             return
+        self.syncs += 1
         self._seq += len(granted)
         self._count = self._drops = self._latency_us = 0
         for slot in map(_text, lost):
@@ -404,6 +409,7 @@ class SharedLimit:
             self._busy.discard(slot)
             self._extra += 1
         self._free = [*map(_text, kept), *map(_text, granted)]
+        self._free_until = now + self.lease_ttl / 2
         self._limit = int(limit)
         self._peak = len(self._busy) + self._extra
         if self._fallback:
