@@ -1,4 +1,4 @@
-"""Tasks for the outage tests (loaded with ``celery worker -I tests.outage_tasks``):
+"""Tasks for the outage tests (the test creates table ``outage_{ns}``) (loaded with ``celery worker -I tests.outage_tasks``):
 ``record`` needs PostgreSQL and runs on ``{ns}.deliveries``; ``mark`` needs only
 Redis; ``hold`` keeps a pool slot busy."""
 
@@ -28,7 +28,6 @@ def engine():
 def record(n: int, hold_seconds: float = 0.0) -> None:
     table = f"outage_{get_settings().jenga_namespace}"
     with engine().begin() as conn:
-        conn.execute(text(f"CREATE TABLE IF NOT EXISTS {table} (n int PRIMARY KEY)"))
         if hold_seconds:
             conn.execute(text("SELECT pg_sleep(:s)"), {"s": hold_seconds})
         conn.execute(text(f"INSERT INTO {table} VALUES (:n) ON CONFLICT DO NOTHING"), {"n": n})

@@ -95,6 +95,8 @@ class QueueGate:
         if open_ == self.open:
             return
         self.open = open_
+        if not self.queues:
+            return
         log_event(log, "worker.queues_resumed" if open_ else "worker.queues_paused",
                   logging.INFO if open_ else logging.WARNING, queues=",".join(self.queues))
         consumer = self.consumer
