@@ -331,12 +331,14 @@ class SharedLimit:
         """A slot for one call, or ``None`` when the fleet is at the limit."""
         with self._lock:
             now = self.clock()
-            if self._free and now < self._free_until:
+            # The local limit check matters after a decrease: idle slots stay in
+            # the allotment until the next sync, but must not be used past it.
+            if self._free and now < self._free_until and len(self._busy) + self._extra < self._limit:
                 return self._take(self._free.pop())
             if self.background and self._thread is None:
                 self._start_thread()
             self._sync_locked(now, need=1)
-            if self._free:
+            if self._free and len(self._busy) + self._extra < self._limit:
                 return self._take(self._free.pop())
             if self._fallback and len(self._busy) + self._extra < self.options.min:
                 self._extra += 1
