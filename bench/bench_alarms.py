@@ -76,14 +76,14 @@ def main() -> int:
             baseline_set = probe_detect(engine, 0.5, False, died)
             wait_for(lambda: store.is_open("postgres"), 60, interval=0.01, what="alarm set")
             stored = time.monotonic() - died
-            wait_for(lambda: len(slack.messages) > messages, 60, interval=0.01, what="slack set")
+            wait_for(lambda n=messages: len(slack.messages) > n, 60, interval=0.01, what="slack set")
             told = time.monotonic() - died
             pg.start()
             back = time.monotonic()
             baseline_clear = probe_detect(engine, 0.5, True, back)
             wait_for(lambda: not store.is_open("postgres"), 60, interval=0.01, what="alarm clear")
             cleared = time.monotonic() - back
-            wait_for(lambda: len(slack.messages) > messages + 1, 60, interval=0.01, what="slack clear")
+            wait_for(lambda n=messages: len(slack.messages) > n + 1, 60, interval=0.01, what="slack clear")
             rows.append((baseline_set, stored, told, baseline_clear, cleared))
             time.sleep(args.interval)
     finally:

@@ -14,7 +14,7 @@ Redis is down, two worker processes that both run the Redis watchdog each
 tell about the outage; run the alarms queue on one worker process to avoid it.)
 
 Other levels add watchdogs for their own services with :func:`register_watchdog`
-and a beat entry from :func:`worker.schedule.beat_schedule`'s ``extra``.
+and beat entries from :func:`worker.schedule.watchdog_entries` (added in ``beat_schedule``).
 """
 
 from __future__ import annotations
