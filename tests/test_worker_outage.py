@@ -37,8 +37,9 @@ def worker_health(env: dict[str, str], hostname: str, *extra: str) -> subprocess
                           env=jenga_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
-def start_worker(env: dict[str, str], hostname: str, queues: str, *extra: str) -> JengaProcess:
-    return JengaProcess.celery("worker", "-P", "threads", "-c", "2", "-n", hostname, "-Q", queues,
+def start_worker(env: dict[str, str], hostname: str, queues: str, *extra: str, pool: str = "threads") -> JengaProcess:
+    concurrency = "2" if pool == "threads" else "1"
+    return JengaProcess.celery("worker", "-P", pool, "-c", concurrency, "-n", hostname, "-Q", queues,
                                "-I", "tests.outage_tasks", "--without-mingle", "--without-gossip", *extra,
                                env=jenga_env(**env), name="worker").start()
 
@@ -141,3 +142,52 @@ def test_broker_down_at_boot_retries_with_jitter_then_consumes(settings_env, red
     finally:
         worker.stop()
         broker.close()
+
+
+def test_prefork_worker_boots_with_everything_down_then_climbs(settings_env, postgres_server, redis_server, tmp_path):
+    ns = settings_env["JENGA_NAMESPACE"]
+    postgres_server.stop()
+    redis_server.stop()
+    broker = RedisServer()
+    env = dict(settings_env, DATABASE_URL=postgres_server.url, REDIS_URL=redis_server.url, BROKER_URL=broker.url,
+               CHECK_INTERVAL_SECONDS="0.2", HEARTBEAT_DIR=str(tmp_path), HEARTBEAT_INTERVAL_SECONDS="0.5")
+    queues = queue_names(load_settings(env, wait_seconds=0))
+    hostname = f"climb-{uuid.uuid4().hex[:6]}@test"
+    worker = start_worker(env, hostname, f"{queues['default']},{queues['deliveries']}", pool="prefork")
+
+    def beat() -> dict:
+        return json.loads(heartbeat_path(tmp_path, hostname).read_text())
+
+    try:
+        wait_for(lambda: beat()["dependencies"] == {"postgres": "down", "redis": "down", "broker": "down"}, 30,
+                 what="every dependency seen down")
+        assert worker_health(env, hostname, "--live").returncode == 0
+        assert worker_health(env, hostname).returncode == 1
+
+        broker.start()
+        wait_for(lambda: worker_health(env, hostname).returncode == 0, 20, what="ready once the broker is up")
+        assert "worker.queues_resumed" not in worker.output()  # PostgreSQL still down: deliveries stay paused
+
+        redis_server.start()
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        wait_for(lambda: client.get(heartbeat_key(ns, hostname)), 10, what="heartbeat key once Redis is up")
+        assert client.ttl(heartbeat_key(ns, hostname)) > 0
+
+        postgres_server.start()
+        wait_for(lambda: "worker.queues_resumed" in worker.output(), 20, what="deliveries resumed")
+        wait_for(lambda: beat()["dependencies"] == {"postgres": "up", "redis": "up", "broker": "up"}, 10,
+                 what="every dependency up")
+
+        # Redis lost under a running worker: it stays live and ready (the file is the probe).
+        redis_server.stop()
+        wait_for(lambda: beat()["dependencies"]["redis"] == "down", 10, what="redis seen down")
+        assert worker_health(env, hostname).returncode == 0
+        redis_server.start()
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        wait_for(lambda: client.get(heartbeat_key(ns, hostname)), 10, what="heartbeat key rewritten")
+        assert worker.alive()
+    finally:
+        code = worker.stop()
+        broker.close()
+    assert code == 0, worker.output()[-3000:]
+    assert "Traceback" not in worker.output()
