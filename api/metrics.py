@@ -1,5 +1,234 @@
-"""Routes of this level (to be written)."""
+"""``GET /metrics``: Prometheus metrics of the whole fleet, read at scrape time.
 
-from fastapi import APIRouter
+Two collectors feed one registry per app:
 
-router = APIRouter()
+* :class:`common.fleet_metrics.FleetCollector`: counters and histograms that
+  workers (any number of hosts and prefork processes) add up in Redis
+  (deliveries by outcome, delivery duration).
+* :func:`state_families`: gauges of the current state: this API's view of
+  each dependency, open alarms, every breaker and limit (from Redis), and the
+  depth of each Celery queue when the broker is Redis.
+
+A source that cannot be read (Redis down) is left out and reported as
+``jenga_metrics_source_up{source=...} 0``; the scrape itself still answers 200,
+so Prometheus keeps the dependency gauges that explain the outage.
+
+:func:`read_fleet` is the one reader of that state; the status page uses it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from common.fleet_metrics import FleetCollector, FleetMetrics
+from common.logs import log_event
+from common.probes import describe_error
+from common.redis_client import make_redis
+
+router = APIRouter(tags=["operations"])
+log = logging.getLogger("jenga.api")
+
+DEPENDENCY_STATES = ("connecting", "up", "down")
+BREAKER_STATES = ("closed", "open", "half_open")
+QUEUE_ROLES = ("default", "deliveries", "alarms")  # as worker.celeryconfig.queue_names names them
+# kombu's Redis transport keeps priorities 3, 6 and 9 in lists named queue + "\x06\x16" + priority.
+KOMBU_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+REDIS_DOWN = "Redis is unreachable"
+
+
+@dataclass
+class FleetView:
+    """What the operators' views show, read once per request. A section that
+    could not be read is None, with the reason in ``errors``."""
+
+    dependencies: dict[str, Any] = field(default_factory=dict)  # name -> DependencyState
+    alarms: list[dict] | None = None
+    breakers: list[dict] | None = None
+    limits: list[dict] | None = None
+    queues: dict[str, int] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    read_at: float = field(default_factory=time.time)
+
+
+def queue_names(namespace: str) -> list[str]:
+    return [f"{namespace}.{role}" for role in QUEUE_ROLES]
+
+
+def queue_depths(client: redis.Redis, namespace: str) -> dict[str, int]:
+    """Messages waiting in each Jenga queue of a Redis broker (all priority lists)."""
+    names = queue_names(namespace)
+    pipe = client.pipeline(transaction=False)
+    for queue in names:
+        for suffix in KOMBU_PRIORITY_SUFFIXES:
+            pipe.llen(f"{namespace}:broker:{queue}{suffix}")  # worker.celeryconfig's global_keyprefix
+    sizes = pipe.execute()
+    step = len(KOMBU_PRIORITY_SUFFIXES)
+    return {queue: sum(sizes[i * step:(i + 1) * step]) for i, queue in enumerate(names)}
+
+
+def _read_alarms(client: redis.Redis, settings) -> list[dict]:
+    from common.alarms import AlarmStore
+
+    return AlarmStore(client, settings.jenga_namespace, clear_after=settings.alarm_clear_after,
+                      history_max=settings.alarm_history_max).active()
+
+
+def _read_breakers(client: redis.Redis, namespace: str) -> list[dict]:
+    from common.shared_breaker import BreakerStore
+
+    store = BreakerStore(client, namespace)
+    return [store.read(name) for name in store.names()]
+
+
+def _read_limits(client: redis.Redis, namespace: str) -> list[dict]:
+    from common.shared_limit import list_limits
+
+    return list_limits(client, namespace)
+
+
+def read_fleet(app: FastAPI) -> FleetView:
+    """Read every section of the operators' view; one failing section never hides the others."""
+    state = app.state
+    settings = state.settings
+    namespace = settings.jenga_namespace
+    view = FleetView()
+    dependencies = getattr(state, "dependencies", None)
+    view.dependencies = dependencies.snapshot() if dependencies is not None else {}
+    redis_down = "redis" in view.dependencies and view.dependencies["redis"].state == "down"
+    readers = {
+        "alarms": lambda: _read_alarms(state.redis, settings),
+        "breakers": lambda: _read_breakers(state.redis, namespace),
+        "limits": lambda: _read_limits(state.redis, namespace),
+    }
+    broker = getattr(state, "broker_redis", None)
+    if broker is not None:
+        readers["queues"] = lambda: queue_depths(broker, namespace)
+    for name, read in readers.items():
+        if redis_down and name != "queues":
+            # The monitor already knows Redis is gone: don't make the page wait for a timeout.
+            view.errors[name] = REDIS_DOWN
+            continue
+        try:
+            setattr(view, name, read())
+        except ImportError:
+            view.errors[name] = "not installed"
+        except (redis.RedisError, OSError) as error:
+            view.errors[name] = describe_error(error)
+    if view.limits:
+        FleetMetrics(state.redis, namespace).sample_limits(view.limits, view.read_at)
+    return view
+
+
+def state_families(view: FleetView) -> Iterator[Metric]:
+    """Prometheus families for a :class:`FleetView` (a pure function)."""
+    up = GaugeMetricFamily("jenga_dependency_up", "1 when this API process reaches the dependency.", labels=["dependency"])
+    state = GaugeMetricFamily("jenga_dependency_state", "1 for the dependency's current state.", labels=["dependency", "state"])
+    latency = GaugeMetricFamily("jenga_dependency_check_latency_seconds", "Duration of the last check of the dependency.",
+                                labels=["dependency"])
+    for name, dep in view.dependencies.items():
+        up.add_metric([name], 1.0 if dep.state == "up" else 0.0)
+        for value in DEPENDENCY_STATES:
+            state.add_metric([name, value], 1.0 if dep.state == value else 0.0)
+        if dep.latency_seconds is not None:
+            latency.add_metric([name], dep.latency_seconds)
+    yield from (up, state, latency)
+
+    if view.alarms is not None:
+        active = GaugeMetricFamily("jenga_alarms_active", "Open alarms by severity.", labels=["severity"])
+        for severity in ("critical", "warning", "info"):
+            active.add_metric([severity], sum(1 for a in view.alarms if a.get("severity") == severity))
+        yield active
+        alarm = GaugeMetricFamily("jenga_alarm_active_seconds", "Age of each open alarm.", labels=["alarm_id", "severity"])
+        for a in view.alarms:
+            alarm.add_metric([a["id"], a.get("severity", "")], max(0.0, view.read_at - float(a.get("set_at", 0))))
+        yield alarm
+
+    if view.breakers is not None:
+        bstate = GaugeMetricFamily("jenga_breaker_state", "1 for the circuit breaker's current state.", labels=["breaker", "state"])
+        trips = CounterMetricFamily("jenga_breaker_trips", "Times the breaker opened (closed or half-open to open).", labels=["breaker"])
+        failures = GaugeMetricFamily("jenga_breaker_window_failures", "Failed calls in the breaker's sliding window.", labels=["breaker"])
+        for b in view.breakers:
+            for value in BREAKER_STATES:
+                bstate.add_metric([b["name"], value], 1.0 if b["state"] == value else 0.0)
+            trips.add_metric([b["name"]], float(b.get("total_trips", 0)))
+            failures.add_metric([b["name"]], float(b.get("window", {}).get("failures", 0)))
+        yield from (bstate, trips, failures)
+
+    if view.limits is not None:
+        limit = GaugeMetricFamily("jenga_limit", "Fleet-wide AIMD concurrency limit of the service.", labels=["service"])
+        in_flight = GaugeMetricFamily("jenga_limit_in_flight", "Calls to the service in flight, whole fleet.", labels=["service"])
+        for row in view.limits:
+            limit.add_metric([row["service"]], float(row["limit"]))
+            in_flight.add_metric([row["service"]], float(row["in_flight"]))
+        yield from (limit, in_flight)
+
+    if view.queues is not None:
+        depth = GaugeMetricFamily("jenga_queue_depth", "Messages waiting in the Celery queue (Redis broker).", labels=["queue"])
+        for queue, size in view.queues.items():
+            depth.add_metric([queue], float(size))
+        yield depth
+
+    source = GaugeMetricFamily("jenga_metrics_source_up", "1 when the scrape could read this source.", labels=["source"])
+    for name in ("alarms", "breakers", "limits", "queues", "fleet"):
+        if name in view.errors:
+            source.add_metric([name], 0.0)
+        elif name == "fleet" or getattr(view, name) is not None:
+            source.add_metric([name], 1.0)
+    yield source
+
+
+async def startup(app: FastAPI) -> None:
+    settings = app.state.settings
+    broker_url = settings.effective_broker_url
+    if broker_url == settings.redis_url:
+        app.state.broker_redis = app.state.redis
+    elif broker_url.startswith(("redis://", "rediss://")):
+        app.state.broker_redis = make_redis(broker_url, settings.check_timeout_seconds)
+    else:
+        app.state.broker_redis = None  # RabbitMQ: queue depth is on its own management API
+
+
+async def shutdown(app: FastAPI) -> None:
+    broker = getattr(app.state, "broker_redis", None)
+    if broker is not None and broker is not app.state.redis:
+        broker.close()
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text format: fleet counters from Redis plus current-state gauges."""
+    app = request.app
+    view = read_fleet(app)
+    families: list[Metric] = []
+    if view.errors.get("alarms") == REDIS_DOWN:
+        view.errors["fleet"] = REDIS_DOWN
+    else:
+        try:
+            families += FleetCollector(app.state.redis, app.state.settings.jenga_namespace).collect()
+        except (redis.RedisError, OSError) as error:
+            view.errors["fleet"] = describe_error(error)
+            log_event(log, "metrics.source_unavailable", logging.WARNING, source="fleet", error=view.errors["fleet"])
+    families += state_families(view)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+
+class _Families:
+    """A collector over families already read (the registry's interface is a ``collect()``)."""
+
+    def __init__(self, families: list[Metric]):
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)

@@ -17,6 +17,7 @@ from worker.celeryconfig import celery_config
 
 TASK_MODULES = [
     "worker.selftest",
+    "worker.metrics_probe",
     "worker.watchdogs",
     "worker.notifications",
     "worker.delivery",
