@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import alarms, breakers, endpoints, health, messages, metrics, status
+from api import alarms, breakers, endpoints, errors, health, messages, metrics, status
 from common.config import Settings
 from common.database import make_engine
 from common.redis_client import redis_for
@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.redis.close()
 
     app = FastAPI(title="Jenga", version="0.1.0", lifespan=lifespan)
+    errors.install(app)  # JSON errors: 4xx for bad input, 503 when PostgreSQL is down
     for module in ROUTER_MODULES:
         app.include_router(module.router)
     return app

@@ -1,5 +1,151 @@
-"""Routes of this level (to be written)."""
+"""``/v1/endpoints``: where webhooks go.
 
-from fastapi import APIRouter
+An endpoint is a URL plus a signing secret. Jenga generates the secret
+(``whsec_...``) and returns it once, in the answer to the create call; after
+that it is never shown again (receivers store it). The URL must pass the SSRF
+policy (:mod:`common.destinations`) on create and on update.
 
-router = APIRouter()
+Writes need ``Authorization: Bearer $JENGA_ADMIN_TOKEN``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.auth import require_admin
+from api.errors import ApiError
+from common.destinations import DestinationError, resolve_destination
+from common.models import Endpoint
+from common.signing import generate_secret
+
+router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+class EndpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048, description="http(s) URL that receives the webhooks.")
+    description: str = Field(default="", max_length=1000, description="Free text for people.")
+
+
+class EndpointUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    description: str | None = Field(default=None, max_length=1000)
+
+
+class EndpointOut(BaseModel):
+    id: str
+    url: str
+    description: str
+    disabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> EndpointOut:
+        return cls(id=endpoint.id, url=endpoint.url, description=endpoint.description, disabled=endpoint.disabled,
+                   disabled_reason=endpoint.disabled_reason, created_at=endpoint.created_at,
+                   updated_at=endpoint.updated_at)
+
+
+class EndpointCreated(EndpointOut):
+    secret: str = Field(description="The `whsec_...` signing secret. Shown only now: store it.")
+
+
+class EndpointList(BaseModel):
+    data: list[EndpointOut]
+
+
+def checked_url(request: Request, url: str) -> str:
+    """``url`` if webhooks may go there, else a 422 saying why."""
+    url = url.strip()
+    try:
+        resolve_destination(url, allow_private=request.app.state.settings.allow_private_destinations)
+    except DestinationError as error:
+        raise ApiError(422, "invalid_url", f"url refused: {error}") from None
+    return url
+
+
+def endpoint_or_404(session: Session, endpoint_id: str, *, lock: bool = False) -> Endpoint:
+    query = select(Endpoint).where(Endpoint.id == endpoint_id)
+    endpoint = session.scalars(query.with_for_update() if lock else query).first()
+    if endpoint is None:
+        raise ApiError(404, "endpoint_not_found", f"no endpoint {endpoint_id!r}")
+    return endpoint
+
+
+@router.post("", status_code=201, response_model=EndpointCreated, dependencies=[Depends(require_admin)])
+def create_endpoint(body: EndpointIn, request: Request, session: Session = Depends(db_session)) -> EndpointCreated:
+    """Create an endpoint; the answer carries its signing secret, once."""
+    endpoint = Endpoint(url=checked_url(request, body.url), description=body.description, secret=generate_secret())
+    session.add(endpoint)
+    session.commit()
+    session.refresh(endpoint)
+    return EndpointCreated(**EndpointOut.of(endpoint).model_dump(), secret=endpoint.secret)
+
+
+@router.get("", response_model=EndpointList)
+def list_endpoints(session: Session = Depends(db_session),
+                   limit: int = Query(default=100, ge=1, le=500)) -> EndpointList:
+    endpoints = session.scalars(select(Endpoint).order_by(Endpoint.created_at, Endpoint.id).limit(limit)).all()
+    return EndpointList(data=[EndpointOut.of(e) for e in endpoints])
+
+
+@router.get("/{endpoint_id}", response_model=EndpointOut)
+def get_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> EndpointOut:
+    return EndpointOut.of(endpoint_or_404(session, endpoint_id))
+
+
+@router.patch("/{endpoint_id}", response_model=EndpointOut, dependencies=[Depends(require_admin)])
+def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Request,
+                    session: Session = Depends(db_session)) -> EndpointOut:
+    endpoint = endpoint_or_404(session, endpoint_id, lock=True)
+    if body.url is not None:
+        endpoint.url = checked_url(request, body.url)
+    if body.description is not None:
+        endpoint.description = body.description
+    session.commit()
+    session.refresh(endpoint)
+    return EndpointOut.of(endpoint)
+
+
+def _set_disabled(endpoint_id: str, session: Session, disabled: bool) -> EndpointOut:
+    endpoint = endpoint_or_404(session, endpoint_id, lock=True)
+    endpoint.disabled = disabled
+    endpoint.disabled_reason = "disabled through the API" if disabled else None
+    session.commit()
+    session.refresh(endpoint)
+    return EndpointOut.of(endpoint)
+
+
+@router.post("/{endpoint_id}/disable", response_model=EndpointOut, dependencies=[Depends(require_admin)])
+def disable_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> EndpointOut:
+    """Stop deliveries: new messages are refused (409), pending ones end `failed`."""
+    return _set_disabled(endpoint_id, session, True)
+
+
+@router.post("/{endpoint_id}/enable", response_model=EndpointOut, dependencies=[Depends(require_admin)])
+def enable_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> EndpointOut:
+    return _set_disabled(endpoint_id, session, False)
+
+
+@router.delete("/{endpoint_id}", status_code=204, dependencies=[Depends(require_admin)])
+def delete_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> Response:
+    """Delete the endpoint with its messages and their attempts."""
+    session.delete(endpoint_or_404(session, endpoint_id))
+    session.commit()
+    return Response(status_code=204)

@@ -1,5 +1,257 @@
-"""Routes of this level (to be written)."""
+"""``/v1/messages``: accept events for delivery, and show how delivery went.
 
-from fastapi import APIRouter
+``POST /v1/messages`` answers 202 only after the message is committed in
+PostgreSQL (the transactional outbox); then a delivery task is enqueued. If
+the broker is down at that moment the message still counts as accepted: the
+beat dispatcher enqueues it later (``worker/delivery.py``). If PostgreSQL is
+down the answer is 503 with ``Retry-After`` and nothing was accepted.
 
-router = APIRouter()
+``Idempotency-Key``: repeating a request with the same key returns the first
+message (and delivers nothing more); the same key with a different request is
+refused with 422.
+
+Writes need ``Authorization: Bearer $JENGA_ADMIN_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from api.auth import require_admin
+from api.endpoints import db_session
+from api.errors import ApiError
+from common.config import Settings
+from common.logs import log_event
+from common.models import MESSAGE_STATUSES, PENDING, Endpoint, Message
+from common.probes import describe_error
+
+log = logging.getLogger("jenga.api")
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+# Sent by name: the API never imports the worker package.
+DELIVER_TASK = "jenga.delivery.deliver"
+
+
+def delivery_sender(settings: Settings) -> Celery:
+    """A Celery client that can only publish, on the workers' broker, keys and
+    queue (the same ``global_keyprefix`` as ``worker/celeryconfig.py``), and
+    that gives up at once when the broker is down: the dispatcher re-sends."""
+    timeout = settings.check_timeout_seconds
+    options: dict[str, Any] = {"visibility_timeout": 3600}
+    if settings.effective_broker_url.startswith(("redis", "rediss")):
+        options.update(global_keyprefix=f"{settings.jenga_namespace}:broker:",
+                       socket_timeout=timeout, socket_connect_timeout=timeout)
+    sender = Celery("jenga-api", set_as_current=False)
+    sender.conf.update(
+        broker_url=settings.effective_broker_url,
+        broker_transport_options=options,
+        broker_connection_timeout=timeout,
+        broker_connection_retry=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return sender
+
+
+async def startup(app: FastAPI) -> None:
+    app.state.delivery_sender = delivery_sender(app.state.settings)
+
+
+async def shutdown(app: FastAPI) -> None:
+    app.state.delivery_sender.close()
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_id: str = Field(min_length=1, max_length=40)
+    event_type: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-/]+$",
+                            description="e.g. `invoice.paid`")
+    payload: JsonValue = Field(description="Any JSON; sent as `data` in the webhook body.")
+
+
+class AttemptOut(BaseModel):
+    number: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None = Field(description="Error class and message when there was no HTTP answer.")
+    response_excerpt: str | None
+
+
+class MessageOut(BaseModel):
+    id: str
+    endpoint_id: str
+    event_type: str
+    payload: JsonValue
+    status: str = Field(description="`pending`, `delivered` or `failed`.")
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, message: Message, **extra: Any) -> MessageOut:
+        return cls(id=message.id, endpoint_id=message.endpoint_id, event_type=message.event_type,
+                   payload=message.payload, status=message.status, attempt_count=message.attempt_count,
+                   next_attempt_at=message.next_attempt_at, last_error=message.last_error,
+                   created_at=message.created_at, delivered_at=message.delivered_at, **extra)
+
+
+class MessageDetail(MessageOut):
+    attempts: list[AttemptOut]
+
+
+class MessageList(BaseModel):
+    data: list[MessageOut]
+
+
+def request_hash(body: MessageIn) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(session: Session, key: str, digest: str) -> Message | None:
+    existing = session.scalars(select(Message).where(Message.idempotency_key == key)).first()
+    if existing is not None and existing.request_hash != digest:
+        raise ApiError(422, "idempotency_key_reused",
+                       "this Idempotency-Key was used with a different request; use a new key")
+    return existing
+
+
+def enqueue(request: Request, message_id: str) -> None:
+    """Best effort: a message that could not be enqueued now is dispatched by beat."""
+    settings: Settings = request.app.state.settings
+    try:
+        request.app.state.delivery_sender.send_task(
+            DELIVER_TASK, args=(message_id,), queue=f"{settings.jenga_namespace}.deliveries", retry=False)
+    except Exception as error:
+        log_event(log, "api.enqueue_deferred", logging.WARNING, message_id=message_id, error=describe_error(error))
+        # Let the next dispatcher run take it, instead of waiting out DELIVERY_REDISPATCH_SECONDS.
+        try:
+            with Session(request.app.state.engine) as session, session.begin():
+                session.execute(update(Message).where(Message.id == message_id).values(dispatched_at=None))
+        except Exception as reset_error:  # the redispatch timeout still covers it
+            log_event(log, "api.enqueue_reset_failed", logging.WARNING, message_id=message_id,
+                      error=describe_error(reset_error))
+
+
+@router.post("", status_code=202, response_model=MessageOut, dependencies=[Depends(require_admin)],
+             responses={409: {"description": "endpoint disabled"}, 413: {"description": "payload too large"},
+                        422: {"description": "invalid request, unknown endpoint, or Idempotency-Key reused"},
+                        503: {"description": "PostgreSQL unavailable: nothing stored, retry"}})
+def create_message(
+    body: MessageIn,
+    request: Request,
+    response: Response,
+    session: Session = Depends(db_session),
+    idempotency_key: str | None = Header(default=None, max_length=255),
+) -> MessageOut:
+    """Accept a message for delivery (202 once it is stored)."""
+    settings: Settings = request.app.state.settings
+    payload_json = json.dumps(body.payload, separators=(",", ":"), ensure_ascii=False)
+    if len(payload_json.encode()) > settings.max_payload_bytes:
+        raise ApiError(413, "payload_too_large",
+                       f"payload is {len(payload_json.encode())} bytes; the limit is {settings.max_payload_bytes}"
+                       " (MAX_PAYLOAD_BYTES)")
+    digest = request_hash(body)
+    if idempotency_key is not None:
+        existing = _replay(session, idempotency_key, digest)
+        if existing is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return MessageOut.of(existing)
+    endpoint = session.get(Endpoint, body.endpoint_id)
+    if endpoint is None:
+        raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}")
+    if endpoint.disabled:
+        raise ApiError(409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first")
+    now = datetime.now(UTC)
+    message = Message(endpoint_id=endpoint.id, event_type=body.event_type, payload=body.payload,
+                      idempotency_key=idempotency_key, request_hash=digest, status=PENDING,
+                      created_at=now, next_attempt_at=now, dispatched_at=now)
+    # The Standard Webhooks body, fixed now so that every retry sends (and signs) the same bytes.
+    message.body = (f'{{"type":{json.dumps(body.event_type)},"timestamp":"{now.isoformat()}",'
+                    f'"data":{payload_json}}}')
+    session.add(message)
+    try:
+        session.commit()
+    except IntegrityError:
+        # The same Idempotency-Key committed concurrently: answer with that one.
+        session.rollback()
+        existing = _replay(session, idempotency_key, digest) if idempotency_key else None
+        if existing is None:
+            raise
+        response.headers["Idempotent-Replayed"] = "true"
+        return MessageOut.of(existing)
+    enqueue(request, message.id)
+    return MessageOut.of(message)
+
+
+@router.get("", response_model=MessageList)
+def list_messages(
+    session: Session = Depends(db_session),
+    endpoint_id: str | None = None,
+    status: str | None = Query(default=None, pattern="^(" + "|".join(MESSAGE_STATUSES) + ")$"),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> MessageList:
+    """Newest first."""
+    query = select(Message).order_by(Message.created_at.desc(), Message.id).limit(limit)
+    if endpoint_id:
+        query = query.where(Message.endpoint_id == endpoint_id)
+    if status:
+        query = query.where(Message.status == status)
+    return MessageList(data=[MessageOut.of(m) for m in session.scalars(query)])
+
+
+def message_or_404(session: Session, message_id: str) -> Message:
+    message = session.scalars(
+        select(Message).where(Message.id == message_id).options(selectinload(Message.attempts))).first()
+    if message is None:
+        raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+    return message
+
+
+def detail(message: Message) -> MessageDetail:
+    attempts = [AttemptOut(number=a.number, started_at=a.started_at, duration_ms=a.duration_ms,
+                           status_code=a.status_code, error=a.error, response_excerpt=a.response_excerpt)
+                for a in message.attempts]
+    return MessageDetail.of(message, attempts=attempts)
+
+
+@router.get("/{message_id}", response_model=MessageDetail)
+def get_message(message_id: str, session: Session = Depends(db_session)) -> MessageDetail:
+    """The message, its status and every delivery attempt."""
+    return detail(message_or_404(session, message_id))
+
+
+@router.post("/{message_id}/retry", status_code=202, response_model=MessageOut,
+             dependencies=[Depends(require_admin)])
+def retry_message(message_id: str, request: Request, session: Session = Depends(db_session)) -> MessageOut:
+    """Deliver again now, with a fresh retry schedule (also after `delivered` or `failed`)."""
+    message = session.scalars(select(Message).where(Message.id == message_id).with_for_update()).first()
+    if message is None:
+        raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+    endpoint = session.get(Endpoint, message.endpoint_id)
+    if endpoint is None or endpoint.disabled:
+        raise ApiError(409, "endpoint_disabled", f"endpoint {message.endpoint_id} is disabled; enable it first")
+    now = datetime.now(UTC)
+    message.status = PENDING
+    message.schedule_position = 0
+    message.next_attempt_at = now
+    message.dispatched_at = now
+    session.commit()
+    enqueue(request, message.id)
+    return MessageOut.of(message)
+

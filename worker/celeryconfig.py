@@ -41,6 +41,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Watchdogs and notifications need neither PostgreSQL nor a free delivery slot.
             "jenga.watchdog.*": {"queue": queues["alarms"]},
             "jenga.alarms.*": {"queue": queues["alarms"]},
+            # Deliveries need PostgreSQL; the worker stops consuming them while it is down.
+            "jenga.delivery.deliver": {"queue": queues["deliveries"]},
         },
         "beat_schedule": beat_schedule(settings),
         "task_acks_late": True,

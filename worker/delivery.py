@@ -1,1 +1,385 @@
-"""Tasks of this level (to be written)."""
+"""Level 5: webhook delivery tasks.
+
+Two tasks, and PostgreSQL holds every decision between them (the outbox and
+schedule columns are described in :mod:`common.models`):
+
+* ``jenga.delivery.dispatch`` (beat, every ``DELIVERY_DISPATCH_INTERVAL_SECONDS``,
+  on the default queue so a delivery backlog never delays it): claims the
+  pending messages that are due with ``SELECT ... FOR UPDATE SKIP LOCKED``,
+  stamps ``dispatched_at`` and enqueues one ``deliver`` task each. Messages
+  whose task was enqueued long ago but never started (broker down when the API
+  committed, a worker SIGKILLed with the task) are due again after
+  ``DELIVERY_REDISPATCH_SECONDS``: a message the API accepted is never lost.
+* ``jenga.delivery.deliver(message_id)`` (``{ns}.deliveries`` queue): takes a
+  lease on the message (a duplicate task finds it and does nothing), signs and
+  POSTs it through the host's guarded-call slot (breaker + AIMD limit), then
+  records the attempt and the next state (:func:`common.retry_schedule.decide`)
+  in one transaction guarded by the lease token.
+
+A delivery is repeated only when a worker dies (or PostgreSQL fails) between
+the POST and the recording of its result; it carries the same ``webhook-id``,
+so receivers can drop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from celery.signals import worker_process_init
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from common.backoff import full_jitter_backoff
+from common.config import Settings, get_settings
+from common.database import make_engine
+from common.destinations import Destination, DestinationError, resolve_destination
+from common.logs import log_event
+from common.probes import describe_error
+from common.retry_schedule import Outcome, decide, parse_retry_after
+from common.signing import webhook_headers
+from worker.app import app
+from worker.guarded import GuardedTask, GuardRefused
+from worker.schedule import DELIVERY_DISPATCH_TASK as DISPATCH_TASK
+
+log = logging.getLogger("jenga.delivery")
+
+DELIVER_TASK = "jenga.delivery.deliver"
+EXCERPT_BYTES = 1024
+EXCERPT_CHARS = 500
+USER_AGENT = "Jenga-Webhooks/0.1"
+DB_ERRORS = (DBAPIError, PoolTimeoutError)
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claim holds a message: longer than any one attempt can take
+    (connect + send + receive), so a live worker never loses its lease."""
+    return settings.delivery_connect_timeout_seconds + 2 * settings.delivery_timeout_seconds + 30.0
+
+
+# --- per-process resources ---------------------------------------------------
+# Created lazily in the process that uses them (never inherited across fork).
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_client: httpx.Client | None = None
+
+
+@worker_process_init.connect
+def _forget_inherited_resources(**_: Any) -> None:
+    global _engine, _client
+    _engine, _client = None, None
+
+
+def engine() -> Engine:
+    global _engine
+    with _lock:
+        if _engine is None:
+            settings = get_settings()
+            concurrency = int(app.conf.worker_concurrency or 4)
+            _engine = make_engine(settings, pool_size=max(2, concurrency))
+        return _engine
+
+
+def http_client() -> httpx.Client:
+    global _client
+    with _lock:
+        if _client is None:
+            settings = get_settings()
+            _client = httpx.Client(
+                timeout=httpx.Timeout(settings.delivery_timeout_seconds, connect=settings.delivery_connect_timeout_seconds),
+                follow_redirects=False,  # a redirect could lead anywhere, past the destination check
+                headers={"user-agent": USER_AGENT, "content-type": "application/json"},
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            )
+        return _client
+
+
+# --- dispatch ------------------------------------------------------------------
+
+CLAIM_DUE = text(
+    """
+    UPDATE webhook_messages SET dispatched_at = now()
+    WHERE id IN (
+        SELECT id FROM webhook_messages
+        WHERE status = 'pending' AND next_attempt_at <= now()
+          AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => :redispatch))
+          AND (claimed_until IS NULL OR claimed_until < now())
+        ORDER BY next_attempt_at
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+    """
+)
+
+
+def enqueue_delivery(message_id: str, settings: Settings) -> None:
+    deliver.apply_async((message_id,), queue=f"{settings.jenga_namespace}.deliveries")
+
+
+@app.task(name=DISPATCH_TASK, ignore_result=True)
+def dispatch_due() -> int:
+    """Enqueue every pending message that is due (and not being delivered)."""
+    settings = get_settings()
+    try:
+        with engine().begin() as conn:
+            ids = conn.execute(
+                CLAIM_DUE, {"redispatch": settings.delivery_redispatch_seconds, "batch": settings.delivery_dispatch_batch}
+            ).scalars().all()
+    except DB_ERRORS as error:
+        # PostgreSQL is down: the watchdog raises the alarm; the next run retries.
+        log_event(log, "delivery.dispatch_failed", logging.WARNING, error=describe_error(error))
+        return 0
+    sent = 0
+    try:
+        for message_id in ids:
+            enqueue_delivery(message_id, settings)
+            sent += 1
+    except Exception as error:
+        # The rest stay stamped; they are enqueued again after DELIVERY_REDISPATCH_SECONDS
+        # unless this best-effort reset reaches PostgreSQL first.
+        log_event(log, "delivery.enqueue_failed", logging.WARNING, error=describe_error(error), unsent=len(ids) - sent)
+        with contextlib.suppress(*DB_ERRORS), engine().begin() as conn:
+            conn.execute(
+                text("UPDATE webhook_messages SET dispatched_at = NULL WHERE id = ANY(:ids) AND status = 'pending'"),
+                {"ids": list(ids[sent:])},
+            )
+    if sent:
+        log_event(log, "delivery.dispatched", logging.DEBUG, count=sent)
+    return sent
+
+
+# --- deliver -------------------------------------------------------------------
+
+CLAIM_ONE = text(
+    """
+    UPDATE webhook_messages m
+    SET claim_token = :token, claimed_until = now() + make_interval(secs => :lease)
+    FROM webhook_endpoints e
+    WHERE m.id = :id AND e.id = m.endpoint_id AND m.status = 'pending'
+      AND m.next_attempt_at <= now()
+      AND (m.claimed_until IS NULL OR m.claimed_until < now())
+    RETURNING m.body, m.schedule_position, m.attempt_count, e.id AS endpoint_id, e.url, e.secret, e.disabled
+    """
+)
+
+RELEASE = text(
+    """
+    UPDATE webhook_messages
+    SET next_attempt_at = now() + make_interval(secs => :retry_in),
+        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+    WHERE id = :id AND claim_token = :token
+    """
+)
+
+RECORD = text(
+    """
+    UPDATE webhook_messages
+    SET status = :status,
+        attempt_count = attempt_count + 1,
+        schedule_position = schedule_position + 1,
+        next_attempt_at = CASE WHEN CAST(:status AS text) = 'pending' THEN now() + make_interval(secs => :retry_in) END,
+        delivered_at = CASE WHEN CAST(:status AS text) = 'delivered' THEN now() ELSE delivered_at END,
+        last_error = :last_error,
+        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+    WHERE id = :id AND claim_token = :token
+    RETURNING attempt_count
+    """
+)
+
+INSERT_ATTEMPT = text(
+    """
+    INSERT INTO webhook_attempts (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
+    VALUES (:id, :number, :started_at, :duration_ms, :status_code, :error, :excerpt)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    message_id: str
+    token: str
+    body: str
+    schedule_position: int
+    endpoint_id: str
+    url: str
+    secret: str
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    outcome: Outcome
+    started_at: datetime
+    duration_ms: int
+    excerpt: str | None
+
+
+def claim(message_id: str, settings: Settings) -> Claim | None:
+    token = uuid.uuid4().hex
+    with engine().begin() as conn:
+        row = conn.execute(CLAIM_ONE, {"id": message_id, "token": token, "lease": lease_seconds(settings)}).mappings().first()
+    if row is None:
+        return None
+    return Claim(message_id, token, row["body"], row["schedule_position"], row["endpoint_id"], row["url"], row["secret"], row["disabled"])
+
+
+def pinned_url(url: str, destination: Destination) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The request to make so the connection goes to the address the SSRF
+    check approved, not to whatever DNS answers a moment later: the URL names
+    that address; ``Host`` and TLS SNI (so certificate checks) keep the name."""
+    parts = urlsplit(url)
+    address = destination.addresses[0]
+    host = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    headers = {"host": parts.netloc.rsplit("@", 1)[-1]}
+    extensions = {"sni_hostname": destination.host} if parts.scheme == "https" else {}
+    return pinned, headers, extensions
+
+
+def post(client: httpx.Client, url: str, destination: Destination, headers: dict[str, str], body: bytes,
+         total_timeout: float) -> AttemptResult:
+    """One POST; never raises for what the receiver or the network does."""
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    target, extra_headers, extensions = pinned_url(url, destination)
+    try:
+        request = client.build_request("POST", target, content=body, headers={**headers, **extra_headers},
+                                       extensions=extensions)
+        response = client.send(request, stream=True)
+        try:
+            chunks = bytearray()
+            for chunk in response.iter_raw():
+                chunks += chunk
+                if len(chunks) >= EXCERPT_BYTES or time.perf_counter() - started > total_timeout:
+                    break
+        finally:
+            response.close()
+    except httpx.HTTPError as error:
+        duration = time.perf_counter() - started
+        return AttemptResult(Outcome(error=describe_error(error)), started_at, int(duration * 1000), None)
+    duration = time.perf_counter() - started
+    if duration > total_timeout:
+        outcome = Outcome(error=f"Timeout: no complete answer within {total_timeout:g}s (HTTP {response.status_code})")
+        return AttemptResult(outcome, started_at, int(duration * 1000), None)
+    excerpt = bytes(chunks[:EXCERPT_BYTES]).decode("utf-8", errors="replace")[:EXCERPT_CHARS]
+    retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+    return AttemptResult(Outcome(status_code=response.status_code, retry_after=retry_after), started_at,
+                         int(duration * 1000), excerpt)
+
+
+def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | None:
+    """Store the attempt and the message's next state, once: a second call with
+    the same claim (a commit whose answer was lost) finds the token gone."""
+    decision = decide(result.outcome, claimed.schedule_position, settings.delivery_retry_delays,
+                      settings.delivery_retry_jitter)
+    outcome = result.outcome
+    last_error = None if outcome.succeeded else (outcome.error or f"HTTP {outcome.status_code}")
+    with engine().begin() as conn:
+        number = conn.execute(RECORD, {
+            "id": claimed.message_id, "token": claimed.token, "status": decision.status,
+            "retry_in": decision.retry_in or 0.0, "last_error": last_error,
+        }).scalar()
+        if number is None:
+            return None  # our lease expired and someone else took over
+        conn.execute(INSERT_ATTEMPT, {
+            "id": claimed.message_id, "number": number, "started_at": result.started_at,
+            "duration_ms": result.duration_ms, "status_code": outcome.status_code, "error": outcome.error,
+            "excerpt": result.excerpt,
+        })
+        if decision.disable_endpoint:
+            conn.execute(
+                text("UPDATE webhook_endpoints SET disabled = true, disabled_reason = :reason, updated_at = now() WHERE id = :id"),
+                {"id": claimed.endpoint_id, "reason": "the receiver answered 410 Gone"},
+            )
+    log_event(log, "delivery.attempt", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id,
+              attempt=number, status_code=outcome.status_code, error=outcome.error, duration_ms=result.duration_ms,
+              result=decision.status, retry_in=decision.retry_in)
+    if decision.disable_endpoint:
+        log_event(log, "delivery.endpoint_disabled", logging.WARNING, endpoint_id=claimed.endpoint_id, reason="410 Gone")
+    return decision.status
+
+
+def record_with_retries(claimed: Claim, result: AttemptResult, settings: Settings) -> str | None:
+    """Recording after the POST is the one step whose loss means a duplicate
+    delivery, so a PostgreSQL blip is retried (backoff, full jitter) for as
+    long as the lease lasts, before giving the message up to the sweeper."""
+    deadline = time.monotonic() + lease_seconds(settings) - 5.0
+    attempt = 0
+    while True:
+        try:
+            return record(claimed, result, settings)
+        except DB_ERRORS as error:
+            if time.monotonic() >= deadline:
+                raise
+            log_event(log, "delivery.record_retry", logging.WARNING, message_id=claimed.message_id,
+                      error=describe_error(error))
+            time.sleep(min(full_jitter_backoff(attempt, 0.2, 5.0), max(0.0, deadline - time.monotonic())))
+            attempt += 1
+
+
+def fail_disabled(claimed: Claim) -> None:
+    with engine().begin() as conn:
+        conn.execute(
+            text("""UPDATE webhook_messages SET status = 'failed', last_error = 'endpoint disabled',
+                    next_attempt_at = NULL, claim_token = NULL, claimed_until = NULL
+                    WHERE id = :id AND claim_token = :token"""),
+            {"id": claimed.message_id, "token": claimed.token},
+        )
+    log_event(log, "delivery.endpoint_disabled_skip", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id)
+
+
+@app.task(
+    bind=True,
+    base=GuardedTask,
+    name=DELIVER_TASK,
+    ignore_result=True,
+    acks_late=True,
+    # PostgreSQL failing before the POST: try again soon; whatever is still
+    # undone after these is picked up again by the dispatcher.
+    autoretry_for=DB_ERRORS,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=10,
+)
+def deliver(self, message_id: str) -> str | None:
+    """Make one delivery attempt of ``message_id`` if it is due and free."""
+    settings = get_settings()
+    claimed = claim(message_id, settings)
+    if claimed is None:
+        return None  # delivered, failed, not due, or another worker has it
+    if claimed.disabled:
+        fail_disabled(claimed)
+        return "failed"
+    body = claimed.body.encode()
+    try:
+        destination = resolve_destination(claimed.url, allow_private=settings.allow_private_destinations)
+    except DestinationError as error:
+        started = datetime.now(UTC)
+        result = AttemptResult(Outcome(error=f"DestinationRefused: {error}"), started, 0, None)
+        return record_with_retries(claimed, result, settings)
+    headers = webhook_headers(claimed.secret, claimed.message_id, int(time.time()), body)
+    try:
+        with self.guard(f"webhook:{destination.host}", defer=False) as call:
+            result = post(http_client(), claimed.url, destination, headers, body, settings.delivery_timeout_seconds)
+            status = result.outcome.status_code
+            call.record(failed=status is None or status >= 500 or status == 429)
+    except GuardRefused as refused:
+        # Not an attempt: the receiver was spared. Come back when the guard says.
+        with engine().begin() as conn:
+            conn.execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)})
+        log_event(log, "delivery.deferred", message_id=message_id, service=refused.service,
+                  retry_in=refused.retry_in, reason=refused.reason)
+        return "deferred"
+    return record_with_retries(claimed, result, settings)

@@ -15,7 +15,10 @@ from typing import Any
 from common.config import Settings
 
 WATCHDOG_TASK = "jenga.watchdog.check"  # worker/watchdogs.py
-DEPENDENCY_WATCHDOGS = ("postgres", "redis", "broker")
+DEPENDENCY_WATCHDOGS = ("postgres", "redis")
+# Run inside the beat process itself (worker/watchdogs.py): a broker that is
+# down can carry no watchdog task, so its watchdog must not need it.
+BEAT_WATCHDOGS = ("broker",)
 
 
 def watchdog_entries(settings: Settings, alarm_ids: tuple[str, ...] | list[str]) -> dict[str, dict[str, Any]]:
@@ -33,8 +36,26 @@ def watchdog_entries(settings: Settings, alarm_ids: tuple[str, ...] | list[str])
     }
 
 
+DELIVERY_DISPATCH_TASK = "jenga.delivery.dispatch"  # worker/delivery.py
+
+
+def delivery_entries(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The delivery dispatcher: enqueues due messages and re-enqueues lost ones.
+    On the default queue, so a delivery backlog never delays it; missed runs
+    expire, since the next run sees everything that is due."""
+    interval = settings.delivery_dispatch_interval_seconds
+    return {
+        "delivery-dispatch": {
+            "task": DELIVERY_DISPATCH_TASK,
+            "schedule": interval,
+            "options": {"queue": f"{settings.jenga_namespace}.default", "expires": max(interval * 2, 1.0)},
+        }
+    }
+
+
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Everything beat runs."""
     schedule: dict[str, dict[str, Any]] = {}
     schedule.update(watchdog_entries(settings, DEPENDENCY_WATCHDOGS))
+    schedule.update(delivery_entries(settings))
     return schedule
