@@ -147,3 +147,34 @@ def test_redis_outage_is_told_without_redis_and_stored_when_it_returns(
     finally:
         fleet.stop()
     assert "Traceback" not in fleet.worker.output()
+
+
+def test_broker_outage_is_told_by_beat_itself(settings_env, redis_server, slack, redis_client):
+    # The broker is a throwaway Redis; alarms live in the shared one.
+    env = {**settings_env, "BROKER_URL": redis_server.url, "SLACK_WEBHOOK_URL": slack.url,
+           "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL), "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
+           "CHECK_TIMEOUT_SECONDS": "0.5"}
+    settings = load_settings(env, wait_seconds=0)
+    fleet = Fleet(env).start()
+    try:
+        for beat in fleet.beats:
+            beat.wait_for_output("watchdog.beat_started", timeout=30)
+        fleet.wait_for_more_checks(4)
+        assert slack.requests == []
+
+        redis_server.stop()
+        wait_for(lambda: texts_about(slack, "broker", "set"), 30, what="the set notification")
+        assert [a["id"] for a in alarms_now(settings)["active"]] == ["broker"]
+        # Both beats keep checking the dead broker (their logs say so); nothing more may be said.
+        failed_checks = lambda: sum(b.output().count("watchdog.check") for b in fleet.beats)  # noqa: E731
+        seen = failed_checks()
+        wait_for(lambda: failed_checks() >= seen + 4, 30, what="more failed broker checks")
+        assert len(texts_about(slack, "broker", "set")) == 1
+
+        redis_server.start()
+        wait_for(lambda: texts_about(slack, "broker", "clear"), 60, what="the clear notification")
+        assert alarms_now(settings)["active"] == []
+        assert len(texts_about(slack, "broker", "set")) == 1
+        assert len(texts_about(slack, "broker", "clear")) == 1
+    finally:
+        fleet.stop()

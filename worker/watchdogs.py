@@ -13,6 +13,10 @@ the store's hysteresis decides the clear, so the clear is told once. (While
 Redis is down, two worker processes that both run the Redis watchdog each
 tell about the outage; run the alarms queue on one worker process to avoid it.)
 
+The broker watchdog runs in the beat process itself (:func:`run_in_beat`), with
+the same fallback: a broker that is down can carry no task, and when the broker
+is the same Redis as the store, nothing else could tell about it.
+
 Other levels add watchdogs for their own services with :func:`register_watchdog`
 and beat entries from :func:`worker.schedule.watchdog_entries` (added in ``beat_schedule``).
 """
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from celery.signals import beat_init
 
 from common.alarm_policy import CLOSED, AlarmState, decide
 from common.alarms import AlarmStore, Transition
@@ -35,7 +40,7 @@ from common.probes import CheckResult, check_broker, check_postgres, check_redis
 from common.redis_client import redis_for
 from worker.app import app
 from worker.notifications import notify
-from worker.schedule import WATCHDOG_TASK
+from worker.schedule import BEAT_WATCHDOGS, WATCHDOG_TASK
 
 log = logging.getLogger("jenga.watchdog")
 
@@ -105,7 +110,7 @@ def check_details(result: CheckResult) -> dict:
 
 
 class LocalAlarm:
-    """The Redis watchdog's own state for while Redis (and so the store) is down.
+    """A watchdog's own state for while the store (Redis) is unreachable.
 
     ``pending`` is a set already told to people but not yet written to the store."""
 
@@ -119,26 +124,21 @@ class LocalAlarm:
             self.state, self.pending = CLOSED, None
 
 
-REDIS_LOCAL = LocalAlarm()
+# Watchdogs whose outage can take the store (or the broker) down with it.
+FALLBACK = {"redis": LocalAlarm(), "broker": LocalAlarm()}
 
 
-def watch_redis(settings: Settings, watchdog: Watchdog, store: AlarmStore,
-                local: LocalAlarm = REDIS_LOCAL) -> Transition | None:
-    """One run of the Redis watchdog (see the module doc); returns the transition it told."""
+def watch_with_fallback(settings: Settings, watchdog: Watchdog, store: AlarmStore,
+                        local: LocalAlarm) -> Transition | None:
+    """One run of the Redis or broker watchdog (see the module doc); returns the transition it told.
+
+    The store decides whenever it answers; only when it does not does ``local``
+    decide, and its set is written to the store (backdated) once it answers again."""
     result = watchdog.check(settings)
     details = check_details(result)
     if not result.ok:
-        with local.lock:
-            local.state, kind = decide(local.state, False, settings.alarm_clear_after)
-            if kind:
-                local.pending = Transition(watchdog.alarm_id, kind, watchdog.description, watchdog.severity,
-                                           result.checked_at, details, result.checked_at)
-            told = local.pending if kind else None
-        if told:
-            notify(told, direct=True)
         log_event(log, "watchdog.check", level=logging.WARNING, alarm_id=watchdog.alarm_id, ok=False,
                   error=result.error)
-        return told
     try:
         with local.lock:
             pending = local.pending
@@ -147,17 +147,30 @@ def watch_redis(settings: Settings, watchdog: Watchdog, store: AlarmStore,
             store.set(pending.alarm_id, pending.description, pending.severity, pending.details, at=pending.at)
             with local.lock:
                 local.pending = None
-        transition = store.record_check(watchdog.alarm_id, True, watchdog.description, watchdog.severity, details)
-        still_open = transition is None and store.is_open(watchdog.alarm_id)
+        transition = store.record_check(watchdog.alarm_id, result.ok, watchdog.description,
+                                        watchdog.severity, details)
+        still_open = (transition is not None and transition.kind == "set") or (
+            transition is None and store.is_open(watchdog.alarm_id))
     except redis.RedisError as error:
         log_event(log, "watchdog.store_unavailable", level=logging.WARNING, alarm_id=watchdog.alarm_id,
                   error=describe_error(error))
-        return None
+        if result.ok:
+            return None  # a clear needs the store's count of passing checks
+        with local.lock:
+            local.state, kind = decide(local.state, False, settings.alarm_clear_after)
+            if kind:
+                local.pending = Transition(watchdog.alarm_id, kind, watchdog.description, watchdog.severity,
+                                           result.checked_at, details, result.checked_at)
+            told = local.pending if kind else None
+        if told:
+            notify(told, direct=True)
+        return told
     with local.lock:
         # Mirror the store, so a new outage is a new set only if the last one was cleared.
         local.state = AlarmState(open=True) if still_open else CLOSED
     if transition:
-        notify(transition)
+        # A broker that is down cannot carry the notification tasks.
+        notify(transition, direct=not result.ok)
     return transition
 
 
@@ -169,8 +182,8 @@ def run_watchdog(alarm_id: str, settings: Settings | None = None) -> Transition 
         log_event(log, "watchdog.unknown", level=logging.ERROR, alarm_id=alarm_id)
         return None
     store = store_for(settings)
-    if alarm_id == "redis":
-        return watch_redis(settings, watchdog, store)
+    if alarm_id in FALLBACK:
+        return watch_with_fallback(settings, watchdog, store, FALLBACK[alarm_id])
     result = watchdog.check(settings)
     log_event(log, "watchdog.check", level=logging.DEBUG if result.ok else logging.WARNING,
               alarm_id=alarm_id, ok=result.ok, error=result.error)
@@ -183,8 +196,31 @@ def run_watchdog(alarm_id: str, settings: Settings | None = None) -> Transition 
                   error=describe_error(error))
         return None
     if transition:
-        notify(transition, direct=alarm_id == "broker")
+        notify(transition)
     return transition
+
+
+def run_in_beat(settings: Settings, alarm_ids: tuple[str, ...], stop: threading.Event) -> None:
+    """Beat's own loop for the watchdogs that cannot travel as tasks: when the
+    broker is down, beat cannot send them and no worker could receive them."""
+    while not stop.wait(settings.watchdog_interval_seconds):
+        for alarm_id in alarm_ids:
+            try:
+                run_watchdog(alarm_id, settings)
+            except Exception as error:  # one bad run must not end the loop
+                log_event(log, "watchdog.failed", level=logging.ERROR, alarm_id=alarm_id,
+                          error=describe_error(error))
+
+
+BEAT_STOP = threading.Event()
+
+
+@beat_init.connect
+def _start_beat_watchdogs(sender=None, **kwargs) -> None:
+    settings = get_settings()
+    threading.Thread(target=run_in_beat, args=(settings, BEAT_WATCHDOGS, BEAT_STOP),
+                     name="jenga-beat-watchdogs", daemon=True).start()
+    log_event(log, "watchdog.beat_started", alarm_ids=",".join(BEAT_WATCHDOGS))
 
 
 @app.task(name=WATCHDOG_TASK, ignore_result=True, acks_late=False)
