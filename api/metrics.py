@@ -18,6 +18,7 @@ so Prometheus keeps the dependency gauges that explain the outage.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ class FleetView:
     breakers: list[dict] | None = None
     limits: list[dict] | None = None
     queues: dict[str, int] | None = None
+    workers: list[dict] | None = None  # heartbeat payloads of the live workers
     errors: dict[str, str] = field(default_factory=dict)
     read_at: float = field(default_factory=time.time)
 
@@ -96,6 +98,19 @@ def _read_limits(client: redis.Redis, namespace: str) -> list[dict]:
     return list_limits(client, namespace)
 
 
+def _read_workers(client: redis.Redis, namespace: str) -> list[dict]:
+    """Heartbeats of the workers of ``namespace`` (keys expire when a worker stops beating)."""
+    keys = sorted(client.scan_iter(match=f"{namespace}:worker:*:heartbeat", count=1000))
+    payloads = client.mget(keys) if keys else []
+    workers = []
+    for raw in payloads:
+        try:
+            workers.append(json.loads(raw))
+        except (TypeError, ValueError):
+            continue  # expired between SCAN and MGET, or not ours
+    return workers
+
+
 def read_fleet(app: FastAPI) -> FleetView:
     """Read every section of the operators' view; one failing section never hides the others."""
     state = app.state
@@ -109,6 +124,7 @@ def read_fleet(app: FastAPI) -> FleetView:
         "alarms": lambda: _read_alarms(state.redis, settings),
         "breakers": lambda: _read_breakers(state.redis, namespace),
         "limits": lambda: _read_limits(state.redis, namespace),
+        "workers": lambda: _read_workers(state.redis, namespace),
     }
     broker = getattr(state, "broker_redis", None)
     if broker is not None:
@@ -178,8 +194,16 @@ def state_families(view: FleetView) -> Iterator[Metric]:
             depth.add_metric([queue], float(size))
         yield depth
 
+    if view.workers is not None:
+        workers = GaugeMetricFamily("jenga_workers", "Workers with a fresh heartbeat, by broker connection.",
+                                    labels=["consumer_connected"])
+        connected = sum(1 for w in view.workers if w.get("consumer_connected"))
+        workers.add_metric(["true"], float(connected))
+        workers.add_metric(["false"], float(len(view.workers) - connected))
+        yield workers
+
     source = GaugeMetricFamily("jenga_metrics_source_up", "1 when the scrape could read this source.", labels=["source"])
-    for name in ("alarms", "breakers", "limits", "queues", "fleet"):
+    for name in ("alarms", "breakers", "limits", "queues", "workers", "fleet"):
         if name in view.errors:
             source.add_metric([name], 0.0)
         elif name == "fleet" or getattr(view, name) is not None:

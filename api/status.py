@@ -1,5 +1,173 @@
-"""Routes of this level (to be written)."""
+"""``GET /status``: the operators' page, one server-rendered HTML page readable
+at a glance.
 
-from fastapi import APIRouter
+Each level of the stack (config, connections, health, alarms, breakers,
+limits, delivery) gets green, amber or red from :func:`levels`, a pure function
+of what :func:`api.metrics.read_fleet` read; below come the open alarms with
+their age, every breaker and limiter, and a one-hour chart per service of the
+AIMD limit and the delivery throughput (inline SVG drawn here: no script, no
+build step). The page reloads itself every :data:`REFRESH_SECONDS`.
 
-router = APIRouter()
+A section that cannot be read (Redis down) is shown red with the reason; the
+page itself always answers 200, because an outage is exactly when it is read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from api.metrics import FleetView, read_fleet
+from common.fleet_metrics import FleetMetrics
+from common.probes import describe_error
+
+router = APIRouter(tags=["operations"])
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+REFRESH_SECONDS = 10
+RECENT_MINUTES = 5  # the delivery level judges the last few minutes, not the whole hour
+FAILING_SHARE = 0.5  # delivery is red when at least this share of recent attempts failed
+
+GREEN, AMBER, RED = "green", "amber", "red"
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    color: str  # green | amber | red
+    summary: str
+
+
+def _worst(colors: list[str]) -> str:
+    return RED if RED in colors else AMBER if AMBER in colors else GREEN
+
+
+def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: str) -> list[Level]:
+    """The colour of each level of the stack, bottom first (a pure function)."""
+    out = [Level("config", GREEN, f"settings loaded (namespace {namespace})")]
+
+    deps = view.dependencies
+    if not deps:
+        out.append(Level("connections", AMBER, "no dependency monitors in this process"))
+    else:
+        colors = [RED if d.state == "down" else AMBER if d.state == "connecting" else GREEN for d in deps.values()]
+        out.append(Level("connections", _worst(colors), ", ".join(f"{n} {d.state}" for n, d in deps.items())))
+
+    missing = [n for n, d in deps.items() if not d.up]
+    if view.workers is None:
+        out.append(Level("health", RED, f"worker heartbeats unreadable: {view.errors.get('workers', 'unknown')}"))
+    else:
+        ready = sum(1 for w in view.workers if w.get("consumer_connected"))
+        api = f"API not ready (missing {', '.join(missing)})" if missing else "API ready"
+        color = RED if missing or ready == 0 else AMBER if ready < len(view.workers) else GREEN
+        out.append(Level("health", color, f"{api}; {ready} of {len(view.workers)} workers ready"))
+
+    if view.alarms is None:
+        out.append(Level("alarms", RED, f"unknown: {view.errors.get('alarms', 'unreadable')}"))
+    else:
+        critical = sum(1 for a in view.alarms if a.get("severity") == "critical")
+        color = RED if critical else AMBER if view.alarms else GREEN
+        out.append(Level("alarms", color, f"{len(view.alarms)} open ({critical} critical)" if view.alarms else "none open"))
+
+    if view.breakers is None:
+        out.append(Level("breakers", RED, f"unknown: {view.errors.get('breakers', 'unreadable')}"))
+    else:
+        opened = [b["name"] for b in view.breakers if b["state"] == "open"]
+        half = [b["name"] for b in view.breakers if b["state"] == "half_open"]
+        color = RED if opened else AMBER if half else GREEN
+        summary = (f"open: {', '.join(opened)}" if opened else f"half-open: {', '.join(half)}" if half
+                   else f"{len(view.breakers)} closed")
+        out.append(Level("breakers", color, summary))
+
+    if view.limits is None:
+        out.append(Level("limits", RED, f"unknown: {view.errors.get('limits', 'unreadable')}"))
+    else:
+        full = [row["service"] for row in view.limits if row["in_flight"] >= row["limit"]]
+        out.append(Level("limits", AMBER if full else GREEN,
+                         f"at the limit: {', '.join(full)}" if full else f"{len(view.limits)} below their limit"))
+
+    if history is None:
+        out.append(Level("delivery", RED, f"unknown: {view.errors.get('history', 'unreadable')}"))
+    else:
+        recent = [p for series in history.values() for p in series[-RECENT_MINUTES:]]
+        attempts = sum(p["deliveries"] for p in recent)
+        failures = sum(p["failures"] for p in recent)
+        share = failures / attempts if attempts else 0.0
+        color = RED if attempts and share >= FAILING_SHARE else AMBER if failures else GREEN
+        summary = (f"{attempts} attempts, {failures} failed in the last {RECENT_MINUTES} min" if attempts
+                   else f"no attempts in the last {RECENT_MINUTES} min")
+        out.append(Level("delivery", color, summary))
+    return out
+
+
+def sparkline(values: list[float | None], width: int = 240, height: int = 40) -> str:
+    """SVG polyline points for ``values`` scaled into the box; gaps (None) are skipped."""
+    known = [v for v in values if v is not None]
+    top = max(known) if known and max(known) > 0 else 1.0
+    step = width / max(1, len(values) - 1)
+    points = [f"{i * step:.1f},{height - (v / top) * (height - 2) - 1:.1f}"
+              for i, v in enumerate(values) if v is not None]
+    return " ".join(points)
+
+
+def age_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def charts(history: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    for service, series in sorted(history.items()):
+        limits = [p["limit"] for p in series]
+        throughput = [p["deliveries"] for p in series]
+        out.append({
+            "service": service,
+            "limit_points": sparkline(limits),
+            "throughput_points": sparkline(throughput),
+            "limit_now": next((v for v in reversed(limits) if v is not None), None),
+            "throughput_hour": sum(throughput),
+            "failures_hour": sum(p["failures"] for p in series),
+        })
+    return out
+
+
+@router.get("/status", response_class=HTMLResponse)
+def status(request: Request) -> HTMLResponse:
+    """The operators' status page (HTML, refreshes itself)."""
+    app = request.app
+    settings = app.state.settings
+    view = read_fleet(app)
+    history: dict[str, list[dict]] | None = None
+    if "alarms" in view.errors and view.errors["alarms"] == "Redis is unreachable":
+        view.errors["history"] = view.errors["alarms"]
+    else:
+        try:
+            history = FleetMetrics(app.state.redis, settings.jenga_namespace).history(now=view.read_at)
+        except (redis.RedisError, OSError) as error:
+            view.errors["history"] = describe_error(error)
+    now = time.time()
+    return templates.TemplateResponse(
+        request,
+        "status.html",
+        {
+            "refresh": REFRESH_SECONDS,
+            "namespace": settings.jenga_namespace,
+            "environment": settings.jenga_env,
+            "levels": levels(view, history, settings.jenga_namespace),
+            "view": view,
+            "alarms": [dict(a, age=age_text(now - float(a.get("set_at", now)))) for a in view.alarms or []],
+            "charts": charts(history or {}),
+            "generated_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
