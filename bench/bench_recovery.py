@@ -25,7 +25,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import JengaProcess, PostgresServer, RedisServer, base_redis_url, free_port, jenga_env, wait_for  # noqa: E402
+from tests.servers import (  # noqa: E402
+    JengaProcess,
+    PostgresServer,
+    RedisServer,
+    base_redis_url,
+    free_port,
+    jenga_env,
+    wait_for,
+)
 
 
 def latencies(client: httpx.Client, path: str, n: int) -> tuple[float, float]:
@@ -66,7 +74,7 @@ def main() -> None:
         up = latencies(client, "/up", args.requests)
         results = {"to_503": {"postgres": [], "redis": []}, "to_200": {"postgres": [], "redis": []}}
         down_up = None
-        for trial in range(args.trials):
+        for _ in range(args.trials):
             for name, server in (("postgres", postgres), ("redis", redis_server)):
                 server.stop()
                 results["to_503"][name].append(time_until(client, 503))

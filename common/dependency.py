@@ -211,7 +211,7 @@ class Dependencies:
                 checks[name] = (lambda: check_redis(redis), mask_url(settings.redis_url))
             elif name == "broker":
                 url = settings.effective_broker_url
-                checks[name] = (lambda: check_broker(url, timeout), mask_url(url))
+                checks[name] = (lambda url=url: check_broker(url, timeout), mask_url(url))
             else:
                 raise ValueError(f"unknown dependency {name!r}; expected one of {', '.join(NAMES)}")
         return cls(

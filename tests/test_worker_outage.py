@@ -135,6 +135,13 @@ def test_broker_down_at_boot_retries_with_jitter_then_consumes(settings_env, red
         app.send_task("tests.mark", args=[1], queue=queues["default"])
         wait_for(lambda: redis_client.scard(f"{ns}:test:marked") == 1, 20, what="task consumed")
 
+        # Broker lost after connecting: not ready while away, ready again after.
+        broker.stop()
+        wait_for(lambda: worker_health(env, hostname).returncode == 1, 20, what="not ready without the broker")
+        assert worker_health(env, hostname, "--live").returncode == 0
+        broker.start()
+        wait_for(lambda: worker_health(env, hostname).returncode == 0, 20, what="ready after the broker returned")
+
         stats = subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "inspect", "stats", "-j", "-d", hostname],
                                env=jenga_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert '"jenga_connections"' in stats.stdout and '"jenga_heartbeat"' in stats.stdout, stats.stdout + stats.stderr
