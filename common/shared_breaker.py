@@ -334,9 +334,19 @@ class BreakerRegistry:
         if found is not None:
             return found
         with self._lock:
-            if name not in self._breakers:
-                self._breakers[name] = SharedBreaker(self, name, policy or self.policy_for(name))
-            return self._breakers[name]
+            found = self._breakers.get(name)
+            if found is None:
+                found = SharedBreaker(self, name, policy or self.policy_for(name))
+                # A process starting mid-incident must not take "never seen" for
+                # "closed": read the shared state once, on first use.
+                try:
+                    found._apply(state_from_hash(self.client.hgetall(breaker_keys(self.namespace, name)[0])))
+                except redis.RedisError as error:
+                    self._breakers[name] = found
+                    self.enter_fallback(error)
+                    return found
+                self._breakers[name] = found
+            return found
 
     def breakers(self) -> list[SharedBreaker]:
         return list(self._breakers.values())

@@ -164,7 +164,7 @@ class GuardedTask(Task):
     def counts_as_failure(self, error: BaseException) -> bool:
         if isinstance(error, Retry):
             return error.exc is not None and self.counts_as_failure(error.exc)
-        if isinstance(error, GuardRefused | self.breaker_ignore):
+        if isinstance(error, (GuardRefused, *self.breaker_ignore)):
             return False
         return isinstance(error, self.breaker_exceptions)
 
