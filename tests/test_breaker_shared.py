@@ -7,6 +7,7 @@ through pub/sub, Redis loss falls back to per-process breakers, and the
 from __future__ import annotations
 
 import multiprocessing
+import time
 import uuid
 
 import pytest
@@ -17,8 +18,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from common import breaker_policy as bp
-from common.shared_breaker import (BreakerRegistry, BreakerStore, SharedCircuitBreaker, SharedCircuitBreakerError,
-                                   _state_from_reply)
+from common.shared_breaker import (
+    BreakerRegistry,
+    BreakerStore,
+    SharedCircuitBreaker,
+    SharedCircuitBreakerError,
+    _state_from_reply,
+)
 from tests.servers import wait_for
 
 POLICY = bp.BreakerPolicy(failure_threshold=4, failure_rate=0.6, min_calls=6, window_seconds=10, slow_call_rate=0.7,
@@ -141,7 +147,7 @@ def test_exactly_k_trial_calls_fleet_wide(redis_client, redis_url, namespace):
     store = BreakerStore(redis_client, namespace)
     policy = bp.BreakerPolicy(half_open_calls=2, open_seconds=0.2)
     for _ in range(5):
-        store.step("svc", policy, "record", __import__("time").time(), 0.0, "", (1, 1, 0, 1))
+        store.step("svc", policy, "record", time.time(), 0.0, "", (1, 1, 0, 1))
     assert store.read("svc")["state"] == "open"
     wait_for(lambda: store.read("svc")["state"] == "half_open", 5, what="open time to pass")
     counter = f"{namespace}:test:probes"
