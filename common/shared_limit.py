@@ -262,6 +262,7 @@ class SharedLimit:
         background: bool = True,
         retry_base: float = 0.5,
         retry_cap: float = 5.0,
+        refusal_hold: float | None = None,
     ):
         if not SERVICE_RE.fullmatch(service):
             raise ValueError(
@@ -277,6 +278,9 @@ class SharedLimit:
         self.clock = clock
         self.lease_ttl = lease_ttl
         self.sync_interval = sync_interval or min(0.1, self.options.window / 4, lease_ttl / 4)
+        # After Redis said "full", refuse locally for this long: a starved
+        # process would otherwise make a round trip per attempt, holding the lock.
+        self.refusal_hold = min(0.01, self.sync_interval / 2) if refusal_hold is None else refusal_hold
         self.background = background
         self.retry_base = retry_base
         self.retry_cap = retry_cap
@@ -307,6 +311,7 @@ class SharedLimit:
         # Idle slots are handed out only while surely unexpired in Redis, even
         # if the background sync stalled (half the TTL leaves room for skew).
         self._free_until = 0.0
+        self._refused_until = 0.0
         self._busy: set[str] = set()  # slots held from Redis, in use
         self._extra = 0  # calls in flight without a Redis slot (fallback, lost lease)
         self._peak = 0  # most calls in flight at once since the last sync
@@ -337,6 +342,8 @@ class SharedLimit:
                 return self._take(self._free.pop())
             if self.background and self._thread is None:
                 self._start_thread()
+            if now < self._refused_until and not self._fallback:
+                return None  # the fleet was full a moment ago: don't ask Redis on every call
             self._sync_locked(now, need=1)
             if self._free and len(self._busy) + self._extra < self._limit:
                 return self._take(self._free.pop())
@@ -344,6 +351,8 @@ class SharedLimit:
                 self._extra += 1
                 self._note_in_flight()
                 return Lease(self, None, fallback=True)
+            if not self._fallback:
+                self._refused_until = now + self.refusal_hold
             return None
 
     def _take(self, slot: str) -> Lease:
@@ -412,6 +421,7 @@ class SharedLimit:
             self._extra += 1
         self._free = [*map(_text, kept), *map(_text, granted)]
         self._free_until = now + self.lease_ttl / 2
+        self._refused_until = 0.0  # fresh news from the fleet: let the next acquire ask
         self._limit = int(limit)
         self._peak = len(self._busy) + self._extra
         if self._fallback:
