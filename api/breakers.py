@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from api.auth import require_admin
 from common.logs import log_event
 from common.probes import describe_error
-from common.shared_breaker import BreakerStore, alarm_hook, policy_from_settings
+from common.shared_breaker import BreakerStore, alarm_hook, fleet_overview, policy_from_settings
 
 router = APIRouter(tags=["breakers"])
 log = logging.getLogger("jenga.api")
@@ -37,29 +37,11 @@ def _unavailable(error: BaseException) -> JSONResponse:
     )
 
 
-def list_limits_or_empty(client: redis.Redis, namespace: str) -> list[dict]:
-    try:
-        from common.shared_limit import list_limits
-    except ImportError:  # limiter level not installed
-        return []
-    return list_limits(client, namespace)
-
-
-def overview(client: redis.Redis, namespace: str) -> dict:
-    """Breakers and limits of ``namespace``, as ``GET /breakers`` and ``jenga breakers`` show them."""
-    store = BreakerStore(client, namespace)
-    return {
-        "fallback": False,
-        "breakers": [store.read(name) for name in store.names()],
-        "limits": list_limits_or_empty(client, namespace),
-    }
-
-
 @router.get("/breakers", responses={503: {"description": "Redis, which holds breaker state, is unreachable"}})
 def breakers(request: Request):
     """Every circuit breaker (state, trips, window counts, probes) and every concurrency limit (limit, in flight)."""
     try:
-        body = overview(request.app.state.redis, request.app.state.settings.jenga_namespace)
+        body = fleet_overview(request.app.state.redis, request.app.state.settings.jenga_namespace)
     except redis.RedisError as error:
         return _unavailable(error)
     return JSONResponse(body, headers=NO_STORE)

@@ -4,6 +4,7 @@
     jenga config docs       print the README's settings table
     jenga worker health     exit 0/1 from this host's worker heartbeat (readiness; --live for liveness)
     jenga alarms            list active alarms and recent set/clear events (--json for machines)
+    jenga breakers          list circuit breakers and concurrency limits (--json; open/close/reset NAME)
     jenga run               run the whole local stack (embedded PostgreSQL/Redis when no URLs are set)
 
 Each level adds its own commands (alarms, breakers, worker health) here.
@@ -99,6 +100,55 @@ def list_alarms(args: argparse.Namespace) -> int:
     return 0
 
 
+def breakers(args: argparse.Namespace) -> int:
+    """List every breaker and limit from Redis, or force one breaker; exit 1 if Redis cannot be reached."""
+    import json
+
+    import redis
+
+    from common.probes import describe_error
+    from common.redis_client import redis_for
+    from common.shared_breaker import BreakerStore, alarm_hook, fleet_overview, policy_from_settings
+
+    if args.action and not args.name:
+        print(f"jenga breakers {args.action} NAME: say which breaker (see `jenga breakers`)", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(wait_seconds=0)
+    except ConfigError as error:
+        print(error.message(), file=sys.stderr)
+        return 1
+    client = redis_for(settings)
+    try:
+        if args.action:
+            store = BreakerStore(client, settings.jenga_namespace)
+            _, change = store.force(args.name, args.action, policy_from_settings(settings))
+            if change is not None:
+                alarm_hook(client, settings.jenga_namespace)(args.name, change)
+            print(f"breaker {args.name}: {store.read(args.name)['state']}")
+            return 0
+        view = fleet_overview(client, settings.jenga_namespace)
+    except redis.RedisError as error:
+        print(f"cannot read breakers: Redis is unreachable ({describe_error(error)}); check REDIS_URL. "
+              "Workers are running per-process breakers (fallback) until it answers.", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"breakers: {len(view['breakers'])}")
+    for b in view["breakers"]:
+        state = b["state"] + (" (forced)" if b["forced"] else "")
+        if b["open_remaining_seconds"] is not None:
+            state += f" {b['open_remaining_seconds']:.1f}s left"
+        window = b["window"]
+        print(f"  {b['name']:30} {state:22} trips={b['total_trips']} consecutive={b['consecutive_failures']} "
+              f"window={window['failures']}/{window['calls']} failed, {window['slow']} slow  {b['reason']}")
+    print(f"limits: {len(view['limits'])}")
+    for limit in view["limits"]:
+        print(f"  {limit.get('service', '?'):30} limit={limit.get('limit')} in_flight={limit.get('in_flight')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jenga", description="Operate a Jenga deployment.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     alarms.add_argument("--history", type=int, default=20, metavar="N", help="how many recent events (default 20)")
     alarms.add_argument("--json", action="store_true", help="print JSON instead of text")
     alarms.set_defaults(func=list_alarms)
+
+    breaker = commands.add_parser("breakers", help="list circuit breakers and limits, or force a breaker")
+    breaker.add_argument("action", nargs="?", choices=["open", "close", "reset"], help="force a breaker (needs NAME)")
+    breaker.add_argument("name", nargs="?", help="the breaker (service) to force")
+    breaker.add_argument("--json", action="store_true", help="print JSON instead of text")
+    breaker.set_defaults(func=breakers)
 
     run = commands.add_parser("run", help="run the local stack (web, worker, beat, flower)")
     run.add_argument("processes", nargs="*", default=["web", "worker", "beat", "flower"])

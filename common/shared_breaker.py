@@ -490,6 +490,19 @@ class BreakerRegistry:
 
 
 
+def fleet_overview(client: redis.Redis, namespace: str) -> dict[str, Any]:
+    """Every breaker and limit of ``namespace``, read from Redis (``GET /breakers``,
+    ``jenga breakers``). Raises ``redis.RedisError`` when Redis is unreachable."""
+    store = BreakerStore(client, namespace)
+    try:
+        from common.shared_limit import list_limits
+    except ImportError:  # limiter level not installed
+        limits: list[dict[str, Any]] = []
+    else:
+        limits = list_limits(client, namespace)
+    return {"fallback": False, "breakers": [store.read(name) for name in store.names()], "limits": limits}
+
+
 # --- the process's default registry ---------------------------------------------
 
 _default: tuple[int, BreakerRegistry] | None = None
