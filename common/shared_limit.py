@@ -78,7 +78,9 @@ from common.probes import describe_error
 
 log = logging.getLogger("jenga.limit")
 
-SERVICE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
+# Service names become part of Redis keys: any visible characters (hosts, IPv6,
+# `webhook:host`), no spaces, no braces (Redis Cluster hash tags).
+SERVICE_RE = re.compile(r"[^\s{}]{1,200}")
 
 # KEYS: state hash, leases zset, peaks hash, registry set.
 # ARGV: now, ttl, process id, want, next seq, count, drops, latency_us, peak,
@@ -266,8 +268,8 @@ class SharedLimit:
     ):
         if not SERVICE_RE.fullmatch(service):
             raise ValueError(
-                f"service name {service!r} is not usable as a limit name: use 1-200 characters of "
-                "A-Z, a-z, 0-9, '_', '.', ':', '-'"
+                f"service name {service!r} is not usable as a limit name: use 1-200 visible "
+                "characters, no spaces and no braces"
             )
         if lease_ttl <= 0:
             raise ValueError("lease_ttl must be > 0 (LIMIT_LEASE_TTL_SECONDS)")
