@@ -22,9 +22,11 @@ drops finish; no new slot is granted until the fleet is under it again).
 **Allotments keep the hot path local.** A Redis round trip costs 50-100 µs,
 far above the ~10 µs budget of breaker + limiter per call. So a process does
 not give a slot back to Redis when a call ends: it keeps it in a small local
-*allotment* and the next ``try_acquire`` takes it from there (a lock and a list
-pop, ~1-3 µs). Redis is only asked when the allotment is empty (the process
-wants more concurrency than it holds). A background thread syncs every
+*allotment* and the next ``try_acquire`` takes it from there (a lock, a clock
+read and a list pop: ~1 µs, see BENCHMARKS.md "AIMD limit"). Redis is only
+asked when the allotment is empty (the process wants more concurrency than it
+holds), and after Redis answered "full" the process refuses locally for
+``refusal_hold`` (10 ms) instead of asking again on every attempt. A background thread syncs every
 ``sync_interval`` (default 0.1 s, at most a quarter of the window and of the
 TTL): it renews the leases, flushes the samples (count, drops, latency, peak in
 flight) into the window counters, learns the current limit, and returns the
