@@ -149,8 +149,9 @@ def test_metrics_endpoint_shows_state_and_fleet_counters(settings, redis_client,
         sender.send_task("jenga.selftest", args=["x"], queue=f"{namespace}.default", priority=priority)
 
     with TestClient(create_app(settings)) as client:
-        wait_for(lambda: "jenga_dependency_up{dependency=\"redis\"} 1.0" in client.get("/metrics").text, 15,
-                 what="redis up in /metrics")
+        wait_for(lambda: all(f'jenga_dependency_up{{dependency="{name}"}} 1.0' in text
+                             for text in [client.get("/metrics").text] for name in ("postgres", "redis", "broker")),
+                 15, what="every dependency up in /metrics")
         response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

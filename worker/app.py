@@ -11,8 +11,10 @@ blueprint with :class:`worker.bootsteps.ConfigStep`.
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import setup_logging
 
 from common.config import get_settings
+from common.logs import configure_logging
 from worker.celeryconfig import celery_config
 
 TASK_MODULES = [
@@ -36,3 +38,12 @@ def _install_bootsteps() -> None:
 
 
 _install_bootsteps()
+
+
+@setup_logging.connect
+def _jenga_logging(**_kwargs) -> None:
+    """Worker and beat log through Jenga's handler (``LOG_FORMAT``, secrets
+    scrubbed), task loggers included: a receiver here makes Celery leave the
+    logging setup to us instead of installing its own format."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)

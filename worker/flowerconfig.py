@@ -9,8 +9,13 @@ process, before it connects to the broker.
 import logging as _logging
 
 from common.config import get_settings as _get_settings
+from common.logs import configure_logging as _configure_logging
 
 _settings = _get_settings()
+# Flower's (tornado's) log lines in Jenga's format, secrets scrubbed; "none" keeps
+# tornado from installing its own handler again after this file is read.
+_configure_logging(_settings.log_format, _settings.log_level)
+logging = "none"
 
 port = _settings.flower_port
 address = "0.0.0.0"
