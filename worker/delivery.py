@@ -184,11 +184,11 @@ RELEASE = text(
 RECORD = text(
     """
     UPDATE webhook_messages
-    SET status = :status,
+    SET status = CAST(:status AS varchar),
         attempt_count = attempt_count + 1,
         schedule_position = schedule_position + 1,
-        next_attempt_at = CASE WHEN CAST(:status AS text) = 'pending' THEN now() + make_interval(secs => :retry_in) END,
-        delivered_at = CASE WHEN CAST(:status AS text) = 'delivered' THEN now() ELSE delivered_at END,
+        next_attempt_at = CASE WHEN CAST(:status AS varchar) = 'pending' THEN now() + make_interval(secs => :retry_in) END,
+        delivered_at = CASE WHEN CAST(:status AS varchar) = 'delivered' THEN now() ELSE delivered_at END,
         last_error = :last_error,
         dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
     WHERE id = :id AND claim_token = :token

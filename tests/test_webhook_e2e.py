@@ -1,0 +1,232 @@
+"""Webhook delivery end to end: API process -> PostgreSQL -> broker -> worker
+-> a local receiver that verifies Standard Webhooks signatures with the
+``standardwebhooks`` package. Real processes, real servers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from contextlib import ExitStack, contextmanager
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import migrate_database
+from tests.receiver import Reply, WebhookReceiver
+from tests.servers import JengaProcess, base_database_url, free_port, jenga_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "e2e-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextmanager
+def fresh_database():
+    """A database of its own, migrated: the dispatcher of this test must not
+    see other tests' pending messages."""
+    base = base_database_url()
+    name = f"jenga_wh_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{base.rpartition('/')[0]}/{name}"
+    try:
+        migrate_database(url)
+        yield url
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def stack_env(settings_env: dict[str, str], database_url: str, **extra: str) -> dict[str, str]:
+    return jenga_env(**{
+        **settings_env,
+        "DATABASE_URL": database_url,
+        "JENGA_ADMIN_TOKEN": TOKEN,
+        "ALLOW_PRIVATE_DESTINATIONS": "true",
+        "PORT": str(free_port()),
+        "DELIVERY_RETRY_SCHEDULE": "200ms,300ms",
+        "DELIVERY_RETRY_JITTER": "0",
+        "DELIVERY_DISPATCH_INTERVAL_SECONDS": "0.3",
+        **extra,
+    })
+
+
+def start_api(stack: ExitStack, env: dict[str, str]) -> httpx.Client:
+    api = stack.enter_context(running(JengaProcess.api(env)))
+    client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{env['PORT']}", timeout=10))
+    wait_for(lambda: api.alive() and client.get("/live").status_code == 200, 30, what="the API")
+    return client
+
+
+def start_worker(stack: ExitStack, env: dict[str, str], name: str = "worker", concurrency: int = 4) -> JengaProcess:
+    ns = env["JENGA_NAMESPACE"]
+    worker = stack.enter_context(running(JengaProcess.celery(
+        "worker", "-P", "threads", "-c", str(concurrency), "-Q", f"{ns}.default,{ns}.deliveries",
+        "--without-mingle", "--without-gossip", "--loglevel=INFO", "-n", f"{name}-{ns}@%h", env=env, name=name)))
+    worker.wait_for_output("ready.", timeout=60)
+    return worker
+
+
+def start_beat(stack: ExitStack, env: dict[str, str]) -> JengaProcess:
+    schedule = os.path.join(tempfile.mkdtemp(prefix="jenga-beat-"), "schedule")
+    return stack.enter_context(running(JengaProcess.celery("beat", "-s", schedule, "--loglevel=INFO", env=env,
+                                                           name="beat")))
+
+
+@contextmanager
+def running(process: JengaProcess):
+    process.start()
+    try:
+        yield process
+    except BaseException:
+        print(f"--- {process.args[-1]} output (tail) ---\n{process.output()[-4000:]}")
+        raise
+    finally:
+        process.stop()
+
+
+def create_endpoint(client: httpx.Client, receiver: WebhookReceiver, path: str = "") -> dict:
+    response = client.post("/v1/endpoints", json={"url": receiver.url + path}, headers=AUTH)
+    assert response.status_code == 201, response.text
+    endpoint = response.json()
+    receiver.add_secret(endpoint["secret"])
+    return endpoint
+
+
+def send(client: httpx.Client, endpoint_id: str, payload, key: str | None = None) -> dict:
+    headers = {**AUTH, **({"Idempotency-Key": key} if key else {})}
+    response = client.post("/v1/messages", json={"endpoint_id": endpoint_id, "event_type": "test.event",
+                                                  "payload": payload}, headers=headers)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def message(client: httpx.Client, message_id: str) -> dict:
+    return client.get(f"/v1/messages/{message_id}").json()
+
+
+def settled(client: httpx.Client, message_id: str, status: str = "delivered") -> dict:
+    def done():
+        shown = message(client, message_id)
+        return shown if shown["status"] == status else None
+
+    return wait_for(done, 60, interval=0.1, what=f"message {message_id} {status}")
+
+
+def test_delivered_signed_retried_and_recorded(settings_env, redis_client):
+    with ExitStack() as stack, WebhookReceiver() as receiver:
+        database_url = stack.enter_context(fresh_database())
+        env = stack_env(settings_env, database_url)
+        client = start_api(stack, env)
+        start_worker(stack, env)
+        start_beat(stack, env)
+        endpoint = create_endpoint(client, receiver)
+
+        # First attempt fails with a 500, the retry (from the schedule in PostgreSQL) succeeds.
+        receiver.respond = lambda seen: Reply(500, body="boom") if seen.count == 0 else Reply(200, body="thanks")
+        sent = send(client, endpoint["id"], {"order": 42}, key="order-42")
+        shown = settled(client, sent["id"])
+
+        assert [a["status_code"] for a in shown["attempts"]] == [500, 200]
+        assert shown["attempts"][0]["response_excerpt"] == "boom"
+        assert shown["attempts"][1]["response_excerpt"] == "thanks"
+        assert all(a["duration_ms"] >= 0 and a["started_at"] for a in shown["attempts"])
+        requests = receiver.by_id()[sent["id"]]
+        assert len(requests) == 2 and all(r.verified for r in requests)  # standardwebhooks verified both
+        assert requests[0].body == requests[1].body  # same bytes, same webhook-id, on every retry
+        assert requests[0].body["data"] == {"order": 42} and requests[0].body["type"] == "test.event"
+
+        # The same Idempotency-Key again: the same message, and no further delivery.
+        assert send(client, endpoint["id"], {"order": 42}, key="order-42")["id"] == sent["id"]
+
+        # A manual retry delivers again, with the same webhook-id.
+        retried = client.post(f"/v1/messages/{sent['id']}/retry", headers=AUTH)
+        assert retried.status_code == 202
+        wait_for(lambda: len(receiver.by_id()[sent["id"]]) == 3, 30, what="the manual redelivery")
+        assert settled(client, sent["id"])["attempt_count"] == 3
+        assert len(receiver.requests) == 3
+
+
+def test_schedule_exhausted_retry_after_and_410(settings_env, redis_client):
+    with ExitStack() as stack, WebhookReceiver() as receiver:
+        database_url = stack.enter_context(fresh_database())
+        env = stack_env(settings_env, database_url, BREAKER_FAILURE_THRESHOLD="0", BREAKER_FAILURE_RATE="0")
+        client = start_api(stack, env)
+        start_worker(stack, env)
+        start_beat(stack, env)
+        failing = create_endpoint(client, receiver, "/failing")
+        limited = create_endpoint(client, receiver, "/limited")
+        gone = create_endpoint(client, receiver, "/gone")
+
+        def respond(seen):
+            if seen.path.endswith("/failing"):
+                return 503
+            if seen.path.endswith("/limited"):
+                # Retry-After is honoured over the (much shorter) schedule.
+                first = len(receiver.by_id()[seen.webhook_id]) == 1
+                return Reply(429, headers={"Retry-After": "2"}) if first else 200
+            return 410
+
+        receiver.respond = respond
+        failed = send(client, failing["id"], {"n": 1})
+        throttled = send(client, limited["id"], {"n": 0})
+        dead = send(client, gone["id"], {"n": 2})
+
+        # Two retries in the schedule: three attempts, then failed.
+        shown = settled(client, failed["id"], "failed")
+        assert [a["status_code"] for a in shown["attempts"]] == [503, 503, 503]
+
+        shown = settled(client, throttled["id"])
+        first, second = (a["started_at"] for a in shown["attempts"])
+        gap = (_parse(second) - _parse(first)).total_seconds()
+        assert gap >= 1.9, f"retried after {gap}s, before Retry-After: 2"
+
+        shown = settled(client, dead["id"], "failed")
+        assert [a["status_code"] for a in shown["attempts"]] == [410]  # no retry after 410
+        endpoint = client.get(f"/v1/endpoints/{gone['id']}").json()
+        assert endpoint["disabled"] is True and "410" in endpoint["disabled_reason"]
+
+
+def test_private_destination_refused_at_delivery_time(settings_env, redis_client):
+    """An endpoint that was acceptable when created, but whose address is
+    refused when the worker delivers (DNS changed, or the policy did)."""
+    with ExitStack() as stack, WebhookReceiver() as receiver:
+        database_url = stack.enter_context(fresh_database())
+        api_env = stack_env(settings_env, database_url)
+        client = start_api(stack, api_env)
+        worker_env = {**api_env, "ALLOW_PRIVATE_DESTINATIONS": "false"}
+        start_worker(stack, worker_env)
+        start_beat(stack, worker_env)
+        endpoint = create_endpoint(client, receiver)
+        sent = send(client, endpoint["id"], {"n": 1})
+        shown = settled(client, sent["id"], "failed")
+        assert len(shown["attempts"]) == 3
+        assert all("DestinationRefused" in a["error"] and "loopback" in a["error"] for a in shown["attempts"])
+        assert receiver.requests == []  # nothing ever reached the private address
+
+
+def test_message_accepted_while_broker_down_is_delivered_later(settings_env, redis_server, redis_client):
+    """The outbox: the API commits, the broker is down so nothing is enqueued;
+    once the broker is back, the dispatcher enqueues it and it is delivered."""
+    with ExitStack() as stack, WebhookReceiver() as receiver:
+        database_url = stack.enter_context(fresh_database())
+        env = stack_env(settings_env, database_url, BROKER_URL=redis_server.url)
+        client = start_api(stack, env)
+        endpoint = create_endpoint(client, receiver)
+        redis_server.stop()
+        sent = send(client, endpoint["id"], {"n": 7})  # 202: stored, even though it cannot be enqueued
+        redis_server.start()
+        start_worker(stack, env)
+        start_beat(stack, env)
+        shown = settled(client, sent["id"])
+        assert [a["status_code"] for a in shown["attempts"]] == [200]
+        assert receiver.accepted_ids() == {sent["id"]}
+
+
+def _parse(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
