@@ -2,7 +2,7 @@
 
 2. Throughput: N no-op tasks through ``GuardedTask`` (static service, breaker +
    limiter) against N plain Celery tasks, same worker (prefork, 2 processes),
-   alternating, 2 rounds. Tasks are queued first and then the worker is told to
+   alternating, 3 rounds. Tasks are queued first and then the worker is told to
    consume (``add_consumer``), so the figure is the worker's, not the producer's.
 4. Outage: half the tasks call a service that hangs (client timeout 1 s), the
    other half a healthy one; how fast the healthy half completes without and
@@ -66,7 +66,7 @@ def bench_throughput(n: int, base_env: dict) -> dict[str, list[float]]:
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     rates: dict[str, list[float]] = {"plain": [], "guarded": []}
     try:
-        for round_ in range(2):
+        for round_ in range(3):
             for kind, task in (("plain", "bench.plain_noop"), ("guarded", "bench.guarded_noop")):
                 queue = f"{settings.jenga_namespace}.bench-{kind}-{round_}"
                 counter = f"{settings.jenga_namespace}:bench:{kind}:{round_}"
@@ -141,7 +141,7 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}")
     rates = bench_throughput(args.tasks, base_env)
     plain, guarded = statistics.mean(rates["plain"]), statistics.mean(rates["guarded"])
-    print(f"\n2. throughput, {args.tasks} no-op tasks x 2 rounds, prefork -c 2\n")
+    print(f"\n2. throughput, {args.tasks} no-op tasks x 3 rounds, prefork -c 2\n")
     print("| tasks | tasks/s (rounds) | mean |\n|---|---|---|")
     print(f"| plain Celery (baseline) | {', '.join(f'{r:.0f}' for r in rates['plain'])} | {plain:.0f} |")
     print(f"| GuardedTask | {', '.join(f'{r:.0f}' for r in rates['guarded'])} | {guarded:.0f} ({guarded / plain:.2f}x) |")

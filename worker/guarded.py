@@ -156,7 +156,13 @@ class GuardedTask(Task):
         if not self.service:
             return super().__call__(*args, **kwargs)
         with self.guard(self.service) as call:
-            result = super().__call__(*args, **kwargs)
+            # In a worker the tracer has already pushed the request; calling run()
+            # directly saves Task.__call__'s second push (as Celery does for tasks
+            # without a custom __call__).
+            if self.request.called_directly:
+                result = super().__call__(*args, **kwargs)
+            else:
+                result = self.run(*args, **kwargs)
             if not call.recorded and result_failed(result):
                 call.record(failed=True)
             return result
