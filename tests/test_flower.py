@@ -23,7 +23,7 @@ def test_flower_auth_metrics_and_task_states(settings, settings_env, namespace, 
                     GUARD_MAX_COUNTDOWN_SECONDS="1")
     BreakerStore(redis_client, namespace).force("flower-svc", "open", policy_from_settings(settings))
     worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "-Q", f"{namespace}.default",
-                                 "-I", "tests.test_flower_tasks", "-n", f"flower-{namespace}@%h",
+                                 "-I", "tests.flower_tasks", "-n", f"flower-{namespace}@%h",
                                  env=env, name="worker-flower").start()
     flower = JengaProcess.celery("flower", "--conf=worker/flowerconfig.py", env=env, name="flower").start()
     base = f"http://127.0.0.1:{port}"

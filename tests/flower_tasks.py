@@ -1,4 +1,4 @@
-"""Tasks for the Flower test (loaded into its worker with ``-I tests.test_flower_tasks``):
+"""Tasks for the Flower test (loaded into its worker with ``-I tests.flower_tasks``):
 ``tests.flower.guarded`` calls a guarded service, ``tests.flower.broken`` fails
 like an ordinary bug. No tests here."""
 
