@@ -62,8 +62,9 @@ DB_ERRORS = (DBAPIError, PoolTimeoutError)
 
 def lease_seconds(settings: Settings) -> float:
     """How long a claim holds a message: longer than any one attempt can take
-    (connect + send + receive), so a live worker never loses its lease."""
-    return settings.delivery_connect_timeout_seconds + 2 * settings.delivery_timeout_seconds + 30.0
+    (connect + send + receive, plus as long again to record it), so a live
+    worker never loses its lease; a dead one's lease lapses this soon."""
+    return settings.delivery_connect_timeout_seconds + 3 * settings.delivery_timeout_seconds
 
 
 # --- per-process resources ---------------------------------------------------
@@ -314,7 +315,7 @@ def record_with_retries(claimed: Claim, result: AttemptResult, settings: Setting
     """Recording after the POST is the one step whose loss means a duplicate
     delivery, so a PostgreSQL blip is retried (backoff, full jitter) for as
     long as the lease lasts, before giving the message up to the sweeper."""
-    deadline = time.monotonic() + lease_seconds(settings) - 5.0
+    deadline = time.monotonic() + settings.delivery_timeout_seconds
     attempt = 0
     while True:
         try:
