@@ -1,0 +1,148 @@
+"""Benchmark: webhook deliveries per second end to end, against plain Celery
+no-op tasks per second on the same broker, worker options and machine, in the
+same run; plus API accept latency (p50/p99).
+
+    .venv/bin/python bench/bench_delivery.py [--messages 2000] [--concurrency 8]
+
+Both runs work the same way: N tasks (messages) are queued first, then one
+worker (``-P threads -c C``) starts; the clock runs from its ``ready.`` line to
+the last task done (no-op: a Redis INCR; delivery: the message ``delivered`` in
+PostgreSQL after the local receiver answered 200). Accept latency is measured
+while queueing the messages through the API (4 client threads).
+
+This file is also the baseline's Celery app (``celery -A bench.bench_delivery``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+from celery import Celery
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# --- the baseline's app: one no-op task, same broker settings as Jenga's --------
+noop_app = Celery("bench_noop", set_as_current=False)
+noop_app.conf.update(
+    broker_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    broker_transport_options={"global_keyprefix": f"{os.environ.get('JENGA_NAMESPACE', 'bench')}:broker:"},
+    task_ignore_result=True, task_acks_late=True, worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False, task_serializer="json", accept_content=["json"],
+)
+app = noop_app
+
+
+@noop_app.task(name="bench.noop")
+def noop(counter_key: str) -> None:
+    import redis
+
+    client = getattr(noop, "_client", None) or redis.Redis.from_url(noop_app.conf.broker_url)
+    noop._client = client
+    client.incr(counter_key)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_baseline(env: dict[str, str], messages: int, concurrency: int) -> float:
+    import redis
+
+    from tests.servers import JengaProcess, wait_for
+
+    ns = env["JENGA_NAMESPACE"]
+    counter = f"{ns}:bench:noop"
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    queue = f"{ns}.noop"
+    for _ in range(messages):
+        noop.apply_async((counter,), queue=queue)
+    worker = JengaProcess([sys.executable, "-m", "celery", "-A", "bench.bench_delivery", "worker", "-P", "threads",
+                           "-c", str(concurrency), "-Q", queue, "--without-mingle", "--without-gossip",
+                           "--loglevel=INFO"], env, "bench-noop").start()
+    try:
+        wait_for(lambda: int(client.get(counter) or 0) >= 1, 60, interval=0.005, what="the first no-op task")
+        started = time.monotonic()
+        wait_for(lambda: int(client.get(counter) or 0) >= messages, 300, interval=0.005, what="no-op tasks")
+        return (messages - 1) / (time.monotonic() - started)
+    finally:
+        worker.stop()
+        client.delete(counter)
+
+
+def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) -> tuple[float, list[float]]:
+    import psycopg
+
+    from tests.receiver import WebhookReceiver
+    from tests.servers import wait_for
+    from tests.test_webhook_e2e import AUTH, fresh_database, stack_env, start_api, start_beat, start_worker
+
+    with ExitStack() as stack, WebhookReceiver() as receiver:
+        database_url = stack.enter_context(fresh_database())
+        env = stack_env(settings_env, database_url, LOG_LEVEL="WARNING")
+        client = start_api(stack, env)
+        start_beat(stack, env)
+        # The receiver does not verify signatures here (the tests do): its CPU is not ours to count.
+        endpoint = client.post("/v1/endpoints", json={"url": receiver.url}, headers=AUTH).json()
+        latencies: list[float] = []
+
+        def post(seq: int) -> None:
+            started = time.perf_counter()
+            response = client.post("/v1/messages", headers=AUTH, json={
+                "endpoint_id": endpoint["id"], "event_type": "bench.event", "payload": {"seq": seq, "pad": "x" * 200}})
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 202, response.text
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(post, range(messages)))
+
+        def delivered() -> int:
+            with psycopg.connect(database_url) as conn:
+                return conn.execute("SELECT count(*) FROM webhook_messages WHERE status = 'delivered'").fetchone()[0]
+
+        start_worker(stack, {**env, "LOG_LEVEL": "INFO"}, "bench", concurrency=concurrency)
+        wait_for(lambda: delivered() >= messages, 600, interval=0.1, what="deliveries")
+        with psycopg.connect(database_url) as conn:
+            # First attempt's start to last attempt's end, from the attempts PostgreSQL recorded.
+            elapsed = conn.execute(
+                "SELECT extract(epoch FROM max(started_at + duration_ms * interval '1 ms') - min(started_at))"
+                " FROM webhook_attempts").fetchone()[0]
+        assert len(receiver.accepted_ids()) == messages
+        return messages / float(elapsed), latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    from tests.servers import base_database_url, base_redis_url, jenga_env
+
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    settings_env = {"DATABASE_URL": base_database_url(), "REDIS_URL": base_redis_url(), "JENGA_NAMESPACE": namespace,
+                    "CONFIG_WAIT_SECONDS": "0"}
+    os.environ.update(REDIS_URL=settings_env["REDIS_URL"], JENGA_NAMESPACE=namespace)
+    noop_app.conf.broker_url = settings_env["REDIS_URL"]
+    noop_app.conf.broker_transport_options = {"global_keyprefix": f"{namespace}:broker:"}
+
+    baseline = run_baseline(jenga_env(**settings_env), args.messages, args.concurrency)
+    rate, latencies = run_delivery(settings_env, args.messages, args.concurrency)
+    print(f"machine: {os.cpu_count()} cores; {args.messages} tasks/messages; worker -P threads -c {args.concurrency}")
+    print(f"baseline: plain Celery no-op tasks      {baseline:8.1f} /s")
+    print(f"webhook deliveries end to end           {rate:8.1f} /s   ({rate / baseline:.2f}x baseline)")
+    print(f"API accept latency (4 client threads)   p50 {statistics.median(latencies) * 1000:.1f} ms"
+          f"   p99 {percentile(latencies, 0.99) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
