@@ -86,8 +86,9 @@ def engine() -> Engine:
     with _lock:
         if _engine is None:
             settings = get_settings()
-            concurrency = int(app.conf.worker_concurrency or 4)
-            _engine = make_engine(settings, pool_size=max(2, concurrency))
+            # Enough for every delivery thread (`-c`) to hold one connection at once.
+            concurrency = int(app.conf.worker_concurrency or 0)
+            _engine = make_engine(settings, pool_size=max(10, concurrency))
         return _engine
 
 
