@@ -84,7 +84,14 @@ def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) 
 
     from tests.receiver import WebhookReceiver
     from tests.servers import wait_for
-    from tests.test_webhook_e2e import AUTH, fresh_database, stack_env, start_api, start_beat, start_worker
+    from tests.test_webhook_e2e import (
+        AUTH,
+        fresh_database,
+        stack_env,
+        start_api,
+        start_beat,
+        start_worker,
+    )
 
     with ExitStack() as stack, WebhookReceiver() as receiver:
         database_url = stack.enter_context(fresh_database())
