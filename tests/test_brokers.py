@@ -8,9 +8,9 @@ from celery import Celery
 from kombu import Connection, Queue
 
 from common.config import load_settings
+from tests.servers import JengaProcess, jenga_env, port_open, wait_for
 from worker.celeryconfig import celery_config
 from worker.selftest import selftest_key
-from tests.servers import JengaProcess, jenga_env, port_open, wait_for
 
 BROKERS = {
     "redis": None,  # BROKER_URL unset: defaults to REDIS_URL

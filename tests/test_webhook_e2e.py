@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import uuid
 from contextlib import ExitStack, contextmanager
@@ -138,6 +139,13 @@ def test_delivered_signed_retried_and_recorded(settings_env, redis_client):
         assert len(requests) == 2 and all(r.verified for r in requests)  # standardwebhooks verified both
         assert requests[0].body == requests[1].body  # same bytes, same webhook-id, on every retry
         assert requests[0].body["data"] == {"order": 42} and requests[0].body["type"] == "test.event"
+
+        # Both attempts are counted fleet-wide, by outcome, under the endpoint host's service name.
+        def counted(outcome: str) -> bool:
+            pattern = rf'jenga_deliveries_total\{{(?=[^}}]*outcome="{outcome}")(?=[^}}]*service="webhook:127.0.0.1")[^}}]*\}} 1\.0'
+            return re.search(pattern, client.get("/metrics").text) is not None
+
+        wait_for(lambda: counted("retry") and counted("delivered"), 10, what="delivery metrics")
 
         # The same Idempotency-Key again: the same message, and no further delivery.
         assert send(client, endpoint["id"], {"order": 42}, key="order-42")["id"] == sent["id"]

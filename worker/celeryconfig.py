@@ -5,6 +5,8 @@ a broker."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from common.config import Settings
@@ -45,6 +47,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "jenga.delivery.deliver": {"queue": queues["deliveries"]},
         },
         "beat_schedule": beat_schedule(settings),
+        # Beat's last-run bookkeeping is scratch state: keep it out of the
+        # working tree (and out of a read-only image), one file per namespace.
+        "beat_schedule_filename": os.path.join(tempfile.gettempdir(), f"jenga-{settings.jenga_namespace}-celerybeat-schedule"),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

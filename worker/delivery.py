@@ -43,6 +43,7 @@ from common.backoff import full_jitter_backoff
 from common.config import Settings, get_settings
 from common.database import make_engine
 from common.destinations import Destination, DestinationError, resolve_destination
+from common.fleet_metrics import record_delivery
 from common.logs import log_event
 from common.probes import describe_error
 from common.retry_schedule import Outcome, decide, parse_retry_after
@@ -280,6 +281,10 @@ def post(client: httpx.Client, url: str, destination: Destination, headers: dict
                          int(duration * 1000), excerpt)
 
 
+# A message's state after an attempt, as the attempt's outcome in the metrics.
+ATTEMPT_OUTCOMES = {"delivered": "delivered", "pending": "retry", "failed": "failed"}
+
+
 def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | None:
     """Store the attempt and the message's next state, once: a second call with
     the same claim (a commit whose answer was lost) finds the token gone."""
@@ -384,4 +389,7 @@ def deliver(self, message_id: str) -> str | None:
         log_event(log, "delivery.deferred", message_id=message_id, service=refused.service,
                   retry_in=refused.retry_in, reason=refused.reason)
         return "deferred"
-    return record_with_retries(claimed, result, settings)
+    state = record_with_retries(claimed, result, settings)
+    if state is not None:
+        record_delivery(ATTEMPT_OUTCOMES.get(state, state), result.duration_ms / 1000, f"webhook:{destination.host}")
+    return state
