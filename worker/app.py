@@ -10,6 +10,8 @@ blueprint with :class:`worker.bootsteps.ConfigStep`.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from celery.signals import setup_logging
 
@@ -47,3 +49,8 @@ def _jenga_logging(**_kwargs) -> None:
     logging setup to us instead of installing its own format."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    if settings.log_level != "DEBUG":
+        from worker.periodic_log_filter import PeriodicTaskNoiseFilter
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(PeriodicTaskNoiseFilter())
