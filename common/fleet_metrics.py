@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from common.backoff import full_jitter_backoff
 from common.keys import RedisKeys
 from common.logs import log_event
+from common.per_process import PerProcess
 from common.probes import describe_error
 
 log = logging.getLogger("jenga.metrics")
@@ -283,26 +283,21 @@ def _bound_text(bound: float) -> str:
 
 # --- the process's recorder, for tasks -------------------------------------------
 
-_default: tuple[int, FleetMetrics] | None = None
-_default_lock = threading.Lock()
+def _metrics_from_settings() -> FleetMetrics:
+    from common.config import get_settings
+    from common.redis_client import redis_for
+
+    settings = get_settings()
+    return FleetMetrics(redis_for(settings), settings.jenga_namespace,
+                        retry_base=settings.reconnect_base_seconds, retry_cap=settings.reconnect_cap_seconds)
+
+
+_default: PerProcess[FleetMetrics] = PerProcess(_metrics_from_settings)
 
 
 def default_metrics() -> FleetMetrics:
     """This process's recorder, built from the settings on first use (again after a fork)."""
-    global _default
-    current = _default
-    if current is not None and current[0] == os.getpid():
-        return current[1]
-    with _default_lock:
-        if _default is None or _default[0] != os.getpid():
-            from common.config import get_settings
-            from common.redis_client import redis_for
-
-            settings = get_settings()
-            _default = (os.getpid(), FleetMetrics(redis_for(settings), settings.jenga_namespace,
-                                                  retry_base=settings.reconnect_base_seconds,
-                                                  retry_cap=settings.reconnect_cap_seconds))
-        return _default[1]
+    return _default.get()
 
 
 def record_delivery(outcome: str, seconds: float, service: str) -> None:

@@ -1,0 +1,61 @@
+"""``PerProcess``: one instance of something per process, built on first use.
+
+Registries and recorders that own threads or sockets (the breaker registry,
+the fleet metrics recorder, per-service limit handles) must not be shared
+across a fork: the child inherits the object but not its threads, and the
+sockets would be shared with the parent. A prefork worker forks its pool
+children after start-up, so such an object is built lazily, in the process
+that uses it, and built again when the process id changes::
+
+    _registry = PerProcess(build_registry)
+    _registry.get()        # built here on first use, again after a fork
+    _registry.set(other)   # install one (tests, embedders); set(None) forgets it
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PerProcess(Generic[T]):
+    """This process's instance of ``factory()``, built under a lock on first use."""
+
+    def __init__(self, factory: Callable[[], T]):
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._current: tuple[int, T] | None = None
+        # A fork while another thread held the lock would leave it held forever in the child.
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def get(self) -> T:
+        """The instance of this process; the lock is taken only to build it."""
+        current = self._current
+        if current is not None and current[0] == os.getpid():
+            return current[1]
+        with self._lock:
+            if self._current is None or self._current[0] != os.getpid():
+                self._current = (os.getpid(), self._factory())
+            return self._current[1]
+
+    def peek(self) -> T | None:
+        """The instance of this process if it was built, without building it."""
+        current = self._current
+        return current[1] if current is not None and current[0] == os.getpid() else None
+
+    def set(self, value: T | None) -> None:
+        """Install ``value`` as this process's instance; ``None`` forgets it (the next ``get`` builds one)."""
+        with self._lock:
+            self._current = None if value is None else (os.getpid(), value)
+
+    def reset(self) -> None:
+        """Forget this process's instance (it is not closed: that is the owner's job)."""
+        self.set(None)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._current = None
