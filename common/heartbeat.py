@@ -11,6 +11,15 @@ healthy worker restarted. The key lets other processes see the fleet.
 
 * live: the heartbeat is younger than ``STALE_AFTER_INTERVALS`` intervals;
 * ready: live, and the worker's consumer is connected to the broker.
+
+Breaker fallback. A worker process whose circuit breakers lost Redis runs them
+per process (:mod:`common.shared_breaker`). The breakers live in the pool
+processes, the heartbeat in the main one, and Redis is the thing that is down,
+so each process that falls back leaves a marker file
+``{HEARTBEAT_DIR}/{hostname}.breakers/{pid}.json`` and removes it when Redis
+answers again; the heartbeat reports the markers of live processes as
+``breakers: {"fallback", "processes", "error"}``. Fallback is degraded, not
+unready: the verdict stays as it was and says so.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +56,10 @@ def heartbeat_path(directory: str | os.PathLike, hostname: str) -> Path:
 
 def write_heartbeat_file(directory: str | os.PathLike, hostname: str, payload: dict[str, Any]) -> Path:
     """Write atomically, so a probe never reads half a file."""
-    path = heartbeat_path(directory, hostname)
+    return _write_json(heartbeat_path(directory, hostname), payload)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hb-")
     try:
@@ -74,6 +87,65 @@ def remove_heartbeat_file(directory: str | os.PathLike, hostname: str) -> None:
         heartbeat_path(directory, hostname).unlink()
 
 
+# --- breaker fallback markers ------------------------------------------------------
+
+def fallback_dir(directory: str | os.PathLike, hostname: str) -> Path:
+    return Path(directory) / f"{hostname.replace('/', '_')}.breakers"
+
+
+def mark_breaker_fallback(directory: str | os.PathLike, hostname: str, pid: int, error: str | None,
+                          now: float | None = None) -> None:
+    """Process ``pid`` runs its breakers per process since ``now`` (Redis unreachable: ``error``)."""
+    _write_json(fallback_dir(directory, hostname) / f"{pid}.json",
+                {"pid": pid, "error": error, "since": time.time() if now is None else now})
+
+
+def clear_breaker_fallback(directory: str | os.PathLike, hostname: str, pid: int | None = None) -> None:
+    """Process ``pid`` is back on the shared state; ``pid=None`` forgets every marker (worker start and stop)."""
+    folder = fallback_dir(directory, hostname)
+    paths = [folder / f"{pid}.json"] if pid is not None else list(folder.glob("*.json"))
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's
+        return True
+    return True
+
+
+def read_breaker_fallback(directory: str | os.PathLike, hostname: str,
+                          alive: Callable[[int], bool] = pid_alive) -> list[dict[str, Any]]:
+    """The markers of live processes, by pid; a dead process's marker (a pool child
+    killed in fallback) is removed, since its breakers died with it."""
+    markers = []
+    for path in sorted(fallback_dir(directory, hostname).glob("*.json")):
+        try:
+            marker = json.loads(path.read_text())
+            pid = int(marker["pid"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            marker, pid = None, -1  # torn or foreign: not evidence of anything
+        if marker is None or not alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        markers.append(marker)
+    return sorted(markers, key=lambda m: m["pid"])
+
+
+def breakers_summary(markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the heartbeat and ``inspect stats`` say about breaker fallback (a pure function)."""
+    return {"fallback": bool(markers), "processes": [m["pid"] for m in markers],
+            "error": next((m.get("error") for m in markers if m.get("error")), None)}
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -90,15 +162,26 @@ def verdict(payload: dict[str, Any] | None, now: float, interval: float, *, live
     age = now - beat_at
     if age > STALE_AFTER_INTERVALS * interval:
         return Verdict(False, f"heartbeat is stale: last beat {age:.1f}s ago (limit {STALE_AFTER_INTERVALS * interval:.1f}s)")
+    note = _fallback_note(payload.get("breakers"))
     if live_only:
-        return Verdict(True, f"live: last beat {age:.1f}s ago")
+        return Verdict(True, f"live: last beat {age:.1f}s ago{note}")
     if not payload.get("consumer_connected"):
-        return Verdict(False, "not ready: not connected to the broker (retrying)")
-    return Verdict(True, f"ready: connected to the broker, last beat {age:.1f}s ago")
+        return Verdict(False, f"not ready: not connected to the broker (retrying){note}")
+    return Verdict(True, f"ready: connected to the broker, last beat {age:.1f}s ago{note}")
+
+
+def _fallback_note(breakers: Any) -> str:
+    if not isinstance(breakers, dict) or not breakers.get("fallback"):
+        return ""
+    processes = breakers.get("processes") or []
+    error = f": {breakers['error']}" if breakers.get("error") else ""
+    return (f"; degraded: circuit breakers run per process in {len(processes)} process(es) "
+            f"(Redis unreachable{error})")
 
 
 def beat_payload(hostname: str, interval: float, consumer_connected: bool,
-                 dependencies: dict[str, str], now: float | None = None) -> dict[str, Any]:
+                 dependencies: dict[str, str], now: float | None = None,
+                 breakers: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "hostname": hostname,
         "pid": os.getpid(),
@@ -106,4 +189,5 @@ def beat_payload(hostname: str, interval: float, consumer_connected: bool,
         "interval": interval,
         "consumer_connected": consumer_connected,
         "dependencies": dependencies,
+        "breakers": breakers if breakers is not None else breakers_summary([]),
     }

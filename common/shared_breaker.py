@@ -23,6 +23,14 @@ Redis answers again it goes back to the shared state.
 Transitions (``closed -> open``, ``-> closed``) are reported to
 ``on_transition(name, change)`` only in the process whose Lua step made them,
 so alarms are set and cleared once per incident.
+
+The process's default registry (:func:`default_registry`) sets and clears
+alarm ``breaker:<name>`` and hands the alarm's transition to the notifier the
+hosting process installed with :func:`set_alarm_notifier` (the worker does it
+at start, before its pool forks); its fallback changes go to the listener of
+:func:`set_fallback_listener` (the worker's heartbeat reports them). Both are
+looked up when used, so whichever code builds the registry first
+(``GuardedTask`` or the ``SharedCircuitBreaker`` drop-in) gets the same hooks.
 """
 
 from __future__ import annotations
@@ -30,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -47,6 +54,7 @@ from circuitbreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerMo
 from common import breaker_policy as bp
 from common.keys import RedisKeys
 from common.logs import log_event
+from common.per_process import PerProcess
 from common.probes import describe_error
 
 log = logging.getLogger("jenga.breaker")
@@ -305,14 +313,16 @@ class BreakerRegistry:
 
     def __init__(self, client: redis.Redis, namespace: str,
                  policy: bp.BreakerPolicy | Callable[[str], bp.BreakerPolicy] = bp.BreakerPolicy(), *,
-                 on_transition: Transition | None = None, clock: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random, flush_interval: float = 0.05,
-                 refresh_seconds: float = 2.0):
+                 on_transition: Transition | None = None,
+                 on_fallback: Callable[[bool, str | None], None] | None = None,
+                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
+                 flush_interval: float = 0.05, refresh_seconds: float = 2.0):
         self.client = client
         self.namespace = namespace
         self.store = BreakerStore(client, namespace)
         self._policy = policy
         self.on_transition = on_transition
+        self.on_fallback = on_fallback
         self.clock = clock
         self.rand = rand
         self.flush_interval = flush_interval
@@ -414,6 +424,7 @@ class BreakerRegistry:
             self.fallback = False
             self.fallback_error = None
             log_event(log, "breaker.fallback_ended", namespace=self.namespace)
+            self._fallback_changed()
 
     def enter_fallback(self, error: BaseException) -> None:
         if self.fallback:
@@ -424,6 +435,15 @@ class BreakerRegistry:
         self.fallback = True
         log_event(log, "breaker.fallback", logging.WARNING, namespace=self.namespace, error=self.fallback_error,
                   detail="Redis unreachable: breakers run per process until it answers again")
+        self._fallback_changed()
+
+    def _fallback_changed(self) -> None:
+        if self.on_fallback is None:
+            return
+        try:
+            self.on_fallback(self.fallback, self.fallback_error)
+        except Exception as error:  # reporting must never break the call path
+            log_event(log, "breaker.fallback_hook_failed", logging.ERROR, error=describe_error(error))
 
     def transitioned(self, name: str, change: bp.Change, state: bp.BreakerState, local_only: bool = False) -> None:
         event = "breaker.opened" if change.new == bp.OPEN else "breaker.closed"
@@ -505,8 +525,38 @@ def fleet_overview(client: redis.Redis, namespace: str) -> dict[str, Any]:
 
 # --- the process's default registry ---------------------------------------------
 
-_default: tuple[int, BreakerRegistry] | None = None
-_default_lock = threading.Lock()
+Notify = Callable[[Any], None]
+FallbackListener = Callable[[bool, "str | None"], None]
+
+# Installed by the hosting process (the worker, at start: worker/bootsteps.py) and
+# looked up when used, so it does not matter which code builds the registry first
+# (a SharedCircuitBreaker or a GuardedTask): alarms always reach people.
+_alarm_notifier: Notify | None = None
+_fallback_listener: FallbackListener | None = None
+
+
+def set_alarm_notifier(notify: Notify | None) -> None:
+    """Who this process tells about a breaker alarm's set/clear (``None``: nobody; the alarm is still set)."""
+    global _alarm_notifier
+    _alarm_notifier = notify
+
+
+def set_fallback_listener(listener: FallbackListener | None) -> None:
+    """Told ``(fallback, error)`` when this process's default registry enters or leaves per-process fallback."""
+    global _fallback_listener
+    _fallback_listener = listener
+
+
+def _notify_installed(transition: Any) -> None:
+    notify = _alarm_notifier
+    if notify is not None:
+        notify(transition)
+
+
+def _report_fallback(fallback: bool, error: str | None) -> None:
+    listener = _fallback_listener
+    if listener is not None:
+        listener(fallback, error)
 
 
 def alarm_hook(client: redis.Redis, namespace: str, notify: Callable[[Any], None] | None = None) -> Transition:
@@ -531,33 +581,35 @@ def alarm_hook(client: redis.Redis, namespace: str, notify: Callable[[Any], None
     return on_transition
 
 
-def default_registry(on_transition: Transition | None = None) -> BreakerRegistry:
+def _registry_from_settings() -> BreakerRegistry:
+    from common.config import get_settings
+    from common.redis_client import redis_for
+
+    settings = get_settings()
+    client = redis_for(settings)
+    return BreakerRegistry(client, settings.jenga_namespace, policy_from_settings(settings),
+                           on_transition=alarm_hook(client, settings.jenga_namespace, _notify_installed),
+                           on_fallback=_report_fallback).start()
+
+
+_default: PerProcess[BreakerRegistry] = PerProcess(_registry_from_settings)
+
+
+def default_registry() -> BreakerRegistry:
     """This process's registry, built from the settings on first use (again after a fork:
-    threads do not survive one). ``on_transition`` defaults to :func:`alarm_hook`."""
-    global _default
+    threads do not survive one). Transitions set and clear alarm ``breaker:<name>`` and
+    go to the notifier installed with :func:`set_alarm_notifier`."""
+    return _default.get()
 
-    current = _default
-    if current is not None and current[0] == os.getpid():
-        return current[1]
-    with _default_lock:
-        if _default is None or _default[0] != os.getpid():
-            from common.config import get_settings
-            from common.redis_client import redis_for
 
-            settings = get_settings()
-            client = redis_for(settings)
-            hook = on_transition or alarm_hook(client, settings.jenga_namespace)
-            registry = BreakerRegistry(client, settings.jenga_namespace, policy_from_settings(settings),
-                                       on_transition=hook).start()
-            _default = (os.getpid(), registry)
-        return _default[1]
+def current_registry() -> BreakerRegistry | None:
+    """This process's registry if something has used a breaker here, without building one."""
+    return _default.peek()
 
 
 def set_default_registry(registry: BreakerRegistry | None) -> None:
     """Install (or forget) this process's registry; for tests and embedders."""
-    global _default
-
-    _default = None if registry is None else (os.getpid(), registry)
+    _default.set(registry)
 
 
 # --- drop-in for the ``circuitbreaker`` package ---------------------------------

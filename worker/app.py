@@ -32,10 +32,16 @@ app.add_defaults(lambda: celery_config(get_settings()))
 
 
 def _install_bootsteps() -> None:
-    from worker.bootsteps import ConfigStep, ConnectionsStep, ConsumerStateStep, HeartbeatStep
+    from worker.bootsteps import (
+        BreakersStep,
+        ConfigStep,
+        ConnectionsStep,
+        ConsumerStateStep,
+        HeartbeatStep,
+    )
 
     app.steps["worker"].add(ConfigStep)
-    app.steps["worker"].update({ConnectionsStep, HeartbeatStep})
+    app.steps["worker"].update({ConnectionsStep, BreakersStep, HeartbeatStep})
     app.steps["consumer"].add(ConsumerStateStep)
 
 

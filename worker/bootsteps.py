@@ -2,8 +2,9 @@
 
 ``ConfigStep`` comes first: settings are loaded, validated and applied to the
 app before Celery's consumer step opens the broker connection. Then
-``ConnectionsStep`` (dependency monitors, the deliveries queue gate) and
-``HeartbeatStep``; in the consumer blueprint ``ConsumerStateStep`` records
+``ConnectionsStep`` (dependency monitors, the deliveries queue gate),
+``BreakersStep`` (breaker alarms notify people; breaker fallback is reported)
+and ``HeartbeatStep``; in the consumer blueprint ``ConsumerStateStep`` records
 whether the broker is connected. ``JengaConsumer`` (setting
 ``worker_consumer``) retries the broker with backoff and full jitter.
 """
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 
@@ -30,8 +32,12 @@ from common.dependency import Dependencies
 from common.heartbeat import (
     STALE_AFTER_INTERVALS,
     beat_payload,
+    breakers_summary,
+    clear_breaker_fallback,
     heartbeat_key,
     heartbeat_path,
+    mark_breaker_fallback,
+    read_breaker_fallback,
     remove_heartbeat_file,
     write_heartbeat_file,
 )
@@ -39,6 +45,7 @@ from common.logs import configure_logging, log_event
 from common.masking import mask_url
 from common.probes import describe_error
 from common.redis_client import redis_for
+from common.shared_breaker import set_alarm_notifier, set_fallback_listener
 from worker.celeryconfig import celery_config, queue_names
 
 log = logging.getLogger("jenga.worker")
@@ -247,6 +254,56 @@ class JengaConsumer(Consumer):
             time.sleep(min(0.25, remaining))
 
 
+# --- level 4: breaker hooks --------------------------------------------------
+
+def notify_people(transition) -> None:
+    """Hand a breaker alarm's transition to the notifiers (Slack, webhook)."""
+    # Imported late: worker.notifications imports the app, which loads this module.
+    try:
+        from worker.notifications import notify
+    except ImportError:  # notifications level not installed: the alarm is still in Redis
+        return
+    notify(transition)
+
+
+class BreakersStep(bootsteps.StartStopStep):
+    """Installs this worker's breaker hooks before the pool starts, so forked pool
+    processes inherit them: an opening or closing breaker notifies people whichever
+    code (``GuardedTask`` or ``SharedCircuitBreaker``) built the process's registry,
+    and a process whose breakers fall back to per-process state leaves a marker
+    that the heartbeat and ``inspect stats`` report."""
+
+    label = "jenga breakers"
+    requires = (ConfigStep,)
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.directory = get_settings().heartbeat_dir
+        self.hostname = worker.hostname
+        clear_breaker_fallback(self.directory, self.hostname)  # a previous run's markers say nothing now
+        set_alarm_notifier(notify_people)
+        set_fallback_listener(self.report)
+
+    def report(self, fallback: bool, error: str | None) -> None:
+        """Runs in the process whose registry changed (a pool child under prefork)."""
+        if fallback:
+            mark_breaker_fallback(self.directory, self.hostname, os.getpid(), error)
+        else:
+            clear_breaker_fallback(self.directory, self.hostname, os.getpid())
+
+    def start(self, worker):
+        pass
+
+    def stop(self, worker):
+        clear_breaker_fallback(self.directory, self.hostname)
+
+    def summary(self) -> dict:
+        return breakers_summary(read_breaker_fallback(self.directory, self.hostname))
+
+    def info(self, worker):
+        return {"jenga_breakers": self.summary()}
+
+
 # --- level 2: heartbeat ------------------------------------------------------
 
 class HeartbeatStep(bootsteps.StartStopStep):
@@ -254,7 +311,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
     TTL), independent of the pool, for ``jenga worker health``."""
 
     label = "jenga heartbeat"
-    requires = (ConnectionsStep,)
+    requires = (ConnectionsStep, BreakersStep)
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
@@ -263,6 +320,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.last_beat: float | None = None
+        self.last_breakers: dict | None = None
         self.redis_ok: bool | None = None
 
     def start(self, worker):
@@ -284,9 +342,12 @@ class HeartbeatStep(bootsteps.StartStopStep):
         states = ({n: s.state for n, s in connections.dependencies.snapshot().items()}
                   if connections is not None else {})
         interval = self.settings.heartbeat_interval_seconds
-        payload = beat_payload(worker.hostname, interval, bool(getattr(worker, "jenga_consumer_connected", False)), states)
+        breakers = breakers_summary(read_breaker_fallback(self.settings.heartbeat_dir, worker.hostname))
+        payload = beat_payload(worker.hostname, interval, bool(getattr(worker, "jenga_consumer_connected", False)),
+                               states, breakers=breakers)
         write_heartbeat_file(self.settings.heartbeat_dir, worker.hostname, payload)
         self.last_beat = payload["time"]
+        self.last_breakers = breakers
         try:
             ttl = max(1, math.ceil(STALE_AFTER_INTERVALS * interval))
             self.redis.set(self.key, json.dumps(payload), ex=ttl)
@@ -311,4 +372,5 @@ class HeartbeatStep(bootsteps.StartStopStep):
             "last_beat": self.last_beat,
             "redis_ok": self.redis_ok,
             "consumer_connected": bool(getattr(worker, "jenga_consumer_connected", False)),
+            "breakers": self.last_breakers,
         }}

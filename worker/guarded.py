@@ -32,7 +32,6 @@ statically guarded task. ``call.record(...)`` overrides both.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -42,10 +41,10 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from common import breaker_policy as bp
 from common.config import get_settings
 from common.logs import log_event
-from common.shared_breaker import BreakerRegistry, alarm_hook, default_registry
+from common.per_process import PerProcess
+from common.shared_breaker import BreakerRegistry, default_registry
 
 log = logging.getLogger("jenga.guard")
 
@@ -107,31 +106,21 @@ def result_failed(result: Any) -> bool:
 
 # --- this process's breakers and limits -------------------------------------------
 
-_limits: dict[tuple[int, str], Any] = {}
+# service -> this process's SharedLimit handle (each owns a sync thread: never inherited across a fork)
+_limits: PerProcess[dict[str, Any]] = PerProcess(dict)
 _limits_lock = threading.Lock()
 
 
-def _notify(transition: Any) -> None:
-    try:
-        from worker.notifications import notify
-    except ImportError:  # notifications level not installed: the alarm is still in Redis
-        return
-    notify(transition)
-
-
 def registry() -> BreakerRegistry:
-    """This process's breakers; opening and closing set and clear alarm ``breaker:<service>``."""
-    def hook(name: str, change: bp.Change) -> None:
-        current = default_registry()
-        alarm_hook(current.client, current.namespace, _notify)(name, change)
-
-    return default_registry(on_transition=hook)
+    """This process's breakers; opening and closing set and clear alarm ``breaker:<service>``
+    (and notify people: the worker installs the notifier at start, see ``worker/bootsteps.py``)."""
+    return default_registry()
 
 
 def limit_for(service: str) -> Any | None:
     """This process's handle on the service's shared limit, or None without the limiter level."""
-    key = (os.getpid(), service)
-    found = _limits.get(key)
+    limits = _limits.get()
+    found = limits.get(service)
     if found is not None:
         return found
     try:
@@ -139,9 +128,9 @@ def limit_for(service: str) -> Any | None:
     except ImportError:
         return None
     with _limits_lock:
-        if key not in _limits:
-            _limits[key] = SharedLimit.from_settings(registry().client, get_settings(), service)
-        return _limits[key]
+        if service not in limits:
+            limits[service] = SharedLimit.from_settings(registry().client, get_settings(), service)
+        return limits[service]
 
 
 class GuardedTask(Task):
