@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import require_admin
 from common.logs import log_event
+from common.notify_tasks import send_notify_tasks
 from common.probes import describe_error
 from common.shared_breaker import BreakerStore, alarm_hook, fleet_overview, policy_from_settings
 
@@ -47,30 +48,6 @@ def breakers(request: Request):
     return JSONResponse(body, headers=NO_STORE)
 
 
-def _notify(settings, transition) -> None:
-    """Hand an alarm transition to the notifier tasks by name (the API does not import the worker)."""
-    try:
-        from celery import Celery
-
-        from common.notifiers import notifier_urls
-    except ImportError:
-        return
-    notifiers = list(notifier_urls(settings))
-    if not notifiers:
-        return
-    sender = Celery("jenga-api", broker=settings.effective_broker_url, set_as_current=False)
-    if settings.effective_broker_url.startswith(("redis", "rediss")):
-        sender.conf.broker_transport_options = {"global_keyprefix": f"{settings.jenga_namespace}:broker:"}
-    try:
-        for notifier in notifiers:
-            sender.send_task("jenga.alarms.notify", (notifier, transition.to_dict()),
-                             queue=f"{settings.jenga_namespace}.alarms", retry=False)
-    except Exception as error:  # the alarm is in Redis; a lost notification is logged, not fatal
-        log_event(log, "breakers.notify_failed", level=logging.WARNING, error=describe_error(error))
-    finally:
-        sender.close()
-
-
 @router.post("/breakers/{name}/{action}", dependencies=[Depends(require_admin)],
              responses={401: {"description": "missing or wrong admin token"},
                         403: {"description": "admin API disabled (no JENGA_ADMIN_TOKEN)"},
@@ -88,7 +65,7 @@ def force(request: Request, action: Literal["open", "close", "reset"],
             return JSONResponse({"error": f"no breaker named {name!r}"}, status_code=404)
         _, change = store.force(name, action, policy_from_settings(settings))
         if change is not None:
-            alarm_hook(client, settings.jenga_namespace, lambda t: _notify(settings, t))(name, change)
+            alarm_hook(client, settings.jenga_namespace, lambda t: send_notify_tasks(settings, t))(name, change)
         body = store.read(name)
     except redis.RedisError as error:
         return _unavailable(error)

@@ -106,6 +106,7 @@ def breakers(args: argparse.Namespace) -> int:
 
     import redis
 
+    from common.notify_tasks import send_notify_tasks
     from common.probes import describe_error
     from common.redis_client import redis_for
     from common.shared_breaker import BreakerStore, alarm_hook, fleet_overview, policy_from_settings
@@ -123,8 +124,8 @@ def breakers(args: argparse.Namespace) -> int:
         if args.action:
             store = BreakerStore(client, settings.jenga_namespace)
             _, change = store.force(args.name, args.action, policy_from_settings(settings))
-            if change is not None:
-                alarm_hook(client, settings.jenga_namespace)(args.name, change)
+            if change is not None:  # the same alarm and notifications as a breaker opening by itself
+                alarm_hook(client, settings.jenga_namespace, lambda t: send_notify_tasks(settings, t))(args.name, change)
             print(f"breaker {args.name}: {store.read(args.name)['state']}")
             return 0
         view = fleet_overview(client, settings.jenga_namespace)

@@ -11,7 +11,10 @@ import uuid
 
 import pytest
 from celery import Celery
+from fastapi.testclient import TestClient
 
+from api.app import create_app
+from common.cli import main
 from common.config import load_settings
 from common.heartbeat import (
     beat_payload,
@@ -118,3 +121,37 @@ def test_fallback_markers_of_dead_processes_are_dropped(tmp_path):
     assert read_breaker_fallback(tmp_path, "w@h") == []
     assert verdict(beat_payload("w@h", 1.0, True, {}, now=10.0), 10.5, 1.0).reason.endswith("ago")
     assert len(read_breaker_fallback(tmp_path, "other@h", alive=lambda pid: True)) == 1
+
+
+TOKEN = "s3cret-admin-token-0123456789"
+
+
+def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(settings_env, slack, tmp_path, monkeypatch):
+    env = {**settings_env, "SLACK_WEBHOOK_URL": slack.url, "JENGA_ADMIN_TOKEN": TOKEN, "HEARTBEAT_DIR": str(tmp_path)}
+    settings = load_settings(env, wait_seconds=0)
+    worker, _ = start_worker(env, f"brk-{uuid.uuid4().hex[:6]}@test", [queue_names(settings)["alarms"]])
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+
+    def seen(n: int) -> list[str]:
+        wait_for(lambda: len(slack.texts()) >= n, 30, what=f"{n} Slack messages")
+        return slack.texts()
+
+    try:
+        worker.wait_for_output("ready.", 60)
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/breakers/api-svc/open", headers=admin).json()["state"] == "open"
+            assert "ALARM SET [critical] breaker:api-svc" in seen(1)[0]
+            assert client.post("/breakers/api-svc/open", headers=admin).status_code == 200  # no transition: no message
+            assert client.post("/breakers/api-svc/close", headers=admin).json()["state"] == "closed"
+            assert "ALARM CLEARED breaker:api-svc" in seen(2)[1]
+
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert main(["breakers", "open", "cli-svc"]) == 0
+        assert "ALARM SET [critical] breaker:cli-svc" in seen(3)[2]
+        assert main(["breakers", "close", "cli-svc"]) == 0
+        texts = seen(4)
+        assert "ALARM CLEARED breaker:cli-svc" in texts[3]
+        assert len(texts) == 4 and len(slack.requests) == 4  # one per transition, none repeated
+    finally:
+        worker.stop()
