@@ -13,7 +13,10 @@ every ``flush_interval`` s) and runs the trip decision in Lua on the
 aggregated window. Every process learns a transition through pub/sub, and
 re-reads all states every ``refresh_seconds`` as a safety net for a missed
 message. Only calls that need the fleet's consent (half-open trial calls, and
-the first call after the open time) talk to Redis.
+the first call after the open time) talk to Redis; once every trial slot is
+taken, a process that was refused refuses locally for ``refusal_hold`` (10 ms)
+before asking again, so a busy half-open breaker costs Redis at most about
+100 round trips a second per process, not one per refused call.
 
 Redis down. The registry switches to per-process breakers (the same rules,
 run locally from the last known state), logs ``breaker.fallback`` and reports
@@ -182,6 +185,9 @@ class SharedBreaker:
         self._cached: tuple[str, float, bool] = (bp.CLOSED, 0.0, False)
         self._known = bp.BreakerState()
         self._local: bp.BreakerState | None = None  # per-process state while Redis is unreachable
+        # (until, retry_at): after Redis said "every trial slot is taken", refuse locally until
+        # ``until`` instead of a round trip per refused call (see BreakerRegistry.refusal_hold).
+        self._hold: tuple[float, float] = (0.0, 0.0)
         self._lock = threading.Lock()
         self._pending = bp.Outcomes()
         self.last_failure: BaseException | None = None
@@ -217,6 +223,9 @@ class SharedBreaker:
         if state == bp.OPEN and (forced or now < open_until):
             # Still open by the cached state: refuse without asking Redis.
             return bp.Admission(False, retry_in=self.policy.open_seconds if forced else open_until - now)
+        until, retry_at = self._hold
+        if now < until:
+            return bp.Admission(False, retry_in=max(0.0, retry_at - now))
         try:
             reply = self.registry.store.step(self.name, self.policy, "admit", now, arg=uuid.uuid4().hex)
         except redis.RedisError as error:
@@ -225,7 +234,13 @@ class SharedBreaker:
         self._apply(_state_from_reply(reply))
         if reply[9] == "1":
             return bp.Admission(True, probe=reply[10] or None)
-        return bp.Admission(False, retry_in=max(0.0, float(reply[11])))
+        retry_in = max(0.0, float(reply[11]))
+        if reply[0] == bp.HALF_OPEN:
+            # Only an expiring lease (at retry_in at the earliest) or a published
+            # transition (which clears the hold) can free a slot: asking again at
+            # once would be a round trip per refused call.
+            self._hold = (now + min(self.registry.refusal_hold, retry_in), now + retry_in)
+        return bp.Admission(False, retry_in=retry_in)
 
     def _record_probe(self, lease: str, failed: bool) -> None:
         now = self.registry.clock()
@@ -255,10 +270,12 @@ class SharedBreaker:
     def _apply(self, state: bp.BreakerState) -> None:
         self._known = state
         self._cached = (state.state, state.open_until, state.forced)
+        self._hold = (0.0, 0.0)
 
     def apply_event(self, state: str, open_until: float, forced: bool) -> None:
         self._known = replace(self._known, state=state, open_until=open_until, forced=forced)
         self._cached = (state, open_until, forced)
+        self._hold = (0.0, 0.0)
 
     # --- per-process fallback -------------------------------------------------
     def start_local(self) -> None:
@@ -309,14 +326,17 @@ class BreakerRegistry:
 
     ``policy`` is one :class:`~common.breaker_policy.BreakerPolicy` for every
     breaker or a function of the breaker's name. ``clock`` (wall-clock seconds,
-    shared by the fleet) and ``rand`` are injectable for tests."""
+    shared by the fleet) and ``rand`` are injectable for tests. ``refusal_hold`` (s): once
+    Redis refused a half-open breaker's call because every trial slot is taken, the
+    process refuses locally for this long (or until a transition arrives) instead of
+    asking again on every call."""
 
     def __init__(self, client: redis.Redis, namespace: str,
                  policy: bp.BreakerPolicy | Callable[[str], bp.BreakerPolicy] = bp.BreakerPolicy(), *,
                  on_transition: Transition | None = None,
                  on_fallback: Callable[[bool, str | None], None] | None = None,
                  clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
-                 flush_interval: float = 0.05, refresh_seconds: float = 2.0):
+                 flush_interval: float = 0.05, refresh_seconds: float = 2.0, refusal_hold: float = 0.01):
         self.client = client
         self.namespace = namespace
         self.store = BreakerStore(client, namespace)
@@ -327,6 +347,7 @@ class BreakerRegistry:
         self.rand = rand
         self.flush_interval = flush_interval
         self.refresh_seconds = refresh_seconds
+        self.refusal_hold = refusal_hold
         self.fallback = False
         self.fallback_error: str | None = None
         self._breakers: dict[str, SharedBreaker] = {}

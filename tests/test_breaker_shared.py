@@ -1,6 +1,7 @@
 """The fleet-wide breaker against real Redis: the Lua step agrees with the pure
 policy, one incident trips it once across processes, exactly K trial calls go
-out fleet-wide, dead probes' leases expire, every process learns a trip
+out fleet-wide (refusals once the slots are taken are held locally, not asked
+again per call), dead probes' leases expire, every process learns a trip
 through pub/sub, Redis loss falls back to per-process breakers, and the
 ``circuitbreaker`` drop-in works."""
 
@@ -176,6 +177,30 @@ def test_expired_probe_lease_frees_the_slot(redis_client, namespace):
     assert breaker.state == "half_open"
     breaker.record(False, admission=second)
     assert breaker.state == "closed"
+
+
+def test_refusals_with_every_trial_slot_taken_are_held_locally(redis_client, namespace):
+    now = [1000.0]
+    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
+                                                                         half_open_calls=1, lease_seconds=5),
+                               clock=lambda: now[0], refusal_hold=0.01)
+    breaker = registry.breaker("svc")
+    breaker.record(True)
+    registry.flush()
+    now[0] += 1.5
+    probe = breaker.admit()
+    assert probe.probe
+    steps = []
+    real_step = registry.store.step
+    registry.store.step = lambda *args, **kwargs: steps.append(args[2]) or real_step(*args, **kwargs)
+    refusals = [breaker.admit() for _ in range(200)]
+    assert not any(r.allowed for r in refusals)
+    assert steps == ["admit"]  # one round trip for 200 refused calls
+    assert all(r.retry_in == pytest.approx(1.0) for r in refusals)  # as Redis said: open_seconds at most
+    now[0] += 0.011  # the hold is over: ask the fleet again
+    assert not breaker.admit().allowed and steps == ["admit", "admit"]
+    breaker.record(False, admission=probe)  # the trial call succeeds: closed, the hold forgotten
+    assert breaker.admit() is bp.ADMITTED and breaker.state == "closed"
 
 
 def test_every_process_learns_a_trip_through_pubsub(redis_client, namespace, settings):
