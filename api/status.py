@@ -80,8 +80,11 @@ def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: st
     else:
         opened = [b["name"] for b in view.breakers if b["state"] == "open"]
         half = [b["name"] for b in view.breakers if b["state"] == "half_open"]
-        color = RED if opened else AMBER if half else GREEN
+        # Workers that lost Redis run per-process breakers: still guarded, no longer fleet-wide.
+        fallback = [w.get("hostname", "?") for w in view.workers or [] if (w.get("breakers") or {}).get("fallback")]
+        color = RED if opened else AMBER if half or fallback else GREEN
         summary = (f"open: {', '.join(opened)}" if opened else f"half-open: {', '.join(half)}" if half
+                   else f"per-process fallback on {', '.join(fallback)}" if fallback
                    else f"{len(view.breakers)} closed")
         out.append(Level("breakers", color, summary))
 

@@ -59,6 +59,8 @@ def test_alarm_breaker_limit_rules():
     assert colors(healthy_view(limits=[{"service": "s", "limit": 3, "in_flight": 3}]))["limits"] == AMBER
     assert colors(healthy_view(limits=[{"service": "s", "limit": 3, "in_flight": 2}]))["limits"] == GREEN
     assert colors(healthy_view(workers=[]))["health"] == RED
+    fallback = {"consumer_connected": True, "hostname": "w1", "breakers": {"fallback": True, "processes": 1}}
+    assert colors(healthy_view(workers=[fallback]))["breakers"] == AMBER
 
 
 def test_unreadable_sections_are_red_not_green():
