@@ -1,16 +1,28 @@
-"""Benchmark: webhook deliveries per second end to end, against plain Celery
-no-op tasks per second on the same broker, worker options and machine, in the
+"""Benchmark: webhook deliveries per second end to end, against no-op Celery
+tasks per second on the same broker, pool, concurrency and machine, in the
 same run; plus API accept latency (p50/p99).
 
-    .venv/bin/python bench/bench_delivery.py [--messages 2000] [--concurrency 8]
+    .venv/bin/python bench/bench_delivery.py [--messages 2000] [--concurrency 16]
 
-Both runs work the same way: N tasks (messages) are queued first, then one
-worker (``-P threads -c C``) starts; the clock runs from its ``ready.`` line to
-the last task done (no-op: a Redis INCR; delivery: the message ``delivered`` in
-PostgreSQL after the local receiver answered 200). Accept latency is measured
-while queueing the messages through the API (4 client threads).
+Two baselines, because "plain Celery" hides a choice:
 
-This file is also the baseline's Celery app (``celery -A bench.bench_delivery``).
+* bare Celery: a one-task app with Celery's defaults (no task events, no
+  bootsteps), ``celery -A bench.bench_delivery worker -P threads -c C``;
+* the Jenga worker: the very worker process that delivers (``celery -A worker
+  worker``, same options, same queue, task events on for Flower, heartbeat and
+  dependency monitors running), given a no-op task instead of a delivery. This
+  is the fair one: everything but the delivery itself is the same.
+
+Every run works the same way: N tasks (messages) are queued first, then one
+worker (``-P threads -c C``) starts. No-op tasks (one Redis INCR each) are timed
+from the first to the last completion; deliveries from the first attempt's
+start to the last attempt's end as recorded in ``webhook_attempts`` (the
+message ``delivered`` in PostgreSQL after the local receiver answered 200).
+Accept latency is measured while queueing the messages through the API (4
+client threads).
+
+This file is also the bare baseline's Celery app (``celery -A bench.bench_delivery``),
+and the Jenga worker imports it (``-I bench.bench_delivery``) for ``bench.jenga_noop``.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-from celery import Celery
+from celery import Celery, shared_task
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,13 +53,26 @@ noop_app.conf.update(
 app = noop_app
 
 
-@noop_app.task(name="bench.noop")
-def noop(counter_key: str) -> None:
+_redis_clients: dict[str, object] = {}
+
+
+def count_done(counter_key: str) -> None:
     import redis
 
-    client = getattr(noop, "_client", None) or redis.Redis.from_url(noop_app.conf.broker_url)
-    noop._client = client
+    url = os.environ["REDIS_URL"]
+    client = _redis_clients.get(url) or _redis_clients.setdefault(url, redis.Redis.from_url(url))
     client.incr(counter_key)
+
+
+@noop_app.task(name="bench.noop")
+def noop(counter_key: str) -> None:
+    count_done(counter_key)
+
+
+# Registered on Jenga's app (the current app) when its worker imports this module.
+@shared_task(name="bench.jenga_noop", ignore_result=True)
+def jenga_noop(counter_key: str) -> None:
+    count_done(counter_key)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -55,14 +80,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_baseline(env: dict[str, str], messages: int, concurrency: int) -> float:
+def time_noops(redis_url: str, counter: str, messages: int) -> float:
+    """No-op tasks per second, first completion to last."""
     import redis
 
-    from tests.servers import JengaProcess, wait_for
+    from tests.servers import wait_for
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_for(lambda: int(client.get(counter) or 0) >= 1, 60, interval=0.005, what="the first no-op task")
+        started = time.monotonic()
+        wait_for(lambda: int(client.get(counter) or 0) >= messages, 300, interval=0.005, what="no-op tasks")
+        return (messages - 1) / (time.monotonic() - started)
+    finally:
+        client.delete(counter)
+
+
+def run_baseline(env: dict[str, str], messages: int, concurrency: int) -> float:
+    from tests.servers import JengaProcess
 
     ns = env["JENGA_NAMESPACE"]
     counter = f"{ns}:bench:noop"
-    client = redis.Redis.from_url(env["REDIS_URL"])
     queue = f"{ns}.noop"
     for _ in range(messages):
         noop.apply_async((counter,), queue=queue)
@@ -70,13 +108,26 @@ def run_baseline(env: dict[str, str], messages: int, concurrency: int) -> float:
                            "-c", str(concurrency), "-Q", queue, "--without-mingle", "--without-gossip",
                            "--loglevel=INFO"], env, "bench-noop").start()
     try:
-        wait_for(lambda: int(client.get(counter) or 0) >= 1, 60, interval=0.005, what="the first no-op task")
-        started = time.monotonic()
-        wait_for(lambda: int(client.get(counter) or 0) >= messages, 300, interval=0.005, what="no-op tasks")
-        return (messages - 1) / (time.monotonic() - started)
+        return time_noops(env["REDIS_URL"], counter, messages)
     finally:
         worker.stop()
-        client.delete(counter)
+
+
+def run_jenga_baseline(settings_env: dict[str, str], messages: int, concurrency: int) -> float:
+    from tests.test_webhook_e2e import fresh_database, stack_env, start_worker
+
+    with ExitStack() as stack:
+        env = stack_env(settings_env, stack.enter_context(fresh_database()), LOG_LEVEL="INFO")
+        ns = env["JENGA_NAMESPACE"]
+        counter = f"{ns}:bench:jenga-noop"
+        for _ in range(messages):
+            noop_app.send_task("bench.jenga_noop", (counter,), queue=f"{ns}.deliveries")
+        start_worker(stack, env, "bench-jenga-noop", concurrency, *WORKER_EXTRA_ARGS)
+        return time_noops(env["REDIS_URL"], counter, messages)
+
+
+# Both Jenga worker runs import this module, so they differ only in the task they run.
+WORKER_EXTRA_ARGS = ("-I", "bench.bench_delivery")
 
 
 def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) -> tuple[float, list[float]]:
@@ -116,7 +167,7 @@ def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) 
             with psycopg.connect(database_url) as conn:
                 return conn.execute("SELECT count(*) FROM webhook_messages WHERE status = 'delivered'").fetchone()[0]
 
-        start_worker(stack, {**env, "LOG_LEVEL": "INFO"}, "bench", concurrency=concurrency)
+        start_worker(stack, {**env, "LOG_LEVEL": "INFO"}, "bench", concurrency, *WORKER_EXTRA_ARGS)
         wait_for(lambda: delivered() >= messages, 600, interval=0.1, what="deliveries")
         with psycopg.connect(database_url) as conn:
             # First attempt's start to last attempt's end, from the attempts PostgreSQL recorded.
@@ -130,7 +181,7 @@ def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
     from tests.servers import base_database_url, base_redis_url, jenga_env
@@ -142,11 +193,14 @@ def main() -> None:
     noop_app.conf.broker_url = settings_env["REDIS_URL"]
     noop_app.conf.broker_transport_options = {"global_keyprefix": f"{namespace}:broker:"}
 
-    baseline = run_baseline(jenga_env(**settings_env), args.messages, args.concurrency)
+    bare = run_baseline(jenga_env(**settings_env), args.messages, args.concurrency)
+    same_worker = run_jenga_baseline(settings_env, args.messages, args.concurrency)
     rate, latencies = run_delivery(settings_env, args.messages, args.concurrency)
     print(f"machine: {os.cpu_count()} cores; {args.messages} tasks/messages; worker -P threads -c {args.concurrency}")
-    print(f"baseline: plain Celery no-op tasks      {baseline:8.1f} /s")
-    print(f"webhook deliveries end to end           {rate:8.1f} /s   ({rate / baseline:.2f}x baseline)")
+    print(f"baseline: bare Celery no-op tasks       {bare:8.1f} /s")
+    print(f"baseline: Jenga worker no-op tasks      {same_worker:8.1f} /s")
+    print(f"webhook deliveries end to end           {rate:8.1f} /s   ({rate / same_worker:.2f}x the Jenga worker's"
+          f" no-op rate, {rate / bare:.2f}x bare Celery's)")
     print(f"API accept latency (4 client threads)   p50 {statistics.median(latencies) * 1000:.1f} ms"
           f"   p99 {percentile(latencies, 0.99) * 1000:.1f} ms")
 

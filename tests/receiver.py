@@ -51,6 +51,10 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real receivers do
+            # Headers and body go out in two writes; with Nagle on, the body waits
+            # for the client's delayed ACK (40 ms a request). Real servers set
+            # TCP_NODELAY too.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 length = int(self.headers.get("content-length") or 0)

@@ -62,11 +62,13 @@ def start_api(stack: ExitStack, env: dict[str, str]) -> httpx.Client:
     return client
 
 
-def start_worker(stack: ExitStack, env: dict[str, str], name: str = "worker", concurrency: int = 4) -> JengaProcess:
+def start_worker(stack: ExitStack, env: dict[str, str], name: str = "worker", concurrency: int = 4,
+                 *extra_args: str) -> JengaProcess:
     ns = env["JENGA_NAMESPACE"]
     worker = stack.enter_context(running(JengaProcess.celery(
         "worker", "-P", "threads", "-c", str(concurrency), "-Q", f"{ns}.default,{ns}.deliveries",
-        "--without-mingle", "--without-gossip", "--loglevel=INFO", "-n", f"{name}-{ns}@%h", env=env, name=name)))
+        "--without-mingle", "--without-gossip", "--loglevel=INFO", "-n", f"{name}-{ns}@%h", *extra_args,
+        env=env, name=name)))
     worker.wait_for_output("ready.", timeout=60)
     return worker
 

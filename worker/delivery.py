@@ -83,13 +83,18 @@ def _forget_inherited_resources(**_: Any) -> None:
 
 
 def engine() -> Engine:
+    """This process's engine, in autocommit: every change below is one
+    statement (several tables at once through data-modifying CTEs, which
+    PostgreSQL runs atomically), so an explicit BEGIN and COMMIT would only add
+    two round trips to each."""
     global _engine
     with _lock:
         if _engine is None:
             settings = get_settings()
             # Enough for every delivery thread (`-c`) to hold one connection at once.
             concurrency = int(app.conf.worker_concurrency or 0)
-            _engine = make_engine(settings, pool_size=max(10, concurrency))
+            _engine = make_engine(settings, pool_size=max(10, concurrency)).execution_options(
+                isolation_level="AUTOCOMMIT")
         return _engine
 
 
@@ -134,7 +139,7 @@ def dispatch_due() -> int:
     """Enqueue every pending message that is due (and not being delivered)."""
     settings = get_settings()
     try:
-        with engine().begin() as conn:
+        with engine().connect() as conn:
             ids = conn.execute(
                 CLAIM_DUE, {"redispatch": settings.delivery_redispatch_seconds, "batch": settings.delivery_dispatch_batch}
             ).scalars().all()
@@ -151,7 +156,7 @@ def dispatch_due() -> int:
         # The rest stay stamped; they are enqueued again after DELIVERY_REDISPATCH_SECONDS
         # unless this best-effort reset reaches PostgreSQL first.
         log_event(log, "delivery.enqueue_failed", logging.WARNING, error=describe_error(error), unsent=len(ids) - sent)
-        with contextlib.suppress(*DB_ERRORS), engine().begin() as conn:
+        with contextlib.suppress(*DB_ERRORS), engine().connect() as conn:
             conn.execute(
                 text("UPDATE webhook_messages SET dispatched_at = NULL WHERE id = ANY(:ids) AND status = 'pending'"),
                 {"ids": list(ids[sent:])},
@@ -184,25 +189,33 @@ RELEASE = text(
     """
 )
 
+# The attempt, the message's next state and (after a 410) the endpoint's
+# disabling, in one statement: all or nothing, and one round trip. Nothing is
+# written unless the lease token still matches.
 RECORD = text(
     """
-    UPDATE webhook_messages
-    SET status = CAST(:status AS varchar),
-        attempt_count = attempt_count + 1,
-        schedule_position = schedule_position + 1,
-        next_attempt_at = CASE WHEN CAST(:status AS varchar) = 'pending' THEN now() + make_interval(secs => :retry_in) END,
-        delivered_at = CASE WHEN CAST(:status AS varchar) = 'delivered' THEN now() ELSE delivered_at END,
-        last_error = :last_error,
-        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
-    WHERE id = :id AND claim_token = :token
-    RETURNING attempt_count
-    """
-)
-
-INSERT_ATTEMPT = text(
-    """
-    INSERT INTO webhook_attempts (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
-    VALUES (:id, :number, :started_at, :duration_ms, :status_code, :error, :excerpt)
+    WITH message AS (
+        UPDATE webhook_messages
+        SET status = CAST(:status AS varchar),
+            attempt_count = attempt_count + 1,
+            schedule_position = schedule_position + 1,
+            next_attempt_at = CASE WHEN CAST(:status AS varchar) = 'pending'
+                                   THEN now() + make_interval(secs => :retry_in) END,
+            delivered_at = CASE WHEN CAST(:status AS varchar) = 'delivered' THEN now() ELSE delivered_at END,
+            last_error = CAST(:last_error AS text),
+            dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+        WHERE id = :id AND claim_token = :token
+        RETURNING id, endpoint_id, attempt_count
+    ), attempt AS (
+        INSERT INTO webhook_attempts (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
+        SELECT id, attempt_count, CAST(:started_at AS timestamptz), CAST(:duration_ms AS integer),
+               CAST(:status_code AS integer), CAST(:error AS text), CAST(:excerpt AS text)
+        FROM message
+    ), endpoint AS (
+        UPDATE webhook_endpoints SET disabled = true, disabled_reason = CAST(:disabled_reason AS text), updated_at = now()
+        WHERE CAST(:disable_endpoint AS boolean) AND id = (SELECT endpoint_id FROM message)
+    )
+    SELECT attempt_count FROM message
     """
 )
 
@@ -229,7 +242,7 @@ class AttemptResult:
 
 def claim(message_id: str, settings: Settings) -> Claim | None:
     token = uuid.uuid4().hex
-    with engine().begin() as conn:
+    with engine().connect() as conn:
         row = conn.execute(CLAIM_ONE, {"id": message_id, "token": token, "lease": lease_seconds(settings)}).mappings().first()
     if row is None:
         return None
@@ -292,23 +305,16 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
                       settings.delivery_retry_jitter)
     outcome = result.outcome
     last_error = None if outcome.succeeded else (outcome.error or f"HTTP {outcome.status_code}")
-    with engine().begin() as conn:
+    with engine().connect() as conn:
         number = conn.execute(RECORD, {
             "id": claimed.message_id, "token": claimed.token, "status": decision.status,
             "retry_in": decision.retry_in or 0.0, "last_error": last_error,
+            "started_at": result.started_at, "duration_ms": result.duration_ms, "status_code": outcome.status_code,
+            "error": outcome.error, "excerpt": result.excerpt,
+            "disable_endpoint": decision.disable_endpoint, "disabled_reason": "the receiver answered 410 Gone",
         }).scalar()
-        if number is None:
-            return None  # our lease expired and someone else took over
-        conn.execute(INSERT_ATTEMPT, {
-            "id": claimed.message_id, "number": number, "started_at": result.started_at,
-            "duration_ms": result.duration_ms, "status_code": outcome.status_code, "error": outcome.error,
-            "excerpt": result.excerpt,
-        })
-        if decision.disable_endpoint:
-            conn.execute(
-                text("UPDATE webhook_endpoints SET disabled = true, disabled_reason = :reason, updated_at = now() WHERE id = :id"),
-                {"id": claimed.endpoint_id, "reason": "the receiver answered 410 Gone"},
-            )
+    if number is None:
+        return None  # our lease expired and someone else took over
     log_event(log, "delivery.attempt", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id,
               attempt=number, status_code=outcome.status_code, error=outcome.error, duration_ms=result.duration_ms,
               result=decision.status, retry_in=decision.retry_in)
@@ -336,7 +342,7 @@ def record_with_retries(claimed: Claim, result: AttemptResult, settings: Setting
 
 
 def fail_disabled(claimed: Claim) -> None:
-    with engine().begin() as conn:
+    with engine().connect() as conn:
         conn.execute(
             text("""UPDATE webhook_messages SET status = 'failed', last_error = 'endpoint disabled',
                     next_attempt_at = NULL, claim_token = NULL, claimed_until = NULL
@@ -384,7 +390,7 @@ def deliver(self, message_id: str) -> str | None:
             call.record(failed=status is None or status >= 500 or status == 429)
     except GuardRefused as refused:
         # Not an attempt: the receiver was spared. Come back when the guard says.
-        with engine().begin() as conn:
+        with engine().connect() as conn:
             conn.execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)})
         log_event(log, "delivery.deferred", message_id=message_id, service=refused.service,
                   retry_in=refused.retry_in, reason=refused.reason)
