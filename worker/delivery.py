@@ -34,14 +34,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 from celery.signals import worker_process_init
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
 from common.backoff import full_jitter_backoff
 from common.config import Settings, get_settings
-from common.database import make_engine
 from common.destinations import Destination, DestinationError, resolve_destination
 from common.fleet_metrics import record_delivery
 from common.logs import log_event
@@ -58,7 +57,8 @@ DELIVER_TASK = "jenga.delivery.deliver"
 EXCERPT_BYTES = 1024
 EXCERPT_CHARS = 500
 USER_AGENT = "Jenga-Webhooks/0.1"
-DB_ERRORS = (DBAPIError, PoolTimeoutError)
+# Every psycopg failure, the pool's PoolTimeout (no connection in time) included.
+DB_ERRORS = (psycopg.Error,)
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -72,30 +72,74 @@ def lease_seconds(settings: Settings) -> float:
 # Created lazily in the process that uses them (never inherited across fork).
 
 _lock = threading.Lock()
-_engine: Engine | None = None
+_pool: ConnectionPool | None = None
 _client: httpx.Client | None = None
 
 
 @worker_process_init.connect
 def _forget_inherited_resources(**_: Any) -> None:
-    global _engine, _client
-    _engine, _client = None, None
+    global _pool, _client
+    _pool, _client = None, None
 
 
-def engine() -> Engine:
-    """This process's engine, in autocommit: every change below is one
-    statement (several tables at once through data-modifying CTEs, which
-    PostgreSQL runs atomically), so an explicit BEGIN and COMMIT would only add
-    two round trips to each."""
-    global _engine
+def postgres_conninfo(database_url: str) -> str:
+    """``DATABASE_URL`` as libpq takes it (``postgresql+psycopg://`` is SQLAlchemy's spelling)."""
+    scheme, rest = database_url.split("://", 1)
+    return f"postgresql://{rest}" if scheme.startswith("postgres") else database_url
+
+
+def database() -> ConnectionPool:
+    """This process's PostgreSQL connections for delivery.
+
+    A psycopg pool, not the SQLAlchemy engine: a delivery is two statements,
+    and SQLAlchemy's checkout, reset and per-statement machinery cost several
+    times the statement itself on this hot path. Connections are in
+    autocommit: every change below is one statement (several tables at once
+    through data-modifying CTEs, which PostgreSQL runs atomically), so BEGIN
+    and COMMIT would only add two round trips to each. Like ``make_engine``:
+    nothing connects until first use (``min_size=0``) and connects give up
+    after the check timeout. Unlike it, a connection is not pinged before
+    each use (a round trip per statement); dead ones are found by
+    :func:`execute` instead."""
+    global _pool
     with _lock:
-        if _engine is None:
+        if _pool is None:
             settings = get_settings()
             # Enough for every delivery thread (`-c`) to hold one connection at once.
-            concurrency = int(app.conf.worker_concurrency or 0)
-            _engine = make_engine(settings, pool_size=max(10, concurrency)).execution_options(
-                isolation_level="AUTOCOMMIT")
-        return _engine
+            size = max(10, int(app.conf.worker_concurrency or 0))
+            pool = ConnectionPool(
+                postgres_conninfo(settings.database_url),
+                kwargs={
+                    "autocommit": True,
+                    "row_factory": dict_row,
+                    "connect_timeout": max(1, round(settings.check_timeout_seconds)),
+                    "application_name": f"jenga-{settings.jenga_namespace}",
+                },
+                min_size=0,
+                max_size=size,
+                timeout=max(1.0, settings.check_timeout_seconds),
+                max_lifetime=1800,
+                name="jenga-delivery",
+                open=False,
+            )
+            pool.open(wait=False)
+            _pool = pool
+        return _pool
+
+
+def execute(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run one statement on a pooled connection; its rows (none for a plain UPDATE)."""
+    pool = database()
+    try:
+        with pool.connection() as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+    except psycopg.OperationalError:
+        # A PostgreSQL restart leaves every pooled connection dead. The pool drops
+        # the one that failed; find the others now instead of failing one
+        # statement on each. Every caller retries, so nothing is lost meanwhile.
+        pool.check()
+        raise
 
 
 def http_client() -> httpx.Client:
@@ -114,16 +158,16 @@ def http_client() -> httpx.Client:
 
 # --- dispatch ------------------------------------------------------------------
 
-CLAIM_DUE = text(
+CLAIM_DUE = (
     """
     UPDATE webhook_messages SET dispatched_at = now()
     WHERE id IN (
         SELECT id FROM webhook_messages
         WHERE status = 'pending' AND next_attempt_at <= now()
-          AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => :redispatch))
+          AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => %(redispatch)s))
           AND (claimed_until IS NULL OR claimed_until < now())
         ORDER BY next_attempt_at
-        LIMIT :batch
+        LIMIT %(batch)s
         FOR UPDATE SKIP LOCKED)
     RETURNING id
     """
@@ -139,10 +183,8 @@ def dispatch_due() -> int:
     """Enqueue every pending message that is due (and not being delivered)."""
     settings = get_settings()
     try:
-        with engine().connect() as conn:
-            ids = conn.execute(
-                CLAIM_DUE, {"redispatch": settings.delivery_redispatch_seconds, "batch": settings.delivery_dispatch_batch}
-            ).scalars().all()
+        ids = [row["id"] for row in execute(CLAIM_DUE, {
+            "redispatch": settings.delivery_redispatch_seconds, "batch": settings.delivery_dispatch_batch})]
     except DB_ERRORS as error:
         # PostgreSQL is down: the watchdog raises the alarm; the next run retries.
         log_event(log, "delivery.dispatch_failed", logging.WARNING, error=describe_error(error))
@@ -156,11 +198,9 @@ def dispatch_due() -> int:
         # The rest stay stamped; they are enqueued again after DELIVERY_REDISPATCH_SECONDS
         # unless this best-effort reset reaches PostgreSQL first.
         log_event(log, "delivery.enqueue_failed", logging.WARNING, error=describe_error(error), unsent=len(ids) - sent)
-        with contextlib.suppress(*DB_ERRORS), engine().connect() as conn:
-            conn.execute(
-                text("UPDATE webhook_messages SET dispatched_at = NULL WHERE id = ANY(:ids) AND status = 'pending'"),
-                {"ids": list(ids[sent:])},
-            )
+        with contextlib.suppress(*DB_ERRORS):
+            execute("UPDATE webhook_messages SET dispatched_at = NULL WHERE id = ANY(%(ids)s) AND status = 'pending'",
+                    {"ids": list(ids[sent:])})
     if sent:
         log_event(log, "delivery.dispatched", logging.DEBUG, count=sent)
     return sent
@@ -168,52 +208,52 @@ def dispatch_due() -> int:
 
 # --- deliver -------------------------------------------------------------------
 
-CLAIM_ONE = text(
+CLAIM_ONE = (
     """
     UPDATE webhook_messages m
-    SET claim_token = :token, claimed_until = now() + make_interval(secs => :lease)
+    SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s)
     FROM webhook_endpoints e
-    WHERE m.id = :id AND e.id = m.endpoint_id AND m.status = 'pending'
+    WHERE m.id = %(id)s AND e.id = m.endpoint_id AND m.status = 'pending'
       AND m.next_attempt_at <= now()
       AND (m.claimed_until IS NULL OR m.claimed_until < now())
     RETURNING m.body, m.schedule_position, m.attempt_count, e.id AS endpoint_id, e.url, e.secret, e.disabled
     """
 )
 
-RELEASE = text(
+RELEASE = (
     """
     UPDATE webhook_messages
-    SET next_attempt_at = now() + make_interval(secs => :retry_in),
+    SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
         dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
-    WHERE id = :id AND claim_token = :token
+    WHERE id = %(id)s AND claim_token = %(token)s
     """
 )
 
 # The attempt, the message's next state and (after a 410) the endpoint's
 # disabling, in one statement: all or nothing, and one round trip. Nothing is
 # written unless the lease token still matches.
-RECORD = text(
+RECORD = (
     """
     WITH message AS (
         UPDATE webhook_messages
-        SET status = CAST(:status AS varchar),
+        SET status = CAST(%(status)s AS varchar),
             attempt_count = attempt_count + 1,
             schedule_position = schedule_position + 1,
-            next_attempt_at = CASE WHEN CAST(:status AS varchar) = 'pending'
-                                   THEN now() + make_interval(secs => :retry_in) END,
-            delivered_at = CASE WHEN CAST(:status AS varchar) = 'delivered' THEN now() ELSE delivered_at END,
-            last_error = CAST(:last_error AS text),
+            next_attempt_at = CASE WHEN CAST(%(status)s AS varchar) = 'pending'
+                                   THEN now() + make_interval(secs => %(retry_in)s) END,
+            delivered_at = CASE WHEN CAST(%(status)s AS varchar) = 'delivered' THEN now() ELSE delivered_at END,
+            last_error = CAST(%(last_error)s AS text),
             dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
-        WHERE id = :id AND claim_token = :token
+        WHERE id = %(id)s AND claim_token = %(token)s
         RETURNING id, endpoint_id, attempt_count
     ), attempt AS (
         INSERT INTO webhook_attempts (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
-        SELECT id, attempt_count, CAST(:started_at AS timestamptz), CAST(:duration_ms AS integer),
-               CAST(:status_code AS integer), CAST(:error AS text), CAST(:excerpt AS text)
+        SELECT id, attempt_count, CAST(%(started_at)s AS timestamptz), CAST(%(duration_ms)s AS integer),
+               CAST(%(status_code)s AS integer), CAST(%(error)s AS text), CAST(%(excerpt)s AS text)
         FROM message
     ), endpoint AS (
-        UPDATE webhook_endpoints SET disabled = true, disabled_reason = CAST(:disabled_reason AS text), updated_at = now()
-        WHERE CAST(:disable_endpoint AS boolean) AND id = (SELECT endpoint_id FROM message)
+        UPDATE webhook_endpoints SET disabled = true, disabled_reason = CAST(%(disabled_reason)s AS text), updated_at = now()
+        WHERE CAST(%(disable_endpoint)s AS boolean) AND id = (SELECT endpoint_id FROM message)
     )
     SELECT attempt_count FROM message
     """
@@ -242,10 +282,10 @@ class AttemptResult:
 
 def claim(message_id: str, settings: Settings) -> Claim | None:
     token = uuid.uuid4().hex
-    with engine().connect() as conn:
-        row = conn.execute(CLAIM_ONE, {"id": message_id, "token": token, "lease": lease_seconds(settings)}).mappings().first()
-    if row is None:
+    rows = execute(CLAIM_ONE, {"id": message_id, "token": token, "lease": lease_seconds(settings)})
+    if not rows:
         return None
+    row = rows[0]
     return Claim(message_id, token, row["body"], row["schedule_position"], row["endpoint_id"], row["url"], row["secret"], row["disabled"])
 
 
@@ -305,16 +345,16 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
                       settings.delivery_retry_jitter)
     outcome = result.outcome
     last_error = None if outcome.succeeded else (outcome.error or f"HTTP {outcome.status_code}")
-    with engine().connect() as conn:
-        number = conn.execute(RECORD, {
-            "id": claimed.message_id, "token": claimed.token, "status": decision.status,
-            "retry_in": decision.retry_in or 0.0, "last_error": last_error,
-            "started_at": result.started_at, "duration_ms": result.duration_ms, "status_code": outcome.status_code,
-            "error": outcome.error, "excerpt": result.excerpt,
-            "disable_endpoint": decision.disable_endpoint, "disabled_reason": "the receiver answered 410 Gone",
-        }).scalar()
-    if number is None:
+    rows = execute(RECORD, {
+        "id": claimed.message_id, "token": claimed.token, "status": decision.status,
+        "retry_in": decision.retry_in or 0.0, "last_error": last_error,
+        "started_at": result.started_at, "duration_ms": result.duration_ms, "status_code": outcome.status_code,
+        "error": outcome.error, "excerpt": result.excerpt,
+        "disable_endpoint": decision.disable_endpoint, "disabled_reason": "the receiver answered 410 Gone",
+    })
+    if not rows:
         return None  # our lease expired and someone else took over
+    number = rows[0]["attempt_count"]
     log_event(log, "delivery.attempt", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id,
               attempt=number, status_code=outcome.status_code, error=outcome.error, duration_ms=result.duration_ms,
               result=decision.status, retry_in=decision.retry_in)
@@ -342,13 +382,10 @@ def record_with_retries(claimed: Claim, result: AttemptResult, settings: Setting
 
 
 def fail_disabled(claimed: Claim) -> None:
-    with engine().connect() as conn:
-        conn.execute(
-            text("""UPDATE webhook_messages SET status = 'failed', last_error = 'endpoint disabled',
-                    next_attempt_at = NULL, claim_token = NULL, claimed_until = NULL
-                    WHERE id = :id AND claim_token = :token"""),
-            {"id": claimed.message_id, "token": claimed.token},
-        )
+    execute("""UPDATE webhook_messages SET status = 'failed', last_error = 'endpoint disabled',
+               next_attempt_at = NULL, claim_token = NULL, claimed_until = NULL
+               WHERE id = %(id)s AND claim_token = %(token)s""",
+            {"id": claimed.message_id, "token": claimed.token})
     log_event(log, "delivery.endpoint_disabled_skip", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id)
 
 
@@ -390,8 +427,7 @@ def deliver(self, message_id: str) -> str | None:
             call.record(failed=status is None or status >= 500 or status == 429)
     except GuardRefused as refused:
         # Not an attempt: the receiver was spared. Come back when the guard says.
-        with engine().connect() as conn:
-            conn.execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)})
+        execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)})
         log_event(log, "delivery.deferred", message_id=message_id, service=refused.service,
                   retry_in=refused.retry_in, reason=refused.reason)
         return "deferred"
