@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import httpcore
 import psycopg
 from celery.signals import worker_process_init
 from psycopg.rows import dict_row
@@ -57,6 +57,9 @@ DELIVER_TASK = "jenga.delivery.deliver"
 EXCERPT_BYTES = 1024
 EXCERPT_CHARS = 500
 USER_AGENT = "Jenga-Webhooks/0.1"
+# What the network or the receiver can do to a request (httpcore has no common base class).
+HTTP_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
+               httpcore.UnsupportedProtocol, httpcore.ProxyError)
 # Every psycopg failure, the pool's PoolTimeout (no connection in time) included.
 DB_ERRORS = (psycopg.Error,)
 
@@ -73,7 +76,7 @@ def lease_seconds(settings: Settings) -> float:
 
 _lock = threading.Lock()
 _pool: ConnectionPool | None = None
-_client: httpx.Client | None = None
+_client: httpcore.ConnectionPool | None = None
 
 
 @worker_process_init.connect
@@ -142,17 +145,18 @@ def execute(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         raise
 
 
-def http_client() -> httpx.Client:
+def http_client() -> httpcore.ConnectionPool:
+    """This process's keep-alive connections to receivers.
+
+    httpcore, httpx's own transport, without httpx's client layer on top: that
+    layer (URL and header models, cookie jar, redirect and auth machinery)
+    cost more CPU than the request itself, and a delivery needs none of it. It
+    follows no redirect (one could lead anywhere, past the destination
+    check), keeps no cookies, and retries nothing (the schedule does)."""
     global _client
     with _lock:
         if _client is None:
-            settings = get_settings()
-            _client = httpx.Client(
-                timeout=httpx.Timeout(settings.delivery_timeout_seconds, connect=settings.delivery_connect_timeout_seconds),
-                follow_redirects=False,  # a redirect could lead anywhere, past the destination check
-                headers={"user-agent": USER_AGENT, "content-type": "application/json"},
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            )
+            _client = httpcore.ConnectionPool(max_connections=200, max_keepalive_connections=50, retries=0)
         return _client
 
 
@@ -303,34 +307,35 @@ def pinned_url(url: str, destination: Destination) -> tuple[str, dict[str, str],
     return pinned, headers, extensions
 
 
-def post(client: httpx.Client, url: str, destination: Destination, headers: dict[str, str], body: bytes,
-         total_timeout: float) -> AttemptResult:
+def post(client: httpcore.ConnectionPool, url: str, destination: Destination, headers: dict[str, str], body: bytes,
+         total_timeout: float, connect_timeout: float) -> AttemptResult:
     """One POST; never raises for what the receiver or the network does."""
     started_at = datetime.now(UTC)
     started = time.perf_counter()
     target, extra_headers, extensions = pinned_url(url, destination)
+    extensions["timeout"] = {"connect": connect_timeout, "read": total_timeout, "write": total_timeout,
+                             "pool": total_timeout}
+    request_headers = {"user-agent": USER_AGENT, "content-type": "application/json", **headers, **extra_headers}
     try:
-        request = client.build_request("POST", target, content=body, headers={**headers, **extra_headers},
-                                       extensions=extensions)
-        response = client.send(request, stream=True)
-        try:
+        with client.stream("POST", target, headers=list(request_headers.items()), content=body,
+                           extensions=extensions) as response:
             chunks = bytearray()
-            for chunk in response.iter_raw():
+            for chunk in response.iter_stream():
                 chunks += chunk
                 if len(chunks) >= EXCERPT_BYTES or time.perf_counter() - started > total_timeout:
                     break
-        finally:
-            response.close()
-    except httpx.HTTPError as error:
+    except HTTP_ERRORS as error:
         duration = time.perf_counter() - started
         return AttemptResult(Outcome(error=describe_error(error)), started_at, int(duration * 1000), None)
     duration = time.perf_counter() - started
     if duration > total_timeout:
-        outcome = Outcome(error=f"Timeout: no complete answer within {total_timeout:g}s (HTTP {response.status_code})")
+        outcome = Outcome(error=f"Timeout: no complete answer within {total_timeout:g}s (HTTP {response.status})")
         return AttemptResult(outcome, started_at, int(duration * 1000), None)
     excerpt = bytes(chunks[:EXCERPT_BYTES]).decode("utf-8", errors="replace")[:EXCERPT_CHARS]
-    retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
-    return AttemptResult(Outcome(status_code=response.status_code, retry_after=retry_after), started_at,
+    retry_after_header = next((value.decode("latin-1") for name, value in response.headers
+                               if name.lower() == b"retry-after"), None)
+    retry_after = parse_retry_after(retry_after_header, datetime.now(UTC))
+    return AttemptResult(Outcome(status_code=response.status, retry_after=retry_after), started_at,
                          int(duration * 1000), excerpt)
 
 
@@ -422,7 +427,8 @@ def deliver(self, message_id: str) -> str | None:
     headers = webhook_headers(claimed.secret, claimed.message_id, int(time.time()), body)
     try:
         with self.guard(f"webhook:{destination.host}", defer=False) as call:
-            result = post(http_client(), claimed.url, destination, headers, body, settings.delivery_timeout_seconds)
+            result = post(http_client(), claimed.url, destination, headers, body, settings.delivery_timeout_seconds,
+                          settings.delivery_connect_timeout_seconds)
             status = result.outcome.status_code
             call.record(failed=status is None or status >= 500 or status == 429)
     except GuardRefused as refused:
