@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 import psycopg
-from celery.signals import worker_process_init
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -44,6 +42,7 @@ from common.config import Settings, get_settings
 from common.destinations import Destination, DestinationError, resolve_destination
 from common.fleet_metrics import record_delivery
 from common.logs import log_event
+from common.per_process import PerProcess
 from common.probes import describe_error
 from common.retry_schedule import Outcome, decide, parse_retry_after
 from common.signing import webhook_headers
@@ -72,17 +71,8 @@ def lease_seconds(settings: Settings) -> float:
 
 
 # --- per-process resources ---------------------------------------------------
-# Created lazily in the process that uses them (never inherited across fork).
-
-_lock = threading.Lock()
-_pool: ConnectionPool | None = None
-_client: httpcore.ConnectionPool | None = None
-
-
-@worker_process_init.connect
-def _forget_inherited_resources(**_: Any) -> None:
-    global _pool, _client
-    _pool, _client = None, None
+# Built lazily in the process that uses them, and again after a fork: a pool
+# child must not share its parent's sockets (common.per_process).
 
 
 def postgres_conninfo(database_url: str) -> str:
@@ -91,7 +81,7 @@ def postgres_conninfo(database_url: str) -> str:
     return f"postgresql://{rest}" if scheme.startswith("postgres") else database_url
 
 
-def database() -> ConnectionPool:
+def _open_database() -> ConnectionPool:
     """This process's PostgreSQL connections for delivery.
 
     A psycopg pool, not the SQLAlchemy engine: a delivery is two statements,
@@ -104,30 +94,30 @@ def database() -> ConnectionPool:
     after the check timeout. Unlike it, a connection is not pinged before
     each use (a round trip per statement); dead ones are found by
     :func:`execute` instead."""
-    global _pool
-    with _lock:
-        if _pool is None:
-            settings = get_settings()
-            # Enough for every delivery thread (`-c`) to hold one connection at once.
-            size = max(10, int(app.conf.worker_concurrency or 0))
-            pool = ConnectionPool(
-                postgres_conninfo(settings.database_url),
-                kwargs={
-                    "autocommit": True,
-                    "row_factory": dict_row,
-                    "connect_timeout": max(1, round(settings.check_timeout_seconds)),
-                    "application_name": f"jenga-{settings.jenga_namespace}",
-                },
-                min_size=0,
-                max_size=size,
-                timeout=max(1.0, settings.check_timeout_seconds),
-                max_lifetime=1800,
-                name="jenga-delivery",
-                open=False,
-            )
-            pool.open(wait=False)
-            _pool = pool
-        return _pool
+    settings = get_settings()
+    # Enough for every delivery thread (`-c`) to hold one connection at once.
+    size = max(10, int(app.conf.worker_concurrency or 0))
+    pool = ConnectionPool(
+        postgres_conninfo(settings.database_url),
+        kwargs={
+            "autocommit": True,
+            "row_factory": dict_row,
+            "connect_timeout": max(1, round(settings.check_timeout_seconds)),
+            "application_name": f"jenga-{settings.jenga_namespace}",
+        },
+        min_size=0,
+        max_size=size,
+        timeout=max(1.0, settings.check_timeout_seconds),
+        max_lifetime=1800,
+        name="jenga-delivery",
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+_database = PerProcess(_open_database)
+database = _database.get
 
 
 def execute(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -145,7 +135,7 @@ def execute(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         raise
 
 
-def http_client() -> httpcore.ConnectionPool:
+def _open_http_client() -> httpcore.ConnectionPool:
     """This process's keep-alive connections to receivers.
 
     httpcore, httpx's own transport, without httpx's client layer on top: that
@@ -153,11 +143,11 @@ def http_client() -> httpcore.ConnectionPool:
     cost more CPU than the request itself, and a delivery needs none of it. It
     follows no redirect (one could lead anywhere, past the destination
     check), keeps no cookies, and retries nothing (the schedule does)."""
-    global _client
-    with _lock:
-        if _client is None:
-            _client = httpcore.ConnectionPool(max_connections=200, max_keepalive_connections=50, retries=0)
-        return _client
+    return httpcore.ConnectionPool(max_connections=200, max_keepalive_connections=50, retries=0)
+
+
+_http_client = PerProcess(_open_http_client)
+http_client = _http_client.get
 
 
 # --- dispatch ------------------------------------------------------------------
