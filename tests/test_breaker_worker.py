@@ -155,3 +155,35 @@ def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(setting
         assert len(texts) == 4 and len(slack.requests) == 4  # one per transition, none repeated
     finally:
         worker.stop()
+
+
+def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_closes(settings_env, slack, tmp_path):
+    """Slack is a service we don't control: while its breaker is open the
+    notification is deferred (no request reaches Slack, no worker slot held),
+    and it is delivered exactly once after the breaker closes."""
+    import redis
+
+    from common.alarms import Transition
+    from common.notify_tasks import send_notify_tasks
+    from common.shared_breaker import BreakerStore, policy_from_settings
+
+    env = {**settings_env, "SLACK_WEBHOOK_URL": slack.url, "HEARTBEAT_DIR": str(tmp_path)}
+    settings = load_settings(env, wait_seconds=0)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    store = BreakerStore(client, settings.jenga_namespace)
+    store.force("notify:slack", "open", policy_from_settings(settings))
+    queues = queue_names(settings)
+    worker, producer = start_worker(env, f"ntf-{uuid.uuid4().hex[:6]}@test", [queues["alarms"]])
+    try:
+        worker.wait_for_output("ready.", 60)
+        transition = Transition("postgres", "set", "PostgreSQL is unreachable", "critical", 1_700_000_000.0, {}, 1_700_000_000.0)
+        assert send_notify_tasks(settings, transition) == 1
+        wait_for(lambda: "guard.deferred" in worker.output(), 30, what="the notification to be deferred")
+        assert slack.requests == []
+        store.force("notify:slack", "close", policy_from_settings(settings))
+        wait_for(lambda: slack.texts(), 60, what="the deferred notification to reach Slack")
+        assert len(slack.texts()) == 1 and "PostgreSQL is unreachable" in slack.texts()[0]
+    finally:
+        worker.stop()
+        producer.close()
+        client.close()

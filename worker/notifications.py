@@ -27,6 +27,7 @@ from common.logs import log_event
 from common.notifiers import PermanentFailure, RetryableFailure, notifier_urls, send, summary
 from common.probes import describe_error
 from worker.app import app
+from worker.guarded import GuardedTask
 
 log = logging.getLogger("jenga.alarms")
 
@@ -35,6 +36,7 @@ SEND_TIMEOUT_SECONDS = 5.0
 RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 600.0
 MAX_RETRIES = 150  # with the 10-minute cap: about a day of trying
+MAX_DEFERRALS = 300  # an open breaker defers at most BREAKER_OPEN_MAX_SECONDS: about a day too
 DIRECT_MAX_ATTEMPTS = 8  # in-process fallback: a few minutes, then give up loudly
 ENQUEUE_TIMEOUT_SECONDS = 2.0
 
@@ -108,9 +110,15 @@ def _send_directly(notifier: str, transition: Transition) -> None:
               alarm_id=transition.alarm_id, kind=transition.kind, direct=True)
 
 
-@app.task(name=NOTIFY_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, ignore_result=True)
+@app.task(name=NOTIFY_TASK, bind=True, base=GuardedTask, acks_late=True, max_retries=MAX_RETRIES,
+          ignore_result=True, breaker_ignore=(PermanentFailure,), max_deferrals=MAX_DEFERRALS)
 def send_notification(self, notifier: str, transition_data: dict) -> None:
-    """Deliver one transition to one notifier; retried on temporary failures."""
+    """Deliver one transition to one notifier; retried on temporary failures.
+
+    Slack and the alarm webhook are services we do not control: each call
+    passes the ``notify:<notifier>`` breaker and limit, so a dead Slack costs
+    no worker slot (the task is deferred, not retried, while it is open). A
+    permanent refusal is our payload's fault and does not count against it."""
     url = notifier_urls(get_settings()).get(notifier)
     transition = Transition.from_dict(transition_data)
     if url is None:
@@ -118,7 +126,8 @@ def send_notification(self, notifier: str, transition_data: dict) -> None:
                   alarm_id=transition.alarm_id, reason="notifier no longer configured")
         return
     try:
-        send(notifier, url, transition, timeout=SEND_TIMEOUT_SECONDS)
+        with self.guard(f"notify:{notifier}"):
+            send(notifier, url, transition, timeout=SEND_TIMEOUT_SECONDS)
     except PermanentFailure as error:
         log_event(log, "alarm.notify_failed", level=logging.ERROR, notifier=notifier,
                   alarm_id=transition.alarm_id, kind=transition.kind, error=str(error))
