@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import alarms, breakers, endpoints, errors, health, messages, metrics, status
+from api.body_limit import BodySizeLimit, body_limit
 from common.config import Settings
 from common.database import make_engine
 from common.redis_client import redis_for
@@ -35,6 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Jenga", version="0.1.0", lifespan=lifespan)
     errors.install(app)  # JSON errors: 4xx for bad input, 503 when PostgreSQL is down
+    app.add_middleware(BodySizeLimit, limit=body_limit(settings.max_payload_bytes))
     for module in ROUTER_MODULES:
         app.include_router(module.router)
     return app

@@ -150,6 +150,20 @@ def test_payload_over_the_limit_is_413(client):
     assert "MAX_PAYLOAD_BYTES" in response.json()["error"]["message"]
 
 
+def test_huge_body_is_refused_before_it_is_read(client):
+    """MAX_PAYLOAD_BYTES=2048: a body past 2 x 2048 + 64 KiB is refused from its
+    Content-Length, and a chunked one (no Content-Length) as soon as it grows past it."""
+    declared = client.post("/v1/messages", content=b"{" + b" " * 200_000 + b"}",
+                           headers={**AUTH, "content-type": "application/json"})
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "payload_too_large"
+
+    def chunked():
+        yield from (b" " * 10_000 for _ in range(100))
+
+    streamed = client.post("/v1/messages", content=chunked(), headers={**AUTH, "content-type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "payload_too_large"
+
+
 def test_unknown_message_is_404(client):
     assert client.get("/v1/messages/msg_nope").json()["error"]["code"] == "message_not_found"
     assert client.post("/v1/messages/msg_nope/retry", headers=AUTH).status_code == 404
