@@ -7,7 +7,8 @@ Every error body has the same shape, so clients branch on a stable ``code``::
 
 (``detail`` keeps FastAPI's usual field for clients that read it.)
 
-* bad input: 400 (malformed JSON) or 422 (invalid fields), never a 500;
+* bad input: 400 (malformed JSON) or 422 (invalid fields, or a value
+  PostgreSQL refuses to store, such as a ``\\u0000`` character), never a 500;
 * PostgreSQL unreachable: 503 with ``Retry-After``: the request changed
   nothing, try again (with the same ``Idempotency-Key`` for messages);
 * anything unexpected: 500 with a generic message; the details go to the log
@@ -22,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -77,6 +78,14 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
 
 
 async def _database_error(request: Request, error: Exception) -> JSONResponse:
+    if isinstance(error, DataError):
+        # SQLSTATE class 22 (or psycopg refusing a NUL byte before sending): the
+        # request carried a value PostgreSQL cannot store. Our statements are fixed,
+        # so it is the input that is wrong: a 4xx, not a 500.
+        reason = describe_error(error.orig) if error.orig is not None else "DataError"
+        log_event(log, "api.unstorable_input", logging.INFO, path=request.url.path, error=reason)
+        return error_response(422, "invalid_request",
+                              f"the request holds a value PostgreSQL cannot store ({reason.partition(': ')[2] or reason})")
     if isinstance(error, DBAPIError) and not _is_connection_error(error):
         return await _unexpected(request, error)
     log_event(log, "api.database_unavailable", logging.WARNING, path=request.url.path, error=describe_error(error))

@@ -161,7 +161,11 @@ def create_message(
 ) -> MessageOut:
     """Accept a message for delivery (202 once it is stored)."""
     settings: Settings = request.app.state.settings
-    payload_json = json.dumps(body.payload, separators=(",", ":"), ensure_ascii=False)
+    try:
+        payload_json = json.dumps(body.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        # Python's parser accepts NaN and Infinity; JSON, JSONB and the receivers do not.
+        raise ApiError(422, "invalid_request", "invalid request: payload: NaN and Infinity are not JSON numbers") from None
     if len(payload_json.encode()) > settings.max_payload_bytes:
         raise ApiError(413, "payload_too_large",
                        f"payload is {len(payload_json.encode())} bytes; the limit is {settings.max_payload_bytes}"

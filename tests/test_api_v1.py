@@ -142,6 +142,31 @@ def test_bad_messages_get_clear_4xx(client, raw, status, code):
     assert response.json()["error"]["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/v1/messages", '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": {"x": NaN}}'),
+        ("post", "/v1/messages", '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": [Infinity]}'),
+        ("post", "/v1/messages", '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": {"x": "a\\u0000b"}}'),
+        ("post", "/v1/messages", '{"endpoint_id": "{ep}\\u0000", "event_type": "a.b", "payload": 1}'),
+        ("post", "/v1/endpoints", '{"url": "http://93.184.216.34/hook", "description": "a\\u0000b"}'),
+        ("patch", "/v1/endpoints/{ep}", '{"description": "a\\u0000b"}'),
+        ("get", "/v1/endpoints/%00", None),
+        ("get", "/v1/messages/%00", None),
+        ("get", "/v1/messages?endpoint_id=%00", None),
+    ],
+)
+def test_values_postgresql_cannot_store_get_422_not_500(client, method, path, body):
+    """NaN/Infinity (Python's JSON parser takes them) and NUL characters (PostgreSQL refuses them)."""
+    endpoint = make_endpoint(client)
+    kwargs = {} if body is None else {"content": body.replace("{ep}", endpoint["id"]).encode()}
+    response = client.request(method.upper(), path.replace("{ep}", endpoint["id"]),
+                              headers={**AUTH, "content-type": "application/json"}, **kwargs)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert client.get(f"/v1/endpoints/{endpoint['id']}").json()["description"] == ""  # nothing changed
+
+
 def test_payload_over_the_limit_is_413(client):
     endpoint = make_endpoint(client)
     body = {"endpoint_id": endpoint["id"], "event_type": "big", "payload": {"blob": "x" * 3000}}
