@@ -123,6 +123,10 @@ def breakers(args: argparse.Namespace) -> int:
     try:
         if args.action:
             store = BreakerStore(client, settings.jenga_namespace)
+            if args.action != "open" and args.name not in store.names():
+                # As the API's 404: closing a misspelt name would create a breaker that nothing uses.
+                print(f"no breaker named {args.name!r} (see `jenga breakers`)", file=sys.stderr)
+                return 1
             _, change = store.force(args.name, args.action, policy_from_settings(settings))
             if change is not None:  # the same alarm and notifications as a breaker opening by itself
                 alarm_hook(client, settings.jenga_namespace, lambda t: send_notify_tasks(settings, t))(args.name, change)

@@ -24,6 +24,11 @@ def test_list_and_force(settings_env, redis_client, namespace, monkeypatch, caps
     assert BreakerStore(redis_client, namespace).read("slack")["state"] == "closed"
     assert main(["breakers", "close"]) == 2
     assert "say which breaker" in capsys.readouterr().err
+    # A misspelt name is refused (as the API's 404), not created as a new breaker.
+    assert main(["breakers", "close", "slak"]) == 1
+    assert "no breaker named 'slak'" in capsys.readouterr().err
+    assert main(["breakers", "reset", "slak"]) == 1
+    assert BreakerStore(redis_client, namespace).names() == ["slack"]
 
 
 def test_unreachable_redis_is_one_clear_line(settings_env, monkeypatch, capsys):
