@@ -58,3 +58,21 @@ def test_permanent_refusal_is_not_retried(settings_env, slack):
         assert len(slack.requests) == 1 and slack.messages == []
     finally:
         set_settings(None)
+
+
+def test_direct_notify_gives_up_after_its_last_attempt_without_waiting_again(settings_env, slack, monkeypatch, caplog):
+    from worker import notifications
+
+    monkeypatch.setattr(notifications, "DIRECT_MAX_ATTEMPTS", 2)
+    set_settings(load_settings({**settings_env, "SLACK_WEBHOOK_URL": slack.url}, wait_seconds=0))
+    try:
+        # The last answer asks for a minute's wait: a sender about to give up must not take it.
+        slack.script = [(503, {"Retry-After": "0"}, "busy"), (503, {"Retry-After": "60"}, "busy")]
+        transition = Transition("redis", "set", "Redis is unreachable", "critical", 1.0, {}, 1.0)
+        thread = notifications.send_in_background("slack", transition)
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(slack.requests) == 2 and slack.messages == []
+        assert any(getattr(r, "event", None) == "alarm.notify_gave_up" for r in caplog.records)
+    finally:
+        set_settings(None)

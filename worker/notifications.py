@@ -97,6 +97,8 @@ def _send_directly(notifier: str, transition: Transition) -> None:
                       alarm_id=transition.alarm_id, kind=transition.kind, error=str(error))
             return
         except RetryableFailure as error:
+            if attempt + 1 >= DIRECT_MAX_ATTEMPTS:
+                break  # give up now, not after one more wait
             delay = retry_delay(attempt, error)
             log_event(log, "alarm.notify_retry", level=logging.WARNING, notifier=notifier,
                       alarm_id=transition.alarm_id, kind=transition.kind, error=str(error),
