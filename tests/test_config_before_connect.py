@@ -2,7 +2,8 @@
 message, fast, having opened no connection to the broker, Redis or PostgreSQL.
 
 The URLs point at a local listener that counts accepted connections; the
-process must exit non-zero within 5 s and the count must stay zero."""
+process must exit non-zero within 8 s (half a second of config retries, the
+rest interpreter start-up on a loaded machine) and the count must stay zero."""
 
 import socket
 import sys
@@ -56,6 +57,7 @@ def bad_env(port: int) -> dict[str, str]:
         JENGA_ADMIN_TOKEN="tooshort",  # the one invalid setting
         PORT="8123",
         FLOWER_PORT="8124",
+        CONFIG_WAIT_SECONDS="0.5",  # still retried, but not the 2 s default inside the time bound
     )
 
 
@@ -73,13 +75,13 @@ def test_bad_config_stops_process_before_any_connection(process, listener):
     proc = COMMANDS[process](bad_env(listener.port)).start()
     started = time.monotonic()
     try:
-        proc.proc.wait(timeout=10)
+        proc.proc.wait(timeout=15)
     finally:
         elapsed = time.monotonic() - started
         proc.stop()
     output = proc.output()
     assert proc.proc.returncode != 0, output
-    assert elapsed < 5.0, f"{process} took {elapsed:.1f}s to give up"
+    assert elapsed < 8.0, f"{process} took {elapsed:.1f}s to give up"
     assert listener.accepted == 0, f"{process} connected {listener.accepted} time(s) despite bad config"
     assert "JENGA_ADMIN_TOKEN: too short" in output, output
     assert "Traceback" not in output, output
