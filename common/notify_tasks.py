@@ -31,10 +31,14 @@ def send_notify_tasks(settings: Settings, transition: Any) -> int:
         return 0
     from celery import Celery
 
+    timeout = settings.check_timeout_seconds
     sender = Celery("jenga-notify", broker=settings.effective_broker_url, set_as_current=False)
+    # A broker that accepts but never answers must not hold the operator's call (API or CLI).
+    sender.conf.broker_connection_timeout = timeout
     if settings.effective_broker_url.startswith(("redis", "rediss")):
         # The worker's queues live under this prefix (worker/celeryconfig.py).
-        sender.conf.broker_transport_options = {"global_keyprefix": f"{settings.jenga_namespace}:broker:"}
+        sender.conf.broker_transport_options = {"global_keyprefix": f"{settings.jenga_namespace}:broker:",
+                                                "socket_timeout": timeout, "socket_connect_timeout": timeout}
     sent = 0
     try:
         for notifier in notifiers:
