@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +27,7 @@ import httpx
 
 from common.alarms import Transition
 from common.config import Settings
+from common.retry_after import retry_after_seconds
 
 HTTP_NOTIFIERS = ("slack", "webhook")
 USER_AGENT = "jenga-alarms/0.1"
@@ -115,21 +115,9 @@ def _host(url: str) -> str:
 # --- responses -----------------------------------------------------------------
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date);
-    None when absent or unreadable; never negative, capped at an hour."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - now()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
+    """Seconds to wait from a ``Retry-After`` header; None when absent or
+    unreadable; never negative, capped at an hour."""
+    return retry_after_seconds(value, now(), MAX_RETRY_AFTER_SECONDS)
 
 
 def classify(notifier: str, status: int, headers: Mapping[str, str], body: str,

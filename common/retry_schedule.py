@@ -16,8 +16,9 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
+
+from common.retry_after import retry_after_seconds
 
 DEFAULT_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -53,20 +54,7 @@ def jittered(delay: float, jitter: float, rand: Callable[[float, float], float] 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+    return retry_after_seconds(value, now.timestamp(), MAX_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
