@@ -360,8 +360,9 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
 
 def record_with_retries(claimed: Claim, result: AttemptResult, settings: Settings) -> str | None:
     """Recording after the POST is the one step whose loss means a duplicate
-    delivery, so a PostgreSQL blip is retried (backoff, full jitter) for as
-    long as the lease lasts, before giving the message up to the sweeper."""
+    delivery, so a PostgreSQL blip is retried (backoff, full jitter) for up to
+    ``DELIVERY_TIMEOUT_SECONDS`` (well inside the lease), before giving the
+    message up to the sweeper."""
     deadline = time.monotonic() + settings.delivery_timeout_seconds
     attempt = 0
     while True:
