@@ -9,7 +9,6 @@ per-process breakers and the fleet-wide view does not exist.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Literal
 
 import redis
@@ -20,12 +19,18 @@ from api.auth import require_admin
 from common.logs import log_event
 from common.notify_tasks import send_notify_tasks
 from common.probes import describe_error
-from common.shared_breaker import BreakerStore, alarm_hook, fleet_overview, policy_from_settings
+from common.shared_breaker import (
+    BREAKER_NAME_RE,
+    BREAKER_NAME_RULE,
+    BreakerStore,
+    alarm_hook,
+    fleet_overview,
+    policy_from_settings,
+)
 
 router = APIRouter(tags=["breakers"])
 log = logging.getLogger("jenga.api")
 
-NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -55,8 +60,8 @@ def breakers(request: Request):
 def force(request: Request, action: Literal["open", "close", "reset"],
           name: str = Path(description="breaker (service) name")):
     """Force a breaker open (until closed), closed, or reset (closed, counts forgotten)."""
-    if not NAME_RE.fullmatch(name):
-        return JSONResponse({"error": "invalid breaker name: use 1-200 of A-Z a-z 0-9 _ . : -"}, status_code=422)
+    if not BREAKER_NAME_RE.fullmatch(name):
+        return JSONResponse({"error": f"invalid breaker name: {BREAKER_NAME_RULE}"}, status_code=422)
     settings = request.app.state.settings
     client = request.app.state.redis
     store = BreakerStore(client, settings.jenga_namespace)

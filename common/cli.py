@@ -109,10 +109,20 @@ def breakers(args: argparse.Namespace) -> int:
     from common.notify_tasks import send_notify_tasks
     from common.probes import describe_error
     from common.redis_client import redis_for
-    from common.shared_breaker import BreakerStore, alarm_hook, fleet_overview, policy_from_settings
+    from common.shared_breaker import (
+        BREAKER_NAME_RE,
+        BREAKER_NAME_RULE,
+        BreakerStore,
+        alarm_hook,
+        fleet_overview,
+        policy_from_settings,
+    )
 
     if args.action and not args.name:
         print(f"jenga breakers {args.action} NAME: say which breaker (see `jenga breakers`)", file=sys.stderr)
+        return 2
+    if args.action and not BREAKER_NAME_RE.fullmatch(args.name):
+        print(f"invalid breaker name {args.name!r}: {BREAKER_NAME_RULE}", file=sys.stderr)
         return 2
     try:
         settings = load_settings(wait_seconds=0)

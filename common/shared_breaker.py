@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 import time
 import uuid
@@ -71,6 +72,12 @@ Transition = Callable[[str, bp.Change], None]
 
 def channel(namespace: str) -> str:
     return RedisKeys(namespace).key("breaker", "events")
+
+
+# Names an operator may force (API and CLI): service names such as
+# `webhook:hooks.example.com:8443` or `webhook:[::1]:8080`; no spaces, no braces.
+BREAKER_NAME_RE = re.compile(r"[A-Za-z0-9_.:\[\]\-]{1,200}")
+BREAKER_NAME_RULE = "use 1-200 of A-Z a-z 0-9 _ . : - [ ]"
 
 
 def breaker_keys(namespace: str, name: str) -> list[str]:

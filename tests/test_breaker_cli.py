@@ -29,6 +29,10 @@ def test_list_and_force(settings_env, redis_client, namespace, monkeypatch, caps
     assert "no breaker named 'slak'" in capsys.readouterr().err
     assert main(["breakers", "reset", "slak"]) == 1
     assert BreakerStore(redis_client, namespace).names() == ["slack"]
+    # The API's name rule: no spaces or braces in a key an operator creates.
+    assert main(["breakers", "open", "my service"]) == 2
+    assert "invalid breaker name" in capsys.readouterr().err
+    assert BreakerStore(redis_client, namespace).names() == ["slack"]
 
 
 def test_unreachable_redis_is_one_clear_line(settings_env, monkeypatch, capsys):
