@@ -196,7 +196,8 @@ def create_message(
         session.rollback()
         existing = _replay(session, idempotency_key, digest) if idempotency_key else None
         if existing is None:
-            raise
+            # The other constraint a commit can hit: the endpoint was deleted meanwhile.
+            raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}") from None
         response.headers["Idempotent-Replayed"] = "true"
         return MessageOut.of(existing)
     enqueue(request, message.id)
