@@ -172,6 +172,7 @@ def run(processes: list[str]) -> int:
         except KeyboardInterrupt:
             # honcho got the same SIGINT from the terminal and is stopping its processes.
             honcho.send_signal(signal.SIGINT)
-            code = honcho.wait()
+            honcho.wait()
+            code = 0  # stopped as asked: not a failure for make or a script
         print("jenga: processes stopped; stopping the embedded servers", flush=True)
         return code
