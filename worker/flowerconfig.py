@@ -25,7 +25,9 @@ purge_offline_workers = 300
 if _settings.flower_basic_auth is not None:
     basic_auth = [_settings.flower_basic_auth.get_secret_value()]
 else:
-    # Config validation refuses this in production; in development it is allowed, loudly.
+    # Config validation refuses this in production; in development it is allowed, loudly,
+    # and only on this machine: an open dashboard can revoke tasks and shut workers down.
+    address = "127.0.0.1"
     _logging.getLogger("jenga.flower").warning(
-        "Flower is running WITHOUT authentication: set FLOWER_BASIC_AUTH=user:password"
+        "Flower is running WITHOUT authentication, on 127.0.0.1 only: set FLOWER_BASIC_AUTH=user:password"
     )
