@@ -5,6 +5,8 @@ own PostgreSQL database."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 
 import psycopg
@@ -51,7 +53,25 @@ def migrated_database_url(database_url) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_embedded_servers():
+def _scratch_folder():
+    """Every temporary file of the run (process logs, beat schedules, throwaway
+    server data) in one folder, removed at the end: subprocesses inherit it as
+    TMPDIR. World-readable, since throwaway PostgreSQL runs as `postgres`."""
+    folder = tempfile.mkdtemp(prefix="jenga-tests-")
+    os.chmod(folder, 0o755)
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    yield folder
+    tempfile.tempdir = saved_tempdir
+    if saved_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved_env
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_embedded_servers(_scratch_folder):
     yield
     servers.stop_embedded()
 
