@@ -10,8 +10,6 @@ blueprint with :class:`worker.bootsteps.ConfigStep`.
 
 from __future__ import annotations
 
-import logging
-
 from celery import Celery
 from celery.signals import setup_logging
 
@@ -56,7 +54,6 @@ def _jenga_logging(**_kwargs) -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     if settings.log_level != "DEBUG":
-        from worker.periodic_log_filter import PeriodicTaskNoiseFilter
+        from worker import periodic_log_filter
 
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(PeriodicTaskNoiseFilter())
+        periodic_log_filter.install()
