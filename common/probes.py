@@ -55,10 +55,20 @@ def check_redis(client: redis.Redis) -> CheckResult:
 
 
 def check_broker(broker_url: str, timeout: float) -> CheckResult:
-    """Open (and close) a broker connection, no retries."""
+    """A round trip to the broker, no retries: ``PING`` for Redis (opening a
+    kombu connection to Redis sends nothing, so a frozen server would pass),
+    the AMQP handshake for RabbitMQ."""
 
-    def run() -> None:
-        with Connection(broker_url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+    if broker_url.startswith(("redis://", "rediss://")):
+        def run() -> None:
+            client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            try:
+                client.ping()
+            finally:
+                client.close()
+    else:
+        def run() -> None:
+            with Connection(broker_url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
+                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
 
     return _timed(run)
