@@ -13,6 +13,7 @@ Each level adds its own commands (alarms, breakers, worker health) here.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from common.config import ConfigError, describe_settings, load_settings, settings_table
@@ -199,7 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # `jenga alarms | head`: the reader has gone, which is not an error.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
