@@ -53,7 +53,8 @@ def _jenga_logging(**_kwargs) -> None:
     logging setup to us instead of installing its own format."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    if settings.log_level != "DEBUG":
-        from worker import periodic_log_filter
+    from worker import beat_outage_log_filter, periodic_log_filter
 
+    beat_outage_log_filter.install()
+    if settings.log_level != "DEBUG":
         periodic_log_filter.install()
