@@ -5,6 +5,7 @@ stops everything, embedded servers included."""
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 
@@ -35,6 +36,12 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
         output = log_path.read_text()
         redis_port = int(re.search(r"embedded Redis at redis://127.0.0.1:(\d+)", output).group(1))
         assert "embedded PostgreSQL" in output
+        # Operator commands from another shell find the stack through .jenga/local.env (secrets inside: 0600).
+        local_env = tmp_path / "local.env"
+        assert stat.S_IMODE(local_env.stat().st_mode) == 0o600
+        alarms = subprocess.run([sys.executable, "-m", "common.cli", "alarms"], cwd=ROOT, capture_output=True, text=True,
+                                env=jenga_env(JENGA_ENV_FILE=str(local_env)), timeout=60)
+        assert alarms.returncode == 0, alarms.stderr
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         try:
@@ -43,6 +50,8 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     output = log_path.read_text()
+    assert proc.returncode == 0, output[-2000:]  # Ctrl-C is a normal stop
+    assert not local_env.exists()
     assert not port_open("127.0.0.1", api_port) and not port_open("127.0.0.1", flower_port)
     assert not port_open("127.0.0.1", redis_port)
     assert "local-flower-pw" not in output
