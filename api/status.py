@@ -85,7 +85,7 @@ def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: st
         color = RED if opened else AMBER if half or fallback else GREEN
         summary = (f"open: {', '.join(opened)}" if opened else f"half-open: {', '.join(half)}" if half
                    else f"per-process fallback on {', '.join(fallback)}" if fallback
-                   else f"{len(view.breakers)} closed")
+                   else f"all {len(view.breakers)} closed" if view.breakers else "none yet (created on first call)")
         out.append(Level("breakers", color, summary))
 
     if view.limits is None:
@@ -93,7 +93,7 @@ def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: st
     else:
         full = [row["service"] for row in view.limits if row["in_flight"] >= row["limit"]]
         out.append(Level("limits", AMBER if full else GREEN,
-                         f"at the limit: {', '.join(full)}" if full else f"{len(view.limits)} below their limit"))
+                         f"at the limit: {', '.join(full)}" if full else f"all {len(view.limits)} have free slots" if view.limits else "none yet (created on first call)"))
 
     if history is None:
         out.append(Level("delivery", RED, f"unknown: {view.errors.get('history', 'unreadable')}"))
