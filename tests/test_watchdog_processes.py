@@ -36,8 +36,11 @@ class Fleet:
         self.env = env
         folder = tempfile.mkdtemp(prefix="jenga-beat-")
         queue = f"{env['JENGA_NAMESPACE']}.alarms"
+        # LOG_LEVEL=DEBUG keeps Celery's per-run lines of the watchdog task, which
+        # checks_run() counts (at INFO they are filtered out as periodic noise).
         self.worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "-Q", queue, "--loglevel=INFO",
-                                          "--without-mingle", "--without-gossip", env=jenga_env(**env), name="worker")
+                                          "--without-mingle", "--without-gossip",
+                                          env=jenga_env(**{**env, "LOG_LEVEL": "DEBUG"}), name="worker")
         self.beats = [JengaProcess.celery("beat", "--loglevel=INFO", "-s", f"{folder}/schedule-{i}",
                                           env=jenga_env(**env), name=f"beat{i}") for i in (1, 2)]
 

@@ -85,6 +85,11 @@ def send_in_background(notifier: str, transition: Transition) -> threading.Threa
     return thread
 
 
+def _log(event: str, notifier: str, transition: Transition, level: int = logging.INFO, **fields) -> None:
+    """One notification event, with the fields every such event carries."""
+    log_event(log, event, level=level, notifier=notifier, alarm_id=transition.alarm_id, kind=transition.kind, **fields)
+
+
 def _send_directly(notifier: str, transition: Transition) -> None:
     for attempt in range(DIRECT_MAX_ATTEMPTS):
         url = notifier_urls(get_settings()).get(notifier)
@@ -93,23 +98,19 @@ def _send_directly(notifier: str, transition: Transition) -> None:
         try:
             send(notifier, url, transition, timeout=SEND_TIMEOUT_SECONDS)
         except PermanentFailure as error:
-            log_event(log, "alarm.notify_failed", level=logging.ERROR, notifier=notifier,
-                      alarm_id=transition.alarm_id, kind=transition.kind, error=str(error))
+            _log("alarm.notify_failed", notifier, transition, logging.ERROR, error=str(error))
             return
         except RetryableFailure as error:
             if attempt + 1 >= DIRECT_MAX_ATTEMPTS:
                 break  # give up now, not after one more wait
             delay = retry_delay(attempt, error)
-            log_event(log, "alarm.notify_retry", level=logging.WARNING, notifier=notifier,
-                      alarm_id=transition.alarm_id, kind=transition.kind, error=str(error),
-                      retry_in_seconds=round(delay, 2), direct=True)
+            _log("alarm.notify_retry", notifier, transition, logging.WARNING, error=str(error),
+                 retry_in_seconds=round(delay, 2), direct=True)
             time.sleep(delay)
             continue
-        log_event(log, "alarm.notified", notifier=notifier, alarm_id=transition.alarm_id,
-                  kind=transition.kind, direct=True)
+        _log("alarm.notified", notifier, transition, direct=True)
         return
-    log_event(log, "alarm.notify_gave_up", level=logging.ERROR, notifier=notifier,
-              alarm_id=transition.alarm_id, kind=transition.kind, direct=True)
+    _log("alarm.notify_gave_up", notifier, transition, logging.ERROR, direct=True)
 
 
 @app.task(name=NOTIFY_TASK, bind=True, base=GuardedTask, acks_late=True, max_retries=MAX_RETRIES,
@@ -131,17 +132,14 @@ def send_notification(self, notifier: str, transition_data: dict) -> None:
         with self.guard(f"notify:{notifier}"):
             send(notifier, url, transition, timeout=SEND_TIMEOUT_SECONDS)
     except PermanentFailure as error:
-        log_event(log, "alarm.notify_failed", level=logging.ERROR, notifier=notifier,
-                  alarm_id=transition.alarm_id, kind=transition.kind, error=str(error))
+        _log("alarm.notify_failed", notifier, transition, logging.ERROR, error=str(error))
         return
     except RetryableFailure as error:
         if self.request.retries >= self.max_retries:
-            log_event(log, "alarm.notify_gave_up", level=logging.ERROR, notifier=notifier,
-                      alarm_id=transition.alarm_id, kind=transition.kind, error=str(error))
+            _log("alarm.notify_gave_up", notifier, transition, logging.ERROR, error=str(error))
             return
         delay = retry_delay(self.request.retries, error)
-        log_event(log, "alarm.notify_retry", level=logging.WARNING, notifier=notifier,
-                  alarm_id=transition.alarm_id, kind=transition.kind, error=str(error),
-                  retry_in_seconds=round(delay, 2), attempt=self.request.retries + 1)
+        _log("alarm.notify_retry", notifier, transition, logging.WARNING, error=str(error),
+             retry_in_seconds=round(delay, 2), attempt=self.request.retries + 1)
         raise self.retry(countdown=delay) from None
-    log_event(log, "alarm.notified", notifier=notifier, alarm_id=transition.alarm_id, kind=transition.kind)
+    _log("alarm.notified", notifier, transition)
