@@ -44,3 +44,30 @@ def test_worker_runs_a_task_from_broker(broker, settings_env):
             with Connection(BROKERS[broker]) as conn:
                 Queue(f"{settings.jenga_namespace}.default", channel=conn.channel()).delete()
         producer.close()
+
+
+def test_a_frozen_redis_broker_costs_a_sender_a_bounded_wait(redis_server):
+    """A Redis that accepts connections but never answers (SIGSTOP) makes a
+    publish fail after the socket timeout instead of hanging its caller forever."""
+    import signal
+    import time
+
+    from kombu.exceptions import OperationalError
+
+    from worker.celeryconfig import REDIS_BROKER_SOCKET_TIMEOUT_SECONDS
+
+    settings = load_settings({"DATABASE_URL": "postgresql://u@127.0.0.1/db", "REDIS_URL": redis_server.url,
+                              "JENGA_NAMESPACE": f"frz{uuid.uuid4().hex[:8]}"}, wait_seconds=0)
+    producer = Celery("test-producer", set_as_current=False)
+    producer.conf.update(celery_config(settings))
+    producer.send_task("jenga.selftest", args=["warm"])  # connected and working
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError):
+            producer.send_task("jenga.selftest", args=["frozen"], retry=False)
+        waited = time.monotonic() - started
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+        producer.close()
+    assert REDIS_BROKER_SOCKET_TIMEOUT_SECONDS - 1 <= waited < REDIS_BROKER_SOCKET_TIMEOUT_SECONDS + 10

@@ -19,6 +19,9 @@ def queue_names(settings: Settings) -> dict[str, str]:
     return {role: f"{ns}.{role}" for role in ("default", "deliveries", "alarms")}
 
 
+REDIS_BROKER_SOCKET_TIMEOUT_SECONDS = 10.0
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     broker_url = settings.effective_broker_url
     transport_options: dict[str, Any] = {
@@ -28,6 +31,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if broker_url.startswith(("redis", "rediss")):
         transport_options["global_keyprefix"] = f"{settings.jenga_namespace}:broker:"
+        # Without socket timeouts a Redis that accepts connections but never
+        # answers (frozen, half-open TCP) blocks a publish, or the consumer,
+        # forever. Reads must outlast the consumer's 1 s BRPOP.
+        transport_options["socket_connect_timeout"] = settings.check_timeout_seconds
+        transport_options["socket_timeout"] = REDIS_BROKER_SOCKET_TIMEOUT_SECONDS
     queues = queue_names(settings)
     return {
         "broker_url": broker_url,
