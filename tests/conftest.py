@@ -14,6 +14,7 @@ import pytest
 
 from common.config import Settings, load_settings
 from tests import servers
+from tests.brokers import BROKERS, Broker
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +93,24 @@ def settings_env(redis_url, database_url, namespace) -> dict[str, str]:
         "RECONNECT_BASE_SECONDS": "0.1",
         "RECONNECT_CAP_SECONDS": "1",
     }
+
+
+@pytest.fixture(params=BROKERS, ids=lambda b: b.name)
+def broker(request, namespace) -> Broker:
+    """Each broker a user may bring (Redis, RabbitMQ); a test that runs a real
+    worker takes this and runs once on each. One that is not running is skipped."""
+    chosen: Broker = request.param
+    reason = chosen.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    yield chosen
+    chosen.delete_queues(namespace)
+
+
+@pytest.fixture
+def broker_env(settings_env, broker) -> dict[str, str]:
+    """``settings_env`` on the parametrized broker."""
+    return broker.env(settings_env)
 
 
 @pytest.fixture

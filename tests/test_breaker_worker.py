@@ -48,8 +48,8 @@ def start_worker(env: dict[str, str], hostname: str, queues: list[str]) -> tuple
     return worker, producer
 
 
-def test_breaker_alarm_notifies_when_a_shared_circuit_breaker_builds_the_registry(settings_env, slack, tmp_path):
-    env = {**settings_env, "SLACK_WEBHOOK_URL": slack.url, "BREAKER_FAILURE_RATE": "0", "BREAKER_OPEN_SECONDS": "30",
+def test_breaker_alarm_notifies_when_a_shared_circuit_breaker_builds_the_registry(broker_env, slack, tmp_path):
+    env = {**broker_env, "SLACK_WEBHOOK_URL": slack.url, "BREAKER_FAILURE_RATE": "0", "BREAKER_OPEN_SECONDS": "30",
            "HEARTBEAT_DIR": str(tmp_path)}
     queues = queue_names(load_settings(env, wait_seconds=0))
     worker, producer = start_worker(env, f"brk-{uuid.uuid4().hex[:6]}@test", [queues["default"], queues["alarms"]])
@@ -70,9 +70,11 @@ def worker_health(env: dict[str, str], hostname: str) -> subprocess.CompletedPro
                           env=jenga_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
-def test_breaker_fallback_shows_in_heartbeat_health_and_stats(settings_env, redis_server, redis_url, tmp_path):
+def test_breaker_fallback_shows_in_heartbeat_health_and_stats(settings_env, broker, redis_server, redis_url,
+                                                             tmp_path):
     # Breakers on a Redis of their own that the test kills; the broker stays up.
-    env = {**settings_env, "REDIS_URL": redis_server.url, "BROKER_URL": redis_url, "HEARTBEAT_DIR": str(tmp_path),
+    env = {**settings_env, "REDIS_URL": redis_server.url, "BROKER_URL": broker.url or redis_url,
+           "HEARTBEAT_DIR": str(tmp_path),
            "HEARTBEAT_INTERVAL_SECONDS": "0.5", "CHECK_TIMEOUT_SECONDS": "0.5"}
     queues = queue_names(load_settings(env, wait_seconds=0))
     hostname = f"brk-{uuid.uuid4().hex[:6]}@test"
@@ -126,8 +128,9 @@ def test_fallback_markers_of_dead_processes_are_dropped(tmp_path):
 TOKEN = "s3cret-admin-token-0123456789"
 
 
-def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(settings_env, slack, tmp_path, monkeypatch):
-    env = {**settings_env, "SLACK_WEBHOOK_URL": slack.url, "JENGA_ADMIN_TOKEN": TOKEN, "HEARTBEAT_DIR": str(tmp_path)}
+def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(broker_env, slack, tmp_path,
+                                                                          monkeypatch):
+    env = {**broker_env, "SLACK_WEBHOOK_URL": slack.url, "JENGA_ADMIN_TOKEN": TOKEN, "HEARTBEAT_DIR": str(tmp_path)}
     settings = load_settings(env, wait_seconds=0)
     worker, _ = start_worker(env, f"brk-{uuid.uuid4().hex[:6]}@test", [queue_names(settings)["alarms"]])
     admin = {"Authorization": f"Bearer {TOKEN}"}
@@ -157,7 +160,8 @@ def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(setting
         worker.stop()
 
 
-def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_closes(settings_env, slack, tmp_path):
+def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_closes(broker_env, slack,
+                                                                                      tmp_path):
     """Slack is a service we don't control: while its breaker is open the
     notification is deferred (no request reaches Slack, no worker slot held),
     and it is delivered exactly once after the breaker closes."""
@@ -167,7 +171,7 @@ def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_cl
     from common.notify_tasks import send_notify_tasks
     from common.shared_breaker import BreakerStore, policy_from_settings
 
-    env = {**settings_env, "SLACK_WEBHOOK_URL": slack.url, "HEARTBEAT_DIR": str(tmp_path)}
+    env = {**broker_env, "SLACK_WEBHOOK_URL": slack.url, "HEARTBEAT_DIR": str(tmp_path)}
     settings = load_settings(env, wait_seconds=0)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     store = BreakerStore(client, settings.jenga_namespace)

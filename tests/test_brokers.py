@@ -5,29 +5,20 @@ import uuid
 import pytest
 import redis
 from celery import Celery
-from kombu import Connection, Queue
+from kombu import Connection
 
 from common.config import load_settings
-from tests.servers import JengaProcess, jenga_env, port_open, wait_for
+from tests.brokers import BROKERS, consumers
+from tests.servers import JengaProcess, jenga_env, wait_for
 from worker.celeryconfig import celery_config
 from worker.selftest import selftest_key
 
-BROKERS = {
-    "redis": None,  # BROKER_URL unset: defaults to REDIS_URL
-    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//",
-}
 
-
-@pytest.mark.parametrize("broker", sorted(BROKERS))
-def test_worker_runs_a_task_from_broker(broker, settings_env):
-    env = dict(settings_env)
-    if BROKERS[broker]:
-        if not port_open("127.0.0.1", 5672):
-            pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
-        env["BROKER_URL"] = BROKERS[broker]
-    settings = load_settings(env, wait_seconds=0)
+def test_worker_runs_a_task_from_broker(broker_env):
+    settings = load_settings(broker_env, wait_seconds=0)
     worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "--without-mingle", "--without-gossip",
-                                 "-Q", f"{settings.jenga_namespace}.default", env=jenga_env(**env), name=f"worker-{broker}").start()
+                                 "-Q", f"{settings.jenga_namespace}.default", env=jenga_env(**broker_env),
+                                 name="worker").start()
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     producer = Celery("test-producer", set_as_current=False)
     producer.conf.update(celery_config(settings))
@@ -40,9 +31,6 @@ def test_worker_runs_a_task_from_broker(broker, settings_env):
     finally:
         worker.stop()
         client.delete(selftest_key(settings.jenga_namespace, token))
-        if BROKERS[broker]:
-            with Connection(BROKERS[broker]) as conn:
-                Queue(f"{settings.jenga_namespace}.default", channel=conn.channel()).delete()
         producer.close()
 
 
@@ -71,3 +59,38 @@ def test_a_frozen_redis_broker_costs_a_sender_a_bounded_wait(redis_server):
         redis_server.proc.send_signal(signal.SIGCONT)
         producer.close()
     assert REDIS_BROKER_SOCKET_TIMEOUT_SECONDS - 1 <= waited < REDIS_BROKER_SOCKET_TIMEOUT_SECONDS + 10
+
+def test_a_deleted_queue_is_declared_again_and_consumed(settings_env):
+    """RabbitMQ cancels a consumer whose queue is deleted (consumer cancel
+    notification): the worker reconnects, declares its queues again and goes
+    on consuming, instead of sitting deaf on a queue that no longer exists."""
+    rabbit = next(b for b in BROKERS if b.name == "rabbitmq")
+    if rabbit.skip_reason():
+        pytest.skip(rabbit.skip_reason())
+    env = rabbit.env(settings_env)
+    settings = load_settings(env, wait_seconds=0)
+    queue = f"{settings.jenga_namespace}.default"
+    worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "--without-mingle", "--without-gossip",
+                                 "-Q", queue, env=jenga_env(**env), name="worker-cancel").start()
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    producer = Celery("test-producer", set_as_current=False)
+    producer.conf.update(celery_config(settings))
+    token = uuid.uuid4().hex
+    try:
+        worker.wait_for_output("ready.", timeout=60)
+        wait_for(lambda: consumers(rabbit.url, queue) == 1, 30, what="the worker consuming")
+        with Connection(rabbit.url) as conn:
+            conn.default_channel.queue_delete(queue)
+        wait_for(lambda: consumers(rabbit.url, queue) == 1, 30, what="the queue declared and consumed again")
+        producer.send_task("jenga.selftest", args=[token])
+        assert wait_for(lambda: client.get(selftest_key(settings.jenga_namespace, token)), 30,
+                        what="selftest mark after the queue was deleted")
+        assert worker.alive()
+    except BaseException:
+        print(worker.output()[-5000:])
+        raise
+    finally:
+        worker.stop()
+        client.delete(selftest_key(settings.jenga_namespace, token))
+        rabbit.delete_queues(settings.jenga_namespace)
+        producer.close()

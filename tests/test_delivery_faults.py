@@ -58,7 +58,7 @@ def post_until_accepted(client: httpx.Client, endpoint_id: str, seq: int, deadli
     raise AssertionError(f"message {seq} never accepted")
 
 
-def test_fault_run_loses_nothing(settings_env, postgres_server, redis_client):
+def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
     database_url = durable_url(postgres_server)
     migrate_database(database_url)
     rng = random.Random(6)
@@ -72,7 +72,7 @@ def test_fault_run_loses_nothing(settings_env, postgres_server, redis_client):
     with ExitStack() as stack, WebhookReceiver() as receiver:
         receiver.respond = respond
         env = stack_env(
-            settings_env, database_url,
+            broker_env, database_url,
             DELIVERY_RETRY_SCHEDULE=SCHEDULE, DELIVERY_RETRY_JITTER="0.2",
             DELIVERY_TIMEOUT_SECONDS="3", DELIVERY_CONNECT_TIMEOUT_SECONDS="1",
             DELIVERY_REDISPATCH_SECONDS="10", DELIVERY_DISPATCH_INTERVAL_SECONDS="0.5",

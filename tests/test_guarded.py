@@ -85,8 +85,8 @@ def runs(redis_client, namespace):
     return redis_client.lrange(f"{namespace}:test:runs", 0, -1)
 
 
-def test_open_breaker_defers_without_spending_retries(settings_env, redis_client, namespace, service):
-    worker, producer, _ = start_worker(settings_env, BREAKER_FAILURE_THRESHOLD="2", BREAKER_FAILURE_RATE="0",
+def test_open_breaker_defers_without_spending_retries(broker_env, redis_client, namespace, service):
+    worker, producer, _ = start_worker(broker_env, BREAKER_FAILURE_THRESHOLD="2", BREAKER_FAILURE_RATE="0",
                                        BREAKER_OPEN_SECONDS="2", GUARD_MAX_DEFERRALS="20")
     try:
         worker.wait_for_output("ready.", timeout=60)
@@ -111,8 +111,8 @@ def test_open_breaker_defers_without_spending_retries(settings_env, redis_client
         worker.stop()
 
 
-def test_exhausted_deferrals_end_in_service_unavailable(settings_env, redis_client, namespace, service, settings):
-    worker, producer, _ = start_worker(settings_env, BREAKER_OPEN_SECONDS="0.3", GUARD_MAX_DEFERRALS="2")
+def test_exhausted_deferrals_end_in_service_unavailable(broker_env, redis_client, namespace, service, settings):
+    worker, producer, _ = start_worker(broker_env, BREAKER_OPEN_SECONDS="0.3", GUARD_MAX_DEFERRALS="2")
     try:
         BreakerStore(redis_client, namespace).force("flaky", "open", policy_from_settings(settings))
         worker.wait_for_output("ready.", timeout=60)

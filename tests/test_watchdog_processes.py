@@ -76,8 +76,8 @@ def alarms_now(settings) -> dict:
 
 
 def test_postgres_outage_tells_slack_once_when_it_breaks_and_once_when_it_recovers(
-        settings_env, postgres_server, slack, redis_client):
-    env = {**settings_env, "DATABASE_URL": postgres_server.url, "SLACK_WEBHOOK_URL": slack.url,
+        broker_env, postgres_server, slack, redis_client):
+    env = {**broker_env, "DATABASE_URL": postgres_server.url, "SLACK_WEBHOOK_URL": slack.url,
            "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL), "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
            "CHECK_TIMEOUT_SECONDS": "0.5"}
     settings = load_settings(env, wait_seconds=0)
@@ -115,9 +115,10 @@ def test_postgres_outage_tells_slack_once_when_it_breaks_and_once_when_it_recove
 
 
 def test_redis_outage_is_told_without_redis_and_stored_when_it_returns(
-        settings_env, redis_server, slack, redis_url, redis_client):
+        settings_env, broker, redis_server, slack, redis_url, redis_client):
     # Alarms live in the throwaway Redis; the broker is the shared one (own namespace).
-    env = {**settings_env, "REDIS_URL": redis_server.url, "BROKER_URL": redis_url, "SLACK_WEBHOOK_URL": slack.url,
+    env = {**settings_env, "REDIS_URL": redis_server.url, "BROKER_URL": broker.url or redis_url,
+           "SLACK_WEBHOOK_URL": slack.url,
            "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL), "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
            "CHECK_TIMEOUT_SECONDS": "0.5"}
     settings = load_settings(env, wait_seconds=0)

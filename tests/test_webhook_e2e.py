@@ -119,10 +119,10 @@ def settled(client: httpx.Client, message_id: str, status: str = "delivered") ->
     return wait_for(done, 60, interval=0.1, what=f"message {message_id} {status}")
 
 
-def test_delivered_signed_retried_and_recorded(settings_env, redis_client):
+def test_delivered_signed_retried_and_recorded(broker_env, redis_client):
     with ExitStack() as stack, WebhookReceiver() as receiver:
         database_url = stack.enter_context(fresh_database())
-        env = stack_env(settings_env, database_url)
+        env = stack_env(broker_env, database_url)
         client = start_api(stack, env)
         start_worker(stack, env)
         start_beat(stack, env)
@@ -160,10 +160,10 @@ def test_delivered_signed_retried_and_recorded(settings_env, redis_client):
         assert len(receiver.requests) == 3
 
 
-def test_schedule_exhausted_retry_after_and_410(settings_env, redis_client):
+def test_schedule_exhausted_retry_after_and_410(broker_env, redis_client):
     with ExitStack() as stack, WebhookReceiver() as receiver:
         database_url = stack.enter_context(fresh_database())
-        env = stack_env(settings_env, database_url, BREAKER_FAILURE_THRESHOLD="0", BREAKER_FAILURE_RATE="0")
+        env = stack_env(broker_env, database_url, BREAKER_FAILURE_THRESHOLD="0", BREAKER_FAILURE_RATE="0")
         client = start_api(stack, env)
         start_worker(stack, env)
         start_beat(stack, env)
@@ -200,12 +200,12 @@ def test_schedule_exhausted_retry_after_and_410(settings_env, redis_client):
         assert endpoint["disabled"] is True and "410" in endpoint["disabled_reason"]
 
 
-def test_private_destination_refused_at_delivery_time(settings_env, redis_client):
+def test_private_destination_refused_at_delivery_time(broker_env, redis_client):
     """An endpoint that was acceptable when created, but whose address is
     refused when the worker delivers (DNS changed, or the policy did)."""
     with ExitStack() as stack, WebhookReceiver() as receiver:
         database_url = stack.enter_context(fresh_database())
-        api_env = stack_env(settings_env, database_url)
+        api_env = stack_env(broker_env, database_url)
         client = start_api(stack, api_env)
         worker_env = {**api_env, "ALLOW_PRIVATE_DESTINATIONS": "false"}
         start_worker(stack, worker_env)

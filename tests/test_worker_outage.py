@@ -19,6 +19,7 @@ from celery import Celery
 
 from common.config import load_settings
 from common.heartbeat import heartbeat_key, heartbeat_path
+from tests.brokers import waiting
 from tests.servers import ROOT, JengaProcess, RedisServer, jenga_env, wait_for
 from worker.celeryconfig import celery_config, queue_names
 
@@ -52,22 +53,32 @@ def rows(url: str, namespace: str) -> set[int]:
         return {n for (n,) in conn.execute(f"SELECT n FROM outage_{namespace}")}
 
 
-def test_postgres_outage_pauses_deliveries_and_loses_nothing(settings_env, postgres_server, redis_client, tmp_path):
-    ns = settings_env["JENGA_NAMESPACE"]
-    env = dict(settings_env, DATABASE_URL=postgres_server.url, CHECK_INTERVAL_SECONDS="0.2",
+def test_postgres_outage_pauses_deliveries_and_loses_nothing(broker_env, postgres_server, redis_client, tmp_path):
+    ns = broker_env["JENGA_NAMESPACE"]
+    env = dict(broker_env, DATABASE_URL=postgres_server.url, CHECK_INTERVAL_SECONDS="0.2",
                HEARTBEAT_DIR=str(tmp_path), HEARTBEAT_INTERVAL_SECONDS="0.5")
-    queues = queue_names(load_settings(env, wait_seconds=0))
+    settings = load_settings(env, wait_seconds=0)
+    queues = queue_names(settings)
+    broker_options = celery_config(settings)["broker_transport_options"]
+
+    def waiting_deliveries() -> int:
+        return waiting(settings.effective_broker_url, queues["deliveries"], broker_options)
+
     hostname = f"outage-{uuid.uuid4().hex[:6]}@test"
     app = sender(env)
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE outage_{ns} (n int PRIMARY KEY)")
+    # Work already waits on both queues when the worker starts: the gate opens
+    # the deliveries queue while the broker is already handing out the rest.
+    for n in range(5):
+        app.send_task("tests.record", args=[n], queue=queues["deliveries"])
+        app.send_task("tests.mark", args=[100 + n], queue=queues["default"])
     worker = start_worker(env, hostname, f"{queues['default']},{queues['deliveries']}")
     try:
         worker.wait_for_output("ready.", 60)
         wait_for(lambda: worker_health(env, hostname).returncode == 0, 20, what="worker ready")
-        for n in range(5):
-            app.send_task("tests.record", args=[n], queue=queues["deliveries"])
         wait_for(lambda: rows(postgres_server.url, ns) == set(range(5)), 30, what="first rows")
+        wait_for(lambda: redis_client.scard(f"{ns}:test:marked") == 5, 20, what="first marks")
 
         # Caught mid-run: this task holds a transaction open when the server dies.
         caught = app.send_task("tests.record", args=[5, 5.0], queue=queues["deliveries"])
@@ -79,17 +90,16 @@ def test_postgres_outage_pauses_deliveries_and_loses_nothing(settings_env, postg
         for n in range(10):
             app.send_task("tests.mark", args=[n], queue=queues["default"])
         # Tasks that don't need PostgreSQL keep flowing ...
-        wait_for(lambda: redis_client.scard(f"{ns}:test:marked") == 10, 20, what="default queue flowing")
+        wait_for(lambda: redis_client.scard(f"{ns}:test:marked") == 15, 20, what="default queue flowing")
         # ... and those that do wait in the broker, not as retries in the worker.
-        broker_queue = f"{ns}:broker:{queues['deliveries']}"
-        wait_for(lambda: redis_client.llen(broker_queue) >= 10, 10, what="deliveries waiting in the broker")
+        wait_for(lambda: waiting_deliveries() >= 10, 10, what="deliveries waiting in the broker")
         assert worker_health(env, hostname).returncode == 0  # still consuming the broker
         assert worker.alive()
 
         postgres_server.start()
         wait_for(lambda: rows(postgres_server.url, ns) == set(range(16)), 60, what="every row after recovery")
         assert "worker.queues_resumed" in worker.output().split("worker.queues_paused", 1)[1]
-        assert redis_client.llen(broker_queue) == 0
+        assert waiting_deliveries() == 0
         assert worker.alive()
     finally:
         code = worker.stop()

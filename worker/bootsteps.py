@@ -122,8 +122,17 @@ class QueueGate:
                 queues.deselect(name)
 
     def attach(self, consumer) -> None:
+        """Called from the consumer's start, before its event loop runs. Adding
+        a queue there would start consuming before Celery has set the task
+        handler (``asynloop`` does that): py-amqp hands the waiting messages to
+        a consumer with no callback and the worker dies. So the change waits
+        for the loop's first turn."""
         self.consumer = consumer
-        self.apply()
+        hub = getattr(consumer, "hub", None)
+        if hub is not None:
+            hub.call_soon(self.apply)
+        else:
+            self.apply()
 
     def detach(self) -> None:
         self.consumer = None

@@ -47,6 +47,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "task_default_queue": queues["default"],
+        # Remote control and events per namespace. On Redis the key prefix
+        # separates namespaces; on RabbitMQ these exchanges are vhost-wide, and
+        # with Celery's defaults two fleets (or two tests) on one vhost would
+        # answer each other's inspect calls and collide on `celery@host.celery.pidbox`.
+        "control_exchange": settings.jenga_namespace,
+        "event_exchange": f"{settings.jenga_namespace}.celeryev",
         "task_routes": {
             # Watchdogs and notifications need neither PostgreSQL nor a free delivery slot.
             "jenga.watchdog.*": {"queue": queues["alarms"]},
