@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.backoff import full_jitter_backoff
+from common.logs import print_config_error
 from common.masking import SECRETS, mask_url
 
 EX_CONFIG = 78  # sysexits.h: configuration error; supervisors can tell it from a crash
@@ -375,7 +375,7 @@ def load_settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
     try:
         return load_settings(environ)
     except ConfigError as error:
-        print(error.message(), file=sys.stderr, flush=True)
+        print_config_error(error, os.environ if environ is None else environ)
         raise SystemExit(EX_CONFIG) from None
 
 
