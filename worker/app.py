@@ -10,11 +10,14 @@ blueprint with :class:`worker.bootsteps.ConfigStep`.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import celeryd_init, setup_logging
 
 from common.config import get_settings
 from common.logs import configure_logging
+from worker import console_events
 from worker.celeryconfig import celery_config
 
 TASK_MODULES = [
@@ -25,7 +28,17 @@ TASK_MODULES = [
     "worker.delivery",
 ]
 
-app = Celery("jenga", include=TASK_MODULES, set_as_current=True)
+
+class JengaCelery(Celery):
+    """Celery, with beat's program class replaced (the only hook before its banner)."""
+
+    @cached_property
+    def Beat(self):  # noqa: N802 (Celery's name for the program class)
+        """``celery beat`` with no banner printed in JSON mode (:mod:`worker.console_events`)."""
+        return self.subclass_with_self(console_events.Beat)
+
+
+app = JengaCelery("jenga", include=TASK_MODULES, set_as_current=True)
 app.add_defaults(lambda: celery_config(get_settings()))
 
 
@@ -46,11 +59,14 @@ def _install_bootsteps() -> None:
 _install_bootsteps()
 
 
+@celeryd_init.connect
 @setup_logging.connect
 def _jenga_logging(**_kwargs) -> None:
     """Worker and beat log through Jenga's handler (``LOG_FORMAT``, secrets
     scrubbed), task loggers included: a receiver here makes Celery leave the
-    logging setup to us instead of installing its own format."""
+    logging setup to us instead of installing its own format. The worker's
+    ``celeryd_init`` comes first, just before Celery's privilege check, so its
+    ``SecurityWarning`` (running as root) is logged too."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     from worker import beat_outage_log_filter, periodic_log_filter
