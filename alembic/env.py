@@ -1,6 +1,9 @@
 """Alembic environment: migrations run against ``DATABASE_URL`` from Jenga's
 settings (validated like every other process: a bad configuration stops with
-one clear message). Tests pass a URL in ``sqlalchemy.url`` instead."""
+one clear message). Tests pass a URL in ``sqlalchemy.url`` instead.
+
+The release process logs like the others: ``alembic.ini`` sets the levels and
+the text format; with ``LOG_FORMAT=json`` Jenga's JSON handler replaces it."""
 
 from __future__ import annotations
 
@@ -12,8 +15,22 @@ from sqlalchemy import create_engine, pool
 from common.models import Base
 
 config = context.config
+
+
+def configure_release_logging(config_file: str) -> None:
+    fileConfig(config_file, disable_existing_loggers=False)
+    if config.get_main_option("sqlalchemy.url"):
+        return  # a caller's own database: its own logging
+    from common.config import get_settings
+    from common.logs import configure_logging
+
+    settings = get_settings()
+    if settings.log_format == "json":
+        configure_logging("json", settings.log_level)
+
+
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+    configure_release_logging(config.config_file_name)
 
 
 def database_url() -> str:
