@@ -36,6 +36,6 @@ lint: same-python
 clean:
 	rm -rf $(VENV) .jenga
 
-# Regenerate the README's settings table from common/config.py.
+# Regenerate the README's settings table from common/config/__init__.py.
 docs: $(BIN)/.installed
 	$(BIN)/python -c "import re,pathlib; from common.config import settings_table as t; p=pathlib.Path('README.md'); s=p.read_text(); p.write_text(re.sub(r'<!-- settings-table:start -->.*<!-- settings-table:end -->', lambda m: '<!-- settings-table:start -->\n'+t()+'\n<!-- settings-table:end -->', s, flags=re.S))"

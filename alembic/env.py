@@ -12,7 +12,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from common.models import Base
+from common.delivery.models import Base
 
 config = context.config
 
@@ -22,7 +22,7 @@ def configure_release_logging(config_file: str) -> None:
     if config.get_main_option("sqlalchemy.url"):
         return  # a caller's own database: its own logging
     from common.config import get_settings
-    from common.logs import configure_logging
+    from common.support.logs import configure_logging
 
     settings = get_settings()
     if settings.log_format == "json":

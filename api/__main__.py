@@ -6,7 +6,7 @@ from __future__ import annotations
 import uvicorn
 
 from common.config import get_settings
-from common.logs import configure_logging
+from common.support.logs import configure_logging
 
 
 def main() -> None:

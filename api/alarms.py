@@ -1,5 +1,5 @@
 """Level 3: ``GET /alarms``, the open alarms and the latest set/clear events,
-read from the fleet-wide :class:`~common.alarms.AlarmStore` in Redis.
+read from the fleet-wide :class:`~common.alarms.store.AlarmStore` in Redis.
 
 When Redis is unreachable the answer is 503 with a reason, not a 500: the
 alarm state lives there, and the Redis watchdog is telling people about it.
@@ -13,9 +13,9 @@ import redis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from common.alarms import AlarmStore
-from common.logs import log_event
-from common.probes import describe_error
+from common.alarms.store import AlarmStore
+from common.connections.probes import describe_error
+from common.support.logs import log_event
 
 router = APIRouter(tags=["alarms"])
 log = logging.getLogger("jenga.api")

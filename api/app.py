@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from api import alarms, breakers, endpoints, errors, health, messages, metrics, status
 from api.body_limit import BodySizeLimit, body_limit
 from common.config import Settings
-from common.database import make_engine
-from common.redis_client import redis_for
+from common.connections.database import make_engine
+from common.redis.client import redis_for
 
 
 def create_app(settings: Settings) -> FastAPI:

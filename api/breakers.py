@@ -16,10 +16,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import require_admin
-from common.logs import log_event
-from common.notify_tasks import send_notify_tasks
-from common.probes import describe_error
-from common.shared_breaker import (
+from common.broker import send_notify_tasks
+from common.connections.probes import describe_error
+from common.guards.breaker.shared import (
     BREAKER_NAME_RE,
     BREAKER_NAME_RULE,
     BreakerStore,
@@ -27,6 +26,7 @@ from common.shared_breaker import (
     fleet_overview,
     policy_from_settings,
 )
+from common.support.logs import log_event
 
 router = APIRouter(tags=["breakers"])
 log = logging.getLogger("jenga.api")

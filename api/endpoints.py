@@ -3,7 +3,7 @@
 An endpoint is a URL plus a signing secret. Jenga generates the secret
 (``whsec_...``) and returns it once, in the answer to the create call; after
 that it is never shown again (receivers store it). The URL must pass the SSRF
-policy (:mod:`common.destinations`) on create and on update.
+policy (:mod:`common.delivery.destinations`) on create and on update.
 
 Writes need ``Authorization: Bearer $JENGA_ADMIN_TOKEN``.
 """
@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from api.auth import require_admin
 from api.errors import ApiError
-from common.destinations import DestinationError, resolve_destination
-from common.models import Endpoint
-from common.signing import generate_secret
+from common.delivery.destinations import DestinationError, resolve_destination
+from common.delivery.models import Endpoint
+from common.delivery.signing import generate_secret
 
 router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
 

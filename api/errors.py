@@ -27,8 +27,8 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.logs import log_event
-from common.probes import describe_error
+from common.connections.probes import describe_error
+from common.support.logs import log_event
 
 log = logging.getLogger("jenga.api")
 

@@ -8,7 +8,7 @@
   (draft-inadarei-api-health-check): pass/warn/fail, latency, time, output.
 
 ``/up`` and ``/health`` read the state kept by the dependency monitors
-(:mod:`common.dependency`) and never wait on a server, so a dead one costs a
+(:mod:`common.connections.dependency`) and never wait on a server, so a dead one costs a
 request nothing.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from common.dependency import Dependencies, DependencyState
+from common.connections.dependency import Dependencies, DependencyState
 
 router = APIRouter(tags=["health"])
 

@@ -3,7 +3,7 @@
 ``POST /v1/messages`` answers 202 only after the message is committed in
 PostgreSQL (the transactional outbox); then a delivery task is enqueued. If
 the broker is down at that moment the message still counts as accepted: the
-beat dispatcher enqueues it later (``worker/delivery.py``). If PostgreSQL is
+beat dispatcher enqueues it later (``worker/delivery/__init__.py``). If PostgreSQL is
 down the answer is 503 with ``Retry-After`` and nothing was accepted.
 
 ``Idempotency-Key``: repeating a request with the same key returns the first
@@ -32,9 +32,9 @@ from api.auth import require_admin
 from api.endpoints import db_session
 from api.errors import ApiError
 from common.config import Settings
-from common.logs import log_event
-from common.models import MESSAGE_STATUSES, PENDING, Endpoint, Message
-from common.probes import describe_error
+from common.connections.probes import describe_error
+from common.delivery.models import MESSAGE_STATUSES, PENDING, Endpoint, Message
+from common.support.logs import log_event
 
 log = logging.getLogger("jenga.api")
 router = APIRouter(prefix="/v1/messages", tags=["messages"])

@@ -2,7 +2,7 @@
 
 Two collectors feed one registry per app:
 
-* :class:`common.fleet_metrics.FleetCollector`: counters and histograms that
+* :class:`common.health.fleet_metrics.FleetCollector`: counters and histograms that
   workers (any number of hosts and prefork processes) add up in Redis
   (deliveries by outcome, delivery duration).
 * :func:`state_families`: gauges of the current state: this API's view of
@@ -31,10 +31,10 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from common.fleet_metrics import FleetCollector, FleetMetrics
-from common.logs import log_event
-from common.probes import describe_error
-from common.redis_client import make_redis
+from common.connections.probes import describe_error
+from common.health.fleet_metrics import FleetCollector, FleetMetrics
+from common.redis.client import make_redis
+from common.support.logs import log_event
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("jenga.api")
@@ -79,21 +79,21 @@ def queue_depths(client: redis.Redis, namespace: str) -> dict[str, int]:
 
 
 def _read_alarms(client: redis.Redis, settings) -> list[dict]:
-    from common.alarms import AlarmStore
+    from common.alarms.store import AlarmStore
 
     return AlarmStore(client, settings.jenga_namespace, clear_after=settings.alarm_clear_after,
                       history_max=settings.alarm_history_max).active()
 
 
 def _read_breakers(client: redis.Redis, namespace: str) -> list[dict]:
-    from common.shared_breaker import BreakerStore
+    from common.guards.breaker.shared import BreakerStore
 
     store = BreakerStore(client, namespace)
     return [store.read(name) for name in store.names()]
 
 
 def _read_limits(client: redis.Redis, namespace: str) -> list[dict]:
-    from common.shared_limit import list_limits
+    from common.guards.limit.shared import list_limits
 
     return list_limits(client, namespace)
 

@@ -24,8 +24,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from api.metrics import FleetView, read_fleet
-from common.fleet_metrics import FleetMetrics
-from common.probes import describe_error
+from common.connections.probes import describe_error
+from common.health.fleet_metrics import FleetMetrics
 
 router = APIRouter(tags=["operations"])
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis  # noqa: E402
 from overload_service import OverloadService  # noqa: E402
 
-from common.aimd import AIMDOptions  # noqa: E402
-from common.shared_limit import SharedLimit, list_limits  # noqa: E402
+from common.guards.limit.aimd import AIMDOptions  # noqa: E402
+from common.guards.limit.shared import SharedLimit, list_limits  # noqa: E402
 
 SERVICE = "overload"
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from common.alarms import AlarmStore  # noqa: E402
+from common.alarms.store import AlarmStore  # noqa: E402
 from common.config import load_settings  # noqa: E402
-from common.database import make_engine  # noqa: E402
-from common.probes import check_postgres  # noqa: E402
+from common.connections.database import make_engine  # noqa: E402
+from common.connections.probes import check_postgres  # noqa: E402
 from tests.fake_slack import FakeSlack  # noqa: E402
 from tests.servers import JengaProcess, PostgresServer, base_redis_url, jenga_env, wait_for  # noqa: E402
 

@@ -32,9 +32,9 @@ import circuitbreaker  # noqa: E402
 import pybreaker  # noqa: E402
 import redis  # noqa: E402
 
-from common import breaker_policy as bp  # noqa: E402
 from common.config import load_settings, set_settings  # noqa: E402
-from common.shared_breaker import BreakerRegistry, SharedCircuitBreaker, set_default_registry  # noqa: E402
+from common.guards.breaker import policy as bp  # noqa: E402
+from common.guards.breaker.shared import BreakerRegistry, SharedCircuitBreaker, set_default_registry  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from common.config import get_settings
-from common.redis_client import redis_for
+from common.redis.client import redis_for
 from worker.app import app
 from worker.guarded import GuardedTask
 

@@ -9,9 +9,9 @@ import time
 from sqlalchemy import text
 
 from common.config import get_settings
-from common.database import make_engine
-from common.dependency import retry_options
-from common.redis_client import redis_for
+from common.connections.database import make_engine
+from common.connections.dependency import retry_options
+from common.redis.client import redis_for
 from worker.app import app
 
 _engine = None

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from common.alarms import AlarmStore
+from common.alarms.store import AlarmStore
 from common.config import load_settings
 
 TOKEN = "s3cret-admin-token-0123456789"

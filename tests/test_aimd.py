@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.aimd import AIMDOptions, Window, classify, initial, update
 from common.config import load_settings
+from common.guards.limit.aimd import AIMDOptions, Window, classify, initial, update
 
 
 @st.composite

@@ -6,9 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from common import cli
-from common.alarms import AlarmStore
+from common.alarms.store import AlarmStore
 from common.config import load_settings
+from common.ops import cli
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.alarms import Transition
+from common.alarms.store import Transition
 from common.config import load_settings, set_settings
 from tests.fake_slack import FakeSlack
 from tests.servers import wait_for
@@ -28,7 +28,7 @@ def slack():
 
 
 def test_direct_notify_retries_server_errors_and_reaches_both_notifiers(settings_env, slack, monkeypatch):
-    from worker import notifications
+    from worker.tasks import notifications
 
     monkeypatch.setattr(notifications, "RETRY_BASE_SECONDS", 0.05)
     settings = load_settings({**settings_env, "SLACK_WEBHOOK_URL": slack.url, "ALARM_WEBHOOK_URL": slack.url + "/json"},
@@ -48,7 +48,7 @@ def test_direct_notify_retries_server_errors_and_reaches_both_notifiers(settings
 
 
 def test_permanent_refusal_is_not_retried(settings_env, slack):
-    from worker import notifications
+    from worker.tasks import notifications
 
     set_settings(load_settings({**settings_env, "SLACK_WEBHOOK_URL": slack.url}, wait_seconds=0))
     try:
@@ -61,7 +61,7 @@ def test_permanent_refusal_is_not_retried(settings_env, slack):
 
 
 def test_direct_notify_gives_up_after_its_last_attempt_without_waiting_again(settings_env, slack, monkeypatch, caplog):
-    from worker import notifications
+    from worker.tasks import notifications
 
     monkeypatch.setattr(notifications, "DIRECT_MAX_ATTEMPTS", 2)
     set_settings(load_settings({**settings_env, "SLACK_WEBHOOK_URL": slack.url}, wait_seconds=0))

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from common.alarm_policy import CLOSED, AlarmState, decide, decide_clear, decide_set
+from common.alarms.policy import CLOSED, AlarmState, decide, decide_clear, decide_set
 
 
 class HysteresisMachine(RuleBasedStateMachine):

@@ -10,8 +10,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from common.alarm_policy import CLOSED, decide, decide_clear, decide_set
-from common.alarms import AlarmStore, Transition
+from common.alarms.policy import CLOSED, decide, decide_clear, decide_set
+from common.alarms.store import AlarmStore, Transition
 from tests.servers import base_redis_url
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from common import breaker_policy as bp
 from common.config import load_settings
-from common.shared_breaker import BreakerRegistry
+from common.guards.breaker import policy as bp
+from common.guards.breaker.shared import BreakerRegistry
 
 
 def test_lists_a_tripped_breaker_with_its_counts(settings, redis_client, namespace):

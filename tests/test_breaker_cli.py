@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from common.cli import main
-from common.shared_breaker import BreakerStore
+from common.guards.breaker.shared import BreakerStore
+from common.ops.cli import main
 
 
 def test_list_and_force(settings_env, redis_client, namespace, monkeypatch, capsys):

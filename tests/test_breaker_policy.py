@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from common import breaker_policy as bp
+from common.guards.breaker import policy as bp
 
 THRESHOLD, OPEN, OPEN_MAX, K, LEASE = 3, 1.0, 4.0, 2, 2.5
 POLICY = bp.BreakerPolicy(failure_threshold=THRESHOLD, failure_rate=0, open_seconds=OPEN, open_max_seconds=OPEN_MAX,

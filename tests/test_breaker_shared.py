@@ -18,8 +18,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from common import breaker_policy as bp
-from common.shared_breaker import (
+from common.guards.breaker import policy as bp
+from common.guards.breaker.shared import (
     BreakerRegistry,
     BreakerStore,
     SharedCircuitBreaker,

@@ -14,9 +14,8 @@ from celery import Celery
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from common.cli import main
 from common.config import load_settings
-from common.heartbeat import (
+from common.health.heartbeat import (
     beat_payload,
     breakers_summary,
     clear_breaker_fallback,
@@ -25,6 +24,7 @@ from common.heartbeat import (
     read_breaker_fallback,
     verdict,
 )
+from common.ops.cli import main
 from tests.fake_slack import FakeSlack
 from tests.servers import ROOT, JengaProcess, jenga_env, wait_for
 from worker.celeryconfig import celery_config, queue_names
@@ -66,7 +66,7 @@ def test_breaker_alarm_notifies_when_a_shared_circuit_breaker_builds_the_registr
 
 
 def worker_health(env: dict[str, str], hostname: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.cli", "worker", "health", "--hostname", hostname],
+    return subprocess.run([sys.executable, "-m", "common.ops.cli", "worker", "health", "--hostname", hostname],
                           env=jenga_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
@@ -167,9 +167,9 @@ def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_cl
     and it is delivered exactly once after the breaker closes."""
     import redis
 
-    from common.alarms import Transition
-    from common.notify_tasks import send_notify_tasks
-    from common.shared_breaker import BreakerStore, policy_from_settings
+    from common.alarms.store import Transition
+    from common.broker import send_notify_tasks
+    from common.guards.breaker.shared import BreakerStore, policy_from_settings
 
     env = {**broker_env, "SLACK_WEBHOOK_URL": slack.url, "HEARTBEAT_DIR": str(tmp_path)}
     settings = load_settings(env, wait_seconds=0)

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from common.config import ConfigError, describe_settings, load_settings, read_settings
-from common.masking import mask_url
+from common.support.masking import mask_url
 from tests.servers import ROOT, jenga_env
 
 VALID = {"DATABASE_URL": "postgresql://jenga:pg-pass-123@db.internal:5432/jenga", "REDIS_URL": "redis://:redis-pass-456@cache:6379/0"}
@@ -95,11 +95,11 @@ def test_loading_gives_up_after_the_wait():
 
 
 def test_jenga_config_check_exit_codes_and_masking():
-    good = subprocess.run([sys.executable, "-m", "common.cli", "config", "check"], cwd=ROOT,
+    good = subprocess.run([sys.executable, "-m", "common.ops.cli", "config", "check"], cwd=ROOT,
                           env=jenga_env(**VALID, JENGA_ADMIN_TOKEN="b" * 20), capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert "DATABASE_URL" in good.stdout and "pg-pass-123" not in good.stdout and "b" * 20 not in good.stdout
-    bad = subprocess.run([sys.executable, "-m", "common.cli", "config", "check"], cwd=ROOT,
+    bad = subprocess.run([sys.executable, "-m", "common.ops.cli", "config", "check"], cwd=ROOT,
                          env=jenga_env(DATABASE_URL="nope", CONFIG_WAIT_SECONDS="0"), capture_output=True, text=True)
     assert bad.returncode == 1
     assert "DATABASE_URL: not a" in bad.stderr and "REDIS_URL: missing (required)" in bad.stderr

@@ -18,7 +18,7 @@ import httpcore
 import pytest
 import trustme
 
-from common.destinations import resolve_destination
+from common.delivery.destinations import resolve_destination
 from worker.delivery import EXCERPT_CHARS, post
 
 NAME = "hooks.test"  # resolved by the test's resolver only: never by DNS

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from common.config import load_settings
-from common.dependency import (
+from common.connections.dependency import (
     Dependencies,
     DependencyDown,
     DependencyMonitor,
@@ -23,9 +23,9 @@ from common.dependency import (
     retry_options,
     transition,
 )
-from common.masking import SECRETS
-from common.probes import CheckResult, check_redis
-from common.redis_client import make_redis
+from common.connections.probes import CheckResult, check_redis
+from common.redis.client import make_redis
+from common.support.masking import SECRETS
 from tests.servers import free_port, wait_for
 
 OK = CheckResult(True, 0.002)
@@ -139,7 +139,7 @@ def test_boot_never_waits_and_reports_every_missing_dependency(settings_env):
                REDIS_URL=f"redis://:redissecretpass@127.0.0.1:{dead}/0",
                BROKER_URL=f"redis://:brokersecretpass@127.0.0.1:{dead}/1")
     settings = load_settings(env, wait_seconds=0)
-    from common.database import make_engine
+    from common.connections.database import make_engine
 
     engine = make_engine(settings)
     client = make_redis(settings.redis_url, 0.5)

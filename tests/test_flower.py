@@ -9,7 +9,7 @@ import httpx
 import pytest
 from celery import Celery
 
-from common.shared_breaker import BreakerStore, policy_from_settings
+from common.guards.breaker.shared import BreakerStore, policy_from_settings
 from tests.servers import JengaProcess, free_port, jenga_env, wait_for
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from celery import Celery
 
-from common import breaker_policy as bp
 from common.config import load_settings, set_settings
-from common.shared_breaker import (
+from common.guards.breaker import policy as bp
+from common.guards.breaker.shared import (
     BreakerRegistry,
     BreakerStore,
     policy_from_settings,

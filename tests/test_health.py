@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.health import health_document
-from common.dependency import DependencyState
+from common.connections.dependency import DependencyState
 from tests.servers import JengaProcess, free_port, jenga_env, wait_for
 
 pytestmark = pytest.mark.slow

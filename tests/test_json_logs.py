@@ -164,7 +164,7 @@ def test_bad_log_format_itself_is_reported_as_text(settings_env):
 
 PYTHON_FAILURES = """
 import logging, threading, warnings
-from common.logs import configure_logging
+from common.support.logs import configure_logging
 configure_logging("json")
 warnings.warn("a warning\\nin two lines")
 logging.getLogger("careless").info("%s and %s", "one argument short")

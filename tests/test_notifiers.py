@@ -2,8 +2,7 @@
 
 import pytest
 
-from common.alarms import Transition
-from common.notifiers import (
+from common.alarms.notifiers import (
     PermanentFailure,
     RetryableFailure,
     classify,
@@ -13,6 +12,7 @@ from common.notifiers import (
     summary,
     webhook_payload,
 )
+from common.alarms.store import Transition
 from tests.fake_slack import FakeSlack
 
 SET = Transition("postgres", "set", "PostgreSQL is unreachable", "critical", 1_700_000_000.0,

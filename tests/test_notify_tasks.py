@@ -7,9 +7,9 @@ import socket
 import threading
 import time
 
-from common.alarms import Transition
+from common.alarms.store import Transition
+from common.broker import send_notify_tasks
 from common.config import load_settings
-from common.notify_tasks import send_notify_tasks
 
 
 def test_a_broker_that_never_answers_costs_a_bounded_wait(settings_env):

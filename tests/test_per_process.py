@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 
-from common.per_process import PerProcess
+from common.support.per_process import PerProcess
 
 
 def test_built_once_then_again_in_a_forked_child():

@@ -4,8 +4,8 @@ import signal
 
 import pytest
 
-from common.probes import check_broker, check_redis
-from common.redis_client import make_redis
+from common.connections.probes import check_broker, check_redis
+from common.redis.client import make_redis
 from tests.servers import free_port, port_open
 
 

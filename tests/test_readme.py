@@ -11,5 +11,5 @@ def test_readme_settings_table_is_current():
     match = re.search(r"<!-- settings-table:start -->\n(.*?)\n<!-- settings-table:end -->", readme, re.S)
     assert match, "README.md lost its settings-table markers"
     assert match.group(1) == settings_table(), (
-        "README settings table is stale: run `python -m common.cli config docs` and paste it between the markers"
+        "README settings table is stale: run `python -m common.ops.cli config docs` and paste it between the markers"
     )

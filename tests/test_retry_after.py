@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.retry_after import retry_after_seconds
+from common.support.retry_after import retry_after_seconds
 
 NOW = 1_700_000_000.0
 

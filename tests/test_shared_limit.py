@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.aimd import AIMDOptions, Window, update
-from common.keys import RedisKeys
-from common.redis_client import make_redis
-from common.shared_limit import SharedLimit, list_limits
+from common.guards.limit.aimd import AIMDOptions, Window, update
+from common.guards.limit.shared import SharedLimit, list_limits
+from common.redis.client import make_redis
+from common.redis.keys import RedisKeys
 from tests.servers import ROOT, wait_for
 
 
@@ -48,8 +48,8 @@ def make(redis_client, namespace, service="svc", options=None, clock=None, **kwa
 HOLDER = textwrap.dedent(
     """
     import sys, redis
-    from common.aimd import AIMDOptions
-    from common.shared_limit import SharedLimit
+    from common.guards.limit.aimd import AIMDOptions
+    from common.guards.limit.shared import SharedLimit
     url, ns, wanted = sys.argv[1], sys.argv[2], int(sys.argv[3])
     limit = SharedLimit(redis.Redis.from_url(url, decode_responses=True), ns, "svc",
                         AIMDOptions(initial=5, min=5, max=5), lease_ttl=1.0)

@@ -1,7 +1,7 @@
 """SharedLimit against a small model (fuse-style): random sequences of
 acquire / release / double release / time passing / sync run on the real thing
 (real Redis, Lua) and on a few lines of reference logic built on the pure
-:func:`common.aimd.update`; they must agree on every step."""
+:func:`common.guards.limit.aimd.update`; they must agree on every step."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from common.aimd import AIMDOptions, Window, update
-from common.keys import RedisKeys
-from common.shared_limit import SharedLimit
+from common.guards.limit.aimd import AIMDOptions, Window, update
+from common.guards.limit.shared import SharedLimit
+from common.redis.keys import RedisKeys
 from tests import servers
 
 OPTIONS = AIMDOptions(initial=4, min=1, max=8, backoff_ratio=0.5, step=1, latency_target=0.3, window=1.0)

@@ -12,12 +12,12 @@ import pytest
 
 from api.metrics import FleetView
 from api.status import AMBER, GREEN, RED, levels, sparkline
-from common.aimd import AIMDOptions
-from common.alarms import AlarmStore
-from common.dependency import DependencyState
-from common.fleet_metrics import FleetMetrics
-from common.shared_breaker import BreakerStore, policy_from_settings
-from common.shared_limit import SharedLimit
+from common.alarms.store import AlarmStore
+from common.connections.dependency import DependencyState
+from common.guards.breaker.shared import BreakerStore, policy_from_settings
+from common.guards.limit.aimd import AIMDOptions
+from common.guards.limit.shared import SharedLimit
+from common.health.fleet_metrics import FleetMetrics
 from tests.servers import ROOT, JengaProcess, free_port, jenga_env, wait_for
 
 CHROMIUM = "/usr/bin/chromium"

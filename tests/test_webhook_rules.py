@@ -16,9 +16,15 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from common.config import ConfigError, load_settings
-from common.destinations import DestinationError, refusal_for_address, resolve_destination
-from common.retry_schedule import Outcome, decide, jittered, parse_retry_after, parse_schedule
-from common.signing import generate_secret, webhook_headers
+from common.delivery.destinations import DestinationError, refusal_for_address, resolve_destination
+from common.delivery.retry_schedule import (
+    Outcome,
+    decide,
+    jittered,
+    parse_retry_after,
+    parse_schedule,
+)
+from common.delivery.signing import generate_secret, webhook_headers
 
 # --- signing -----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import redis
 from celery import Celery
 
 from common.config import load_settings
-from common.heartbeat import heartbeat_key, heartbeat_path
+from common.health.heartbeat import heartbeat_key, heartbeat_path
 from tests.brokers import waiting
 from tests.servers import ROOT, JengaProcess, RedisServer, jenga_env, wait_for
 from worker.celeryconfig import celery_config, queue_names
@@ -34,7 +34,7 @@ def sender(env: dict[str, str]) -> Celery:
 
 
 def worker_health(env: dict[str, str], hostname: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.cli", "worker", "health", "--hostname", hostname, *extra],
+    return subprocess.run([sys.executable, "-m", "common.ops.cli", "worker", "health", "--hostname", hostname, *extra],
                           env=jenga_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 

@@ -5,7 +5,7 @@ of ``app.conf`` (by any ``celery -A worker ...`` command: worker, beat, flower,
 inspect) loads Jenga's settings through :func:`common.config.get_settings`,
 which stops the process with one clear message when they are bad, before any
 connection is attempted. The worker additionally declares the order in its
-blueprint with :class:`worker.bootsteps.ConfigStep`.
+blueprint with :class:`worker.steps.ConfigStep`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from celery import Celery
 from celery.signals import celeryd_init, setup_logging
 
 from common.config import get_settings
-from common.logs import configure_logging
+from common.support.logs import configure_logging
 from worker import console_events
 from worker.celeryconfig import celery_config
 
 TASK_MODULES = [
-    "worker.selftest",
-    "worker.metrics_probe",
-    "worker.watchdogs",
-    "worker.notifications",
+    "worker.tasks.selftest",
+    "worker.tasks.metrics_probe",
+    "worker.tasks.watchdogs",
+    "worker.tasks.notifications",
     "worker.delivery",
 ]
 
@@ -43,7 +43,7 @@ app.add_defaults(lambda: celery_config(get_settings()))
 
 
 def _install_bootsteps() -> None:
-    from worker.bootsteps import (
+    from worker.steps import (
         BreakersStep,
         ConfigStep,
         ConnectionsStep,

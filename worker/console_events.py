@@ -27,7 +27,7 @@ from celery.signals import beat_init, celeryd_after_setup, celeryd_init
 from celery.utils.imports import qualname
 
 from common.config import get_settings
-from common.logs import log_event
+from common.support.logs import log_event
 
 log = logging.getLogger("jenga.worker")
 beat_log = logging.getLogger("jenga.beat")

@@ -9,7 +9,7 @@ process, before it connects to the broker.
 import logging as _logging
 
 from common.config import get_settings as _get_settings
-from common.logs import configure_logging as _configure_logging
+from common.support.logs import configure_logging as _configure_logging
 
 _settings = _get_settings()
 # Flower's (tornado's) log lines in Jenga's format, secrets scrubbed; "none" keeps

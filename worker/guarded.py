@@ -1,8 +1,8 @@
 """``GuardedTask``: Celery tasks that call a service we do not control.
 
 Before the call the task asks the service's fleet-wide circuit breaker
-(:mod:`common.shared_breaker`) and takes a slot of its adaptive concurrency
-limit (:mod:`common.shared_limit`); after it, the outcome goes to both::
+(:mod:`common.guards.breaker.shared`) and takes a slot of its adaptive concurrency
+limit (:mod:`common.guards.limit.shared`); after it, the outcome goes to both::
 
     @app.task(bind=True, base=GuardedTask, service="slack")   # the whole run is guarded
     def post(self, text): ...
@@ -42,9 +42,9 @@ from celery import Task
 from celery.exceptions import Retry
 
 from common.config import get_settings
-from common.logs import log_event
-from common.per_process import PerProcess
-from common.shared_breaker import BreakerRegistry, default_registry
+from common.guards.breaker.shared import BreakerRegistry, default_registry
+from common.support.logs import log_event
+from common.support.per_process import PerProcess
 
 log = logging.getLogger("jenga.guard")
 
@@ -113,7 +113,7 @@ _limits_lock = threading.Lock()
 
 def registry() -> BreakerRegistry:
     """This process's breakers; opening and closing set and clear alarm ``breaker:<service>``
-    (and notify people: the worker installs the notifier at start, see ``worker/bootsteps.py``)."""
+    (and notify people: the worker installs the notifier at start, see ``worker/steps/__init__.py``)."""
     return default_registry()
 
 
@@ -124,7 +124,7 @@ def limit_for(service: str) -> Any | None:
     if found is not None:
         return found
     try:
-        from common.shared_limit import SharedLimit
+        from common.guards.limit.shared import SharedLimit
     except ImportError:
         return None
     with _limits_lock:

@@ -7,7 +7,7 @@ buries the events that matter (those tasks log their own ``delivery.*`` /
 everything at DEBUG, still get through.
 
 The filter sits on Celery's own loggers rather than on a handler, so it
-survives :func:`common.logs.configure_logging` replacing the handlers.
+survives :func:`common.support.logs.configure_logging` replacing the handlers.
 """
 
 from __future__ import annotations

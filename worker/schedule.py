@@ -14,9 +14,9 @@ from typing import Any
 
 from common.config import Settings
 
-WATCHDOG_TASK = "jenga.watchdog.check"  # worker/watchdogs.py
+WATCHDOG_TASK = "jenga.watchdog.check"  # worker/tasks/watchdogs.py
 DEPENDENCY_WATCHDOGS = ("postgres", "redis")
-# Run inside the beat process itself (worker/watchdogs.py): a broker that is
+# Run inside the beat process itself (worker/tasks/watchdogs.py): a broker that is
 # down can carry no watchdog task, so its watchdog must not need it.
 BEAT_WATCHDOGS = ("broker",)
 
@@ -36,7 +36,7 @@ def watchdog_entries(settings: Settings, alarm_ids: tuple[str, ...] | list[str])
     }
 
 
-DELIVERY_DISPATCH_TASK = "jenga.delivery.dispatch"  # worker/delivery.py
+DELIVERY_DISPATCH_TASK = "jenga.delivery.dispatch"  # worker/delivery/__init__.py
 
 
 def delivery_entries(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,2 @@
+"""Level 5 rules that need no Celery: the webhook tables, destinations (SSRF
+policy), Standard Webhooks signing and the retry schedule."""

@@ -1,0 +1,110 @@
+"""Level 5 tables: webhook endpoints, messages and their delivery attempts
+(SQLAlchemy 2 declarative models; the schema itself is made by Alembic).
+
+A message is the transactional outbox: the API commits it, and only then is a
+delivery task enqueued. Its delivery state lives here, not in the broker:
+
+* ``status``: ``pending`` until a 2xx (``delivered``) or the retry schedule is
+  used up (``failed``).
+* ``next_attempt_at``: when it is due. Beat enqueues due messages (see
+  ``worker/delivery/__init__.py``); a retry hours away never waits in the broker.
+* ``dispatched_at``: when a task was last enqueued for it. A due message whose
+  task has not started long after that (broker down at commit, worker lost) is
+  enqueued again by the same beat run.
+* ``claim_token``/``claimed_until``: the lease of the worker delivering it
+  now. A second task for the same message finds the lease and does nothing; a
+  worker that dies leaves a lease that simply expires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+MESSAGE_STATUSES = (PENDING, DELIVERED, FAILED)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Endpoint(Base):
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ep"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    secret: Mapped[str] = mapped_column(Text)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class Message(Base):
+    __tablename__ = "webhook_messages"
+    __table_args__ = (
+        # The dispatcher's scan: only pending rows, in due order.
+        Index("ix_webhook_messages_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_webhook_messages_endpoint", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[Any] = mapped_column(JSONB)
+    # The exact bytes sent (and signed), fixed at accept time so every retry is identical.
+    body: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING, server_default=PENDING)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Attempts made in the current round of the schedule (a manual retry starts a new round).
+    schedule_position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="message", order_by="Attempt.number", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Attempt(Base):
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_message", "message_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("webhook_messages.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)  # error class when there was no HTTP answer
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+    message: Mapped[Message] = relationship(back_populates="attempts")

@@ -1,0 +1,98 @@
+"""The delivery retry schedule, and what one attempt's outcome means for a
+message. Pure functions: no clock, no database, no HTTP.
+
+* :func:`parse_schedule` reads ``DELIVERY_RETRY_SCHEDULE`` (``"5s,5m,30m,2h,5h,10h,10h"``):
+  the delays *between* attempts. The first attempt is immediate, so the default
+  allows 8 attempts over about 27 hours (the schedule Svix publishes).
+* :func:`decide` maps an attempt's outcome to the message's next state:
+  delivered, retry after a delay (jittered, or the receiver's ``Retry-After``),
+  or failed once the schedule is used up. ``410 Gone`` also disables the
+  endpoint: the receiver told us it will never want these again.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from common.support.retry_after import retry_after_seconds
+
+DEFAULT_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# A Retry-After beyond this is treated as this: a receiver must not park a
+# message for weeks, and the schedule's own longest gap is 10 h.
+MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """Delays in seconds from ``"5s,5m,2h"``. Raises ``ValueError`` naming the bad part."""
+    delays = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        match = _PART.fullmatch(part)
+        if not match:
+            raise ValueError(f"bad delay {part!r}: use a number with ms, s, m, h or d, e.g. '5s,5m,30m'")
+        delays.append(float(match.group(1)) * UNITS[match.group(2)])
+    if not delays:
+        raise ValueError("the schedule is empty: give at least one delay, e.g. '5s'")
+    if len(delays) > 50:
+        raise ValueError("more than 50 retries: shorten the schedule")
+    return tuple(delays)
+
+
+def jittered(delay: float, jitter: float, rand: Callable[[float, float], float] = random.uniform) -> float:
+    """``delay`` plus up to ``jitter`` (a fraction) of itself, so retries of
+    messages that failed together (a receiver outage) do not return together."""
+    return delay + rand(0.0, delay * jitter)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    return retry_after_seconds(value, now.timestamp(), MAX_RETRY_AFTER_SECONDS)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened on one attempt: an HTTP status, or an error class when
+    there was no response (timeout, refused connection, refused destination)."""
+
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None  # seconds, from the response's Retry-After
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str  # "delivered" | "pending" | "failed"
+    retry_in: float | None = None  # seconds until the next attempt, when pending
+    disable_endpoint: bool = False
+
+
+def decide(
+    outcome: Outcome,
+    position: int,
+    delays: tuple[float, ...],
+    jitter: float = 0.0,
+    rand: Callable[[float, float], float] = random.uniform,
+) -> Decision:
+    """The message's next state after the attempt at ``position`` (0 = first
+    attempt of the current schedule round) ended with ``outcome``."""
+    if outcome.succeeded:
+        return Decision("delivered")
+    if outcome.status_code == 410:
+        return Decision("failed", disable_endpoint=True)
+    if position >= len(delays):
+        return Decision("failed")
+    if outcome.retry_after is not None and outcome.status_code in (429, 503):
+        return Decision("pending", retry_in=outcome.retry_after)
+    return Decision("pending", retry_in=jittered(delays[position], jitter, rand))

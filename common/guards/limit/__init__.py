@@ -1,0 +1,2 @@
+"""Level 4: the adaptive (AIMD) concurrency limit shared by the fleet (pure
+rule in ``aimd.py``)."""

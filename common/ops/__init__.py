@@ -1,0 +1,2 @@
+"""For operators: the ``jenga`` command line and the embedded local stack of
+``make run``."""

@@ -1,0 +1,213 @@
+"""``jenga``: the operators' command line.
+
+    jenga config check      validate the environment, print effective settings (secrets masked); exit 0/1
+    jenga config docs       print the README's settings table
+    jenga worker health     exit 0/1 from this host's worker heartbeat (readiness; --live for liveness)
+    jenga alarms            list active alarms and recent set/clear events (--json for machines)
+    jenga breakers          list circuit breakers and concurrency limits (--json; open/close/reset NAME)
+    jenga run               run the whole local stack (embedded PostgreSQL/Redis when no URLs are set)
+
+Each level adds its own commands (alarms, breakers, worker health) here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from common.config import ConfigError, describe_settings, load_settings, settings_table
+
+
+def config_check(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(error.message(), file=sys.stderr)
+        return 1
+    width = max(len(name) for name in describe_settings(settings))
+    for name, value in describe_settings(settings).items():
+        print(f"{name.ljust(width)}  {value}")
+    print("configuration OK", file=sys.stderr)
+    return 0
+
+
+def config_docs(args: argparse.Namespace) -> int:
+    print(settings_table())
+    return 0
+
+
+def run_stack(args: argparse.Namespace) -> int:
+    from common.ops.localstack import run
+
+    return run(processes=args.processes)
+
+
+def worker_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the worker's heartbeat says ready (or live, with --live); 1 otherwise."""
+    import time
+
+    from common.health.heartbeat import default_hostname, read_heartbeat_file, verdict
+
+    try:
+        settings = load_settings(wait_seconds=0)
+    except ConfigError as error:
+        print(error.message(), file=sys.stderr)
+        return 1
+    hostname = args.hostname or default_hostname()
+    payload = read_heartbeat_file(settings.heartbeat_dir, hostname)
+    result = verdict(payload, time.time(), settings.heartbeat_interval_seconds, live_only=args.live)
+    print(f"{hostname}: {result.reason}", file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
+def list_alarms(args: argparse.Namespace) -> int:
+    """Print active alarms and recent history from Redis; exit 1 if it cannot be read."""
+    import json
+    from datetime import UTC, datetime
+
+    import redis
+
+    from common.alarms.store import AlarmStore
+    from common.connections.probes import describe_error
+    from common.redis.client import redis_for
+
+    try:
+        settings = load_settings(wait_seconds=0)
+    except ConfigError as error:
+        print(error.message(), file=sys.stderr)
+        return 1
+    store = AlarmStore(redis_for(settings), settings.jenga_namespace, clear_after=settings.alarm_clear_after)
+    try:
+        active, history = store.active(), store.history(args.history)
+    except redis.RedisError as error:
+        print(f"cannot read alarms: Redis is unreachable ({describe_error(error)}); check REDIS_URL", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"active": active, "history": history}, indent=2))
+        return 0
+
+    def when(timestamp: float) -> str:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    print(f"active alarms: {len(active)}")
+    for alarm in active:
+        error = alarm["last_check"].get("error")
+        print(f"  {alarm['severity'].upper():8} {alarm['id']:20} since {when(alarm['set_at'])}  {alarm['description']}"
+              + (f" ({error})" if error else ""))
+    print(f"recent events (newest first, up to {args.history}):")
+    for event in history:
+        print(f"  {when(event['at'])}  {event['kind']:5} {event['alarm_id']:20} {event['description']}")
+    return 0
+
+
+def breakers(args: argparse.Namespace) -> int:
+    """List every breaker and limit from Redis, or force one breaker; exit 1 if Redis cannot be reached."""
+    import json
+
+    import redis
+
+    from common.broker import send_notify_tasks
+    from common.connections.probes import describe_error
+    from common.guards.breaker.shared import (
+        BREAKER_NAME_RE,
+        BREAKER_NAME_RULE,
+        BreakerStore,
+        alarm_hook,
+        fleet_overview,
+        policy_from_settings,
+    )
+    from common.redis.client import redis_for
+
+    if args.action and not args.name:
+        print(f"jenga breakers {args.action} NAME: say which breaker (see `jenga breakers`)", file=sys.stderr)
+        return 2
+    if args.action and not BREAKER_NAME_RE.fullmatch(args.name):
+        print(f"invalid breaker name {args.name!r}: {BREAKER_NAME_RULE}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(wait_seconds=0)
+    except ConfigError as error:
+        print(error.message(), file=sys.stderr)
+        return 1
+    client = redis_for(settings)
+    try:
+        if args.action:
+            store = BreakerStore(client, settings.jenga_namespace)
+            if args.action != "open" and args.name not in store.names():
+                # As the API's 404: closing a misspelt name would create a breaker that nothing uses.
+                print(f"no breaker named {args.name!r} (see `jenga breakers`)", file=sys.stderr)
+                return 1
+            _, change = store.force(args.name, args.action, policy_from_settings(settings))
+            if change is not None:  # the same alarm and notifications as a breaker opening by itself
+                alarm_hook(client, settings.jenga_namespace, lambda t: send_notify_tasks(settings, t))(args.name, change)
+            print(f"breaker {args.name}: {store.read(args.name)['state']}")
+            return 0
+        view = fleet_overview(client, settings.jenga_namespace)
+    except redis.RedisError as error:
+        print(f"cannot read breakers: Redis is unreachable ({describe_error(error)}); check REDIS_URL. "
+              "Workers are running per-process breakers (fallback) until it answers.", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"breakers: {len(view['breakers'])}")
+    for b in view["breakers"]:
+        state = b["state"] + (" (forced)" if b["forced"] else "")
+        if b["open_remaining_seconds"] is not None:
+            state += f" {b['open_remaining_seconds']:.1f}s left"
+        window = b["window"]
+        print(f"  {b['name']:30} {state:22} trips={b['total_trips']} consecutive={b['consecutive_failures']} "
+              f"window={window['failures']}/{window['calls']} failed, {window['slow']} slow  {b['reason']}")
+    print(f"limits: {len(view['limits'])}")
+    for limit in view["limits"]:
+        print(f"  {limit.get('service', '?'):30} limit={limit.get('limit')} in_flight={limit.get('in_flight')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jenga", description="Operate a Jenga deployment.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    config = commands.add_parser("config", help="check or document the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    config_commands.add_parser("check", help="validate the environment; exit 1 on any problem").set_defaults(func=config_check)
+    config_commands.add_parser("docs", help="print the settings table (Markdown)").set_defaults(func=config_docs)
+
+    worker = commands.add_parser("worker", help="probe a worker on this host")
+    worker_commands = worker.add_subparsers(dest="worker_command", required=True)
+    health = worker_commands.add_parser("health", help="exit 0 if the worker's heartbeat is fresh and it is connected to the broker")
+    health.add_argument("--hostname", help="the worker's node name (-n); default celery@<this host>")
+    health.add_argument("--live", action="store_true", help="liveness only: a fresh heartbeat, broker or not")
+    health.set_defaults(func=worker_health)
+
+    alarms = commands.add_parser("alarms", help="list active alarms and recent set/clear events")
+    alarms.add_argument("--history", type=int, default=20, metavar="N", help="how many recent events (default 20)")
+    alarms.add_argument("--json", action="store_true", help="print JSON instead of text")
+    alarms.set_defaults(func=list_alarms)
+
+    breaker = commands.add_parser("breakers", help="list circuit breakers and limits, or force a breaker")
+    breaker.add_argument("action", nargs="?", choices=["open", "close", "reset"], help="force a breaker (needs NAME)")
+    breaker.add_argument("name", nargs="?", help="the breaker (service) to force")
+    breaker.add_argument("--json", action="store_true", help="print JSON instead of text")
+    breaker.set_defaults(func=breakers)
+
+    run = commands.add_parser("run", help="run the local stack (web, worker, beat, flower)")
+    run.add_argument("processes", nargs="*", default=["web", "worker", "beat", "flower"])
+    run.set_defaults(func=run_stack)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # `jenga alarms | head`: the reader has gone, which is not an error.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

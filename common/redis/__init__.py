@@ -1,0 +1,1 @@
+"""The Redis client of every process, and every Redis key Jenga writes."""
