@@ -30,8 +30,8 @@ from common.alarms.store import AlarmStore  # noqa: E402
 from common.config import load_settings  # noqa: E402
 from common.connections.database import make_engine  # noqa: E402
 from common.connections.probes import check_postgres  # noqa: E402
-from tests.fake_slack import FakeSlack  # noqa: E402
-from tests.servers import JengaProcess, PostgresServer, base_redis_url, jenga_env, wait_for  # noqa: E402
+from tests.support.fake_slack import FakeSlack  # noqa: E402
+from tests.support.servers import JengaProcess, PostgresServer, base_redis_url, jenga_env, wait_for  # noqa: E402
 
 
 def probe_detect(engine, timeout: float, want_ok: bool, started: float) -> float:

@@ -85,7 +85,7 @@ def time_noops(redis_url: str, counter: str, messages: int) -> float:
     """No-op tasks per second, first completion to last."""
     import redis
 
-    from tests.servers import wait_for
+    from tests.support.servers import wait_for
 
     client = redis.Redis.from_url(redis_url)
     try:
@@ -106,7 +106,7 @@ def sender(redis_url: str, namespace: str) -> Celery:
 
 
 def run_baseline(env: dict[str, str], messages: int, concurrency: int) -> float:
-    from tests.servers import JengaProcess
+    from tests.support.servers import JengaProcess
 
     ns = env["JENGA_NAMESPACE"]
     counter = f"{ns}:bench:noop"
@@ -124,7 +124,7 @@ def run_baseline(env: dict[str, str], messages: int, concurrency: int) -> float:
 
 
 def run_jenga_baseline(settings_env: dict[str, str], messages: int, concurrency: int) -> float:
-    from tests.test_webhook_e2e import fresh_database, stack_env, start_worker
+    from tests.support.stack import fresh_database, stack_env, start_worker
 
     with ExitStack() as stack:
         env = stack_env(settings_env, stack.enter_context(fresh_database()), LOG_LEVEL="INFO")
@@ -144,9 +144,9 @@ WORKER_EXTRA_ARGS = ("-I", "bench.bench_delivery")
 def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) -> tuple[float, list[float]]:
     import psycopg
 
-    from tests.receiver import WebhookReceiver
-    from tests.servers import wait_for
-    from tests.test_webhook_e2e import (
+    from tests.support.receiver import WebhookReceiver
+    from tests.support.servers import wait_for
+    from tests.support.stack import (
         AUTH,
         fresh_database,
         stack_env,
@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from tests.servers import base_database_url, base_redis_url, jenga_env
+    from tests.support.servers import base_database_url, base_redis_url, jenga_env
 
     def fresh_settings() -> dict[str, str]:
         """Each run its own namespace: queues, breaker and AIMD limit state start afresh."""

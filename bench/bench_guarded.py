@@ -31,7 +31,7 @@ import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 
 from common.config import load_settings  # noqa: E402
-from tests.servers import JengaProcess, jenga_env, wait_for  # noqa: E402
+from tests.support.servers import JengaProcess, jenga_env, wait_for  # noqa: E402
 from worker.celeryconfig import celery_config  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import (  # noqa: E402
+from tests.support.servers import (  # noqa: E402
     JengaProcess,
     PostgresServer,
     RedisServer,

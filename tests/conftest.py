@@ -13,8 +13,9 @@ import psycopg
 import pytest
 
 from common.config import Settings, load_settings
-from tests import servers
-from tests.brokers import BROKERS, Broker
+from tests.support import servers
+from tests.support.brokers import BROKERS, Broker
+from tests.support.stack import migrate_database
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +36,6 @@ def database_url():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def migrate_database(url: str) -> None:
-    """``alembic upgrade head`` on the database at ``url`` (as the release process does)."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config(str(servers.ROOT / "alembic.ini"), attributes={"configure_logging": False})
-    scheme, rest = url.split("://", 1)
-    config.set_main_option("sqlalchemy.url", f"postgresql+psycopg://{rest}".replace("%", "%%"))
-    command.upgrade(config, "head")
 
 
 @pytest.fixture(scope="session")

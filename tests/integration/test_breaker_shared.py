@@ -1,0 +1,294 @@
+"""The fleet-wide breaker against real Redis: the Lua step agrees with the pure
+policy, one incident trips it once across processes, exactly K trial calls go
+out fleet-wide (refusals once the slots are taken are held locally, not asked
+again per call), dead probes' leases expire, every process learns a trip
+through pub/sub, Redis loss falls back to per-process breakers, and the
+``circuitbreaker`` drop-in works."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+
+import pytest
+import redis
+from circuitbreaker import CircuitBreakerError, CircuitBreakerMonitor, circuit
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from common.guards.breaker import policy as bp
+from common.guards.breaker.shared import (
+    BreakerRegistry,
+    BreakerStore,
+    SharedCircuitBreaker,
+    SharedCircuitBreakerError,
+    _state_from_reply,
+)
+from tests.support.servers import wait_for
+
+POLICY = bp.BreakerPolicy(failure_threshold=4, failure_rate=0.6, min_calls=6, window_seconds=10, slow_call_rate=0.7,
+                          open_seconds=1.0, open_max_seconds=5.0, half_open_calls=2, lease_seconds=2.0, jitter=0.3, buckets=5)
+
+
+def comparable(state: bp.BreakerState) -> tuple:
+    return (state.state, state.open_until, state.trips, state.total_trips, state.consecutive, state.forced,
+            state.probe_successes)
+
+
+def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
+    class LuaVsPure(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.store = BreakerStore(redis_client, namespace)
+            self.name = uuid.uuid4().hex[:8]
+            self.now = 1_700_000_000.25
+            self.pure = bp.BreakerState()
+            self.lua = bp.BreakerState()
+            self.leases: list[str] = []
+
+        def step(self, op, u=0.0, arg="", batch=(0, 0, 0, 0)):
+            reply = self.store.step(self.name, POLICY, op, self.now, u, arg, batch)
+            self.lua = _state_from_reply(reply)
+            return reply
+
+        @rule(dt=st.sampled_from([0.05, 0.4, 1.1, 2.5, 6.0]))
+        def time_passes(self, dt):
+            self.now += dt
+
+        @rule(outcomes=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=6),
+              u=st.floats(0, 0.999))
+        def record(self, outcomes, u):
+            batch = bp.Outcomes()
+            for failed, slow in outcomes:
+                batch = batch.plus(failed, slow)
+            self.pure, change = bp.record(POLICY, self.pure, batch, self.now, u)
+            reply = self.step("record", u, "", (batch.calls, batch.failures, batch.slow, batch.trailing_failures))
+            assert (reply[6] == "1") == (change is not None)
+
+        @rule()
+        def admit(self):
+            lease = uuid.uuid4().hex
+            self.pure, admission = bp.admit(POLICY, self.pure, self.now, lease)
+            reply = self.step("admit", 0.0, lease)
+            assert (reply[9] == "1") == admission.allowed
+            assert float(reply[11]) == pytest.approx(admission.retry_in)
+            if admission.probe:
+                self.leases.append(lease)
+
+        @rule(data=st.data(), failed=st.booleans(), u=st.floats(0, 0.999))
+        def probe(self, data, failed, u):
+            if not self.leases:
+                return
+            lease = data.draw(st.sampled_from(self.leases))
+            self.leases.remove(lease)
+            self.pure, change = bp.record_probe(POLICY, self.pure, lease, failed, self.now, u)
+            reply = self.step("probe", u, lease, (1, int(failed), 0, int(failed)))
+            assert (reply[6] == "1") == (change is not None)
+
+        @rule(action=st.sampled_from(["open", "close", "reset"]))
+        def force(self, action):
+            self.pure, change = bp.force(POLICY, self.pure, action, self.now)
+            reply = self.step("force", 0.0, action)
+            assert (reply[6] == "1") == (change is not None)
+
+        @invariant()
+        def agree(self):
+            assert comparable(bp.settle(POLICY, self.lua, self.now)) == comparable(bp.settle(POLICY, self.pure, self.now))
+
+    run_state_machine_as_test(LuaVsPure, settings=hsettings(max_examples=200, stateful_step_count=40, deadline=None))
+
+
+# --- several processes ---------------------------------------------------------
+
+def _hammer(redis_url, namespace, name, failures, counter_key, barrier):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    registry = BreakerRegistry(client, namespace, bp.BreakerPolicy(failure_threshold=5, failure_rate=0),
+                               on_transition=lambda n, c: client.incr(counter_key))
+    breaker = registry.breaker(name)
+    barrier.wait()
+    for _ in range(failures):
+        breaker.record(True)
+        registry.flush()
+
+
+def _probe(redis_url, namespace, name, attempts, counter_key, barrier):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    registry = BreakerRegistry(client, namespace, bp.BreakerPolicy(half_open_calls=2, open_seconds=0.2))
+    breaker = registry.breaker(name)
+    registry.refresh()
+    barrier.wait()
+    for _ in range(attempts):
+        if breaker.admit().probe:
+            client.incr(counter_key)
+
+
+def _run_all(target, args, n=4):
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(n)
+    procs = [ctx.Process(target=target, args=(*args, barrier)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert all(p.exitcode == 0 for p in procs)
+
+
+def test_one_incident_trips_once_across_processes(redis_client, redis_url, namespace):
+    counter = f"{namespace}:test:transitions"
+    _run_all(_hammer, (redis_url, namespace, "svc", 10, counter))
+    view = BreakerStore(redis_client, namespace).read("svc")
+    assert view["state"] == "open"
+    assert view["total_trips"] == 1
+    assert redis_client.get(counter) == "1"  # exactly one process saw the transition (and would alarm)
+
+
+def test_exactly_k_trial_calls_fleet_wide(redis_client, redis_url, namespace):
+    store = BreakerStore(redis_client, namespace)
+    policy = bp.BreakerPolicy(half_open_calls=2, open_seconds=0.2)
+    for _ in range(5):
+        store.step("svc", policy, "record", time.time(), 0.0, "", (1, 1, 0, 1))
+    assert store.read("svc")["state"] == "open"
+    wait_for(lambda: store.read("svc")["state"] == "half_open", 5, what="open time to pass")
+    counter = f"{namespace}:test:probes"
+    _run_all(_probe, (redis_url, namespace, "svc", 20, counter))
+    assert redis_client.get(counter) == "2"
+    assert store.read("svc")["probes_in_flight"] == 2
+
+
+def test_expired_probe_lease_frees_the_slot(redis_client, namespace):
+    now = [1000.0]
+    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
+                                                                         half_open_calls=1, lease_seconds=5),
+                               clock=lambda: now[0])
+    breaker = registry.breaker("svc")
+    breaker.record(True)
+    registry.flush()
+    assert not breaker.admit().allowed
+    now[0] += 1.5
+    dead = breaker.admit()  # this probe's worker "dies": it never reports
+    assert dead.probe
+    assert not breaker.admit().allowed  # the one slot is taken
+    now[0] += 5.1
+    second = breaker.admit()
+    assert second.probe and second.probe != dead.probe
+    breaker.record(False, admission=dead)  # too late: ignored
+    assert breaker.state == "half_open"
+    breaker.record(False, admission=second)
+    assert breaker.state == "closed"
+
+
+def test_refusals_with_every_trial_slot_taken_are_held_locally(redis_client, namespace):
+    now = [1000.0]
+    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
+                                                                         half_open_calls=1, lease_seconds=5),
+                               clock=lambda: now[0], refusal_hold=0.01)
+    breaker = registry.breaker("svc")
+    breaker.record(True)
+    registry.flush()
+    now[0] += 1.5
+    probe = breaker.admit()
+    assert probe.probe
+    steps = []
+    real_step = registry.store.step
+    registry.store.step = lambda *args, **kwargs: steps.append(args[2]) or real_step(*args, **kwargs)
+    refusals = [breaker.admit() for _ in range(200)]
+    assert not any(r.allowed for r in refusals)
+    assert steps == ["admit"]  # one round trip for 200 refused calls
+    assert all(r.retry_in == pytest.approx(1.0) for r in refusals)  # as Redis said: open_seconds at most
+    now[0] += 0.011  # the hold is over: ask the fleet again
+    assert not breaker.admit().allowed and steps == ["admit", "admit"]
+    breaker.record(False, admission=probe)  # the trial call succeeds: closed, the hold forgotten
+    assert breaker.admit() is bp.ADMITTED and breaker.state == "closed"
+
+
+def test_every_process_learns_a_trip_through_pubsub(redis_client, namespace, settings):
+    policy = bp.BreakerPolicy(failure_threshold=2, failure_rate=0, open_seconds=30)
+    clients = [redis.Redis.from_url(settings.redis_url, decode_responses=True) for _ in range(2)]
+    tripping = BreakerRegistry(clients[0], namespace, policy, refresh_seconds=60).start()
+    watching = BreakerRegistry(clients[1], namespace, policy, refresh_seconds=60).start()
+    try:
+        watcher = watching.breaker("svc")
+        assert watcher.admit().allowed
+        tripper = tripping.breaker("svc")
+        tripper.record(True)
+        tripper.record(True)  # the flush thread is woken by failures
+        wait_for(lambda: not watcher.admit().allowed, 2, interval=0.005, what="the trip to reach the other registry")
+        # Open for 30 s shortened by up to the policy's jitter share (20%), minus the time spent here.
+        assert 30 * (1 - policy.jitter) - 2 < watcher.admit().retry_in <= 30
+    finally:
+        tripping.close()
+        watching.close()
+
+
+def test_redis_loss_falls_back_to_per_process_breaker(redis_server, namespace, caplog):
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=0.5, socket_connect_timeout=0.5)
+    registry = BreakerRegistry(client, namespace, bp.BreakerPolicy(failure_threshold=3, failure_rate=0, open_seconds=60))
+    breaker = registry.breaker("svc")
+    breaker.record(True)
+    registry.flush()  # one failure known to the fleet
+    redis_server.stop()
+    caplog.set_level("WARNING", logger="jenga.breaker")
+    breaker.record(True)
+    registry.flush()  # Redis unreachable: falls back, and the failure is counted locally
+    assert registry.fallback and registry.snapshot()["fallback"] is True
+    assert breaker.snapshot()["fallback"] is True
+    assert any(getattr(r, "event", "") == "breaker.fallback" for r in caplog.records)
+    for _ in range(3):
+        breaker.record(True)
+    assert not breaker.admit().allowed  # never "closed forever": the local breaker trips
+    redis_server.start()
+    wait_for(lambda: (registry.refresh(), not registry.fallback)[1], 10, what="Redis to answer again")
+    assert breaker.admit().allowed  # back on the shared state, which never tripped
+    client.close()
+
+
+def test_drop_in_for_circuitbreaker(redis_client, namespace):
+    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_rate=0))
+
+    class Shared(SharedCircuitBreaker):
+        REGISTRY = registry
+
+    name = f"dropin-{namespace}"
+
+    @circuit(cls=Shared, failure_threshold=2, recovery_timeout=30, expected_exception=ConnectionError, name=name)
+    def call(fail: type[BaseException] | None = None):
+        if fail:
+            raise fail("down")
+        return "ok"
+
+    assert call() == "ok"
+    with pytest.raises(ValueError):
+        call(ValueError)  # not an expected exception: passes through uncounted
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            call(ConnectionError)
+    registry.flush()
+    with pytest.raises(CircuitBreakerError) as refused:
+        call()
+    assert isinstance(refused.value, SharedCircuitBreakerError)
+    assert name in str(refused.value)
+    monitored = CircuitBreakerMonitor.get(name)
+    assert isinstance(monitored, Shared)
+    assert monitored in list(CircuitBreakerMonitor.get_open())
+    assert BreakerStore(redis_client, namespace).read(name)["state"] == "open"
+    CircuitBreakerMonitor.circuit_breakers.pop(name, None)
+
+
+def test_successful_probes_count_towards_k(redis_client, namespace):
+    now = [1000.0]
+    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
+                                                                         half_open_calls=2), clock=lambda: now[0])
+    breaker = registry.breaker("svc")
+    breaker.record(True)
+    registry.flush()
+    now[0] += 1.5
+    first = breaker.admit()
+    breaker.record(False, admission=first)
+    assert breaker.state == "half_open"
+    second = breaker.admit()
+    assert second.probe
+    assert not breaker.admit().allowed  # one success + one in flight = K
+    breaker.record(False, admission=second)
+    assert breaker.state == "closed" and breaker.admit().allowed
