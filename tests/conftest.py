@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from common.config import Settings, load_settings
+from common.support.per_process import reset_all
 from tests.support import servers
 from tests.support.brokers import BROKERS, Broker
 from tests.support.stack import migrate_database
@@ -67,6 +68,15 @@ def _scratch_folder():
 def _stop_embedded_servers(_scratch_folder):
     yield
     servers.stop_embedded()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """Every test starts with no process-wide state (settings, registries,
+    hooks) left by another: one reset for all of it."""
+    reset_all()
+    yield
+    reset_all()
 
 
 @pytest.fixture

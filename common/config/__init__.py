@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.support.backoff import full_jitter_backoff
 from common.support.logs import print_config_error
 from common.support.masking import SECRETS, mask_url
+from common.support.per_process import ProcessSlot
 
 EX_CONFIG = 78  # sysexits.h: configuration error; supervisors can tell it from a crash
 
@@ -350,21 +351,21 @@ def load_settings(
         return settings
 
 
-_current: Settings | None = None
+_current: ProcessSlot[Settings | None] = ProcessSlot(None)
 
 
 def get_settings() -> Settings:
     """The settings of this process, loaded once; exits with the message on failure."""
-    global _current
-    if _current is None:
-        _current = load_settings_or_exit()
-    return _current
+    settings = _current.get()
+    if settings is None:
+        settings = load_settings_or_exit()
+        _current.set(settings)
+    return settings
 
 
 def set_settings(settings: Settings | None) -> None:
     """Install (or forget, with ``None``) this process's settings; for tests and embedders."""
-    global _current
-    _current = settings
+    _current.set(settings)
     if settings is not None:
         for secret in settings.secret_values():
             SECRETS.add(secret)

@@ -1,4 +1,6 @@
-"""``PerProcess``: one instance of something per process, built on first use.
+"""Process-wide state, in explicit objects with one reset.
+
+``PerProcess``: one instance of something per process, built on first use.
 
 Registries and recorders that own threads or sockets (the breaker registry,
 the fleet metrics recorder, per-service limit handles) must not be shared
@@ -10,16 +12,31 @@ that uses it, and built again when the process id changes::
     _registry = PerProcess(build_registry)
     _registry.get()        # built here on first use, again after a fork
     _registry.set(other)   # install one (tests, embedders); set(None) forgets it
+
+``ProcessSlot``: a value the process holds (its settings, a hook installed by
+a worker step), kept across a fork. Every ``PerProcess`` and ``ProcessSlot``
+is registered, and :func:`reset_all` forgets them all at once: one autouse
+test fixture calls it, so no test inherits another's state.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+_everything: weakref.WeakSet = weakref.WeakSet()
+
+
+def reset_all() -> None:
+    """Forget every ``PerProcess`` instance and ``ProcessSlot`` value of this
+    process (nothing is closed: tests and embedders start clean)."""
+    for holder in list(_everything):
+        holder.reset()
 
 
 class PerProcess(Generic[T]):
@@ -31,6 +48,7 @@ class PerProcess(Generic[T]):
         self._current: tuple[int, T] | None = None
         # A fork while another thread held the lock would leave it held forever in the child.
         os.register_at_fork(after_in_child=self._after_fork)
+        _everything.add(self)
 
     def get(self) -> T:
         """The instance of this process; the lock is taken only to build it."""
@@ -59,3 +77,21 @@ class PerProcess(Generic[T]):
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._current = None
+
+
+class ProcessSlot(Generic[T]):
+    """One value of this process, ``default`` until set; inherited by forked children."""
+
+    def __init__(self, default: T):
+        self._default = default
+        self._value = default
+        _everything.add(self)
+
+    def get(self) -> T:
+        return self._value
+
+    def set(self, value: T) -> None:
+        self._value = value
+
+    def reset(self) -> None:
+        self._value = self._default
