@@ -43,7 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         # Retries the broker with backoff and full jitter (RECONNECT_*_SECONDS).
-        "worker_consumer": "worker.steps:JengaConsumer",
+        "worker_consumer": "worker.steps.consumer:JengaConsumer",
         "result_backend": None,
         "task_ignore_result": True,
         "task_default_queue": queues["default"],
