@@ -3,7 +3,7 @@
 ``POST /v1/messages`` answers 202 only after the message is committed in
 PostgreSQL (the transactional outbox); then a delivery task is enqueued. If
 the broker is down at that moment the message still counts as accepted: the
-beat dispatcher enqueues it later (``worker/delivery/__init__.py``). If PostgreSQL is
+beat dispatcher enqueues it later (``worker/delivery/tasks.py``). If PostgreSQL is
 down the answer is 503 with ``Retry-After`` and nothing was accepted.
 
 ``Idempotency-Key``: repeating a request with the same key returns the first

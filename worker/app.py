@@ -25,7 +25,7 @@ TASK_MODULES = [
     "worker.tasks.metrics_probe",
     "worker.tasks.watchdogs",
     "worker.tasks.notifications",
-    "worker.delivery",
+    "worker.delivery.tasks",
 ]
 
 

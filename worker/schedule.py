@@ -36,7 +36,7 @@ def watchdog_entries(settings: Settings, alarm_ids: tuple[str, ...] | list[str])
     }
 
 
-DELIVERY_DISPATCH_TASK = "jenga.delivery.dispatch"  # worker/delivery/__init__.py
+DELIVERY_DISPATCH_TASK = "jenga.delivery.dispatch"  # worker/delivery/tasks.py
 
 
 def delivery_entries(settings: Settings) -> dict[str, dict[str, Any]]:

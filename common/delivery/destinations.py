@@ -6,7 +6,7 @@ Without a policy, ``http://169.254.169.254/`` (cloud metadata),
 own secrets for them. So a destination is refused unless every address its
 host resolves to is globally routable, checked when an endpoint is created or
 updated *and* again at each delivery (DNS can change in between; the worker
-then connects to the very address it checked, see ``worker/delivery/__init__.py``).
+then connects to the very address it checked, see ``worker/delivery/post.py``).
 
 ``ALLOW_PRIVATE_DESTINATIONS=true`` lifts the address rule for local
 development and tests; settings refuse it when ``JENGA_ENV=production``.

@@ -7,7 +7,7 @@ delivery task enqueued. Its delivery state lives here, not in the broker:
 * ``status``: ``pending`` until a 2xx (``delivered``) or the retry schedule is
   used up (``failed``).
 * ``next_attempt_at``: when it is due. Beat enqueues due messages (see
-  ``worker/delivery/__init__.py``); a retry hours away never waits in the broker.
+  ``worker/delivery/tasks.py``); a retry hours away never waits in the broker.
 * ``dispatched_at``: when a task was last enqueued for it. A due message whose
   task has not started long after that (broker down at commit, worker lost) is
   enqueued again by the same beat run.

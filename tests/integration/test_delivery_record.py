@@ -13,7 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.support.stack import fresh_database
-from worker.delivery import CLAIM_ONE, RECORD
+from worker.delivery.queries import CLAIM_ONE, RECORD
 
 pytestmark = pytest.mark.slow
 

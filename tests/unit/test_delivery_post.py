@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from common.delivery.destinations import resolve_destination
-from worker.delivery import EXCERPT_CHARS, post
+from worker.delivery.post import EXCERPT_CHARS, post
 
 NAME = "hooks.test"  # resolved by the test's resolver only: never by DNS
 

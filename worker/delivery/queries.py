@@ -1,0 +1,181 @@
+"""Level 5, delivery's statements on PostgreSQL: claim what is due (``FOR
+UPDATE SKIP LOCKED``), lease one message, release it, and record an attempt
+with the message's next state in one statement guarded by the lease token."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from common.config import Settings
+from common.connections.probes import describe_error
+from common.delivery.retry_schedule import decide
+from common.support.backoff import full_jitter_backoff
+from common.support.logs import log_event
+from worker.delivery.post import AttemptResult
+from worker.delivery.resources import DB_ERRORS, execute
+
+__all__ = ["CLAIM_DUE", "CLAIM_ONE", "FAIL_DISABLED", "RECORD", "RELEASE", "UNDISPATCH", "Claim",
+           "claim", "fail_disabled", "lease_seconds", "record", "record_with_retries"]
+
+log = logging.getLogger("jenga.delivery")
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claim holds a message: longer than any one attempt can take
+    (connect + send + receive, plus as long again to record it), so a live
+    worker never loses its lease; a dead one's lease lapses this soon."""
+    return settings.delivery_connect_timeout_seconds + 3 * settings.delivery_timeout_seconds
+
+
+CLAIM_DUE = (
+    """
+    UPDATE webhook_messages SET dispatched_at = now()
+    WHERE id IN (
+        SELECT id FROM webhook_messages
+        WHERE status = 'pending' AND next_attempt_at <= now()
+          AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => %(redispatch)s))
+          AND (claimed_until IS NULL OR claimed_until < now())
+        ORDER BY next_attempt_at
+        LIMIT %(batch)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+    """
+)
+
+
+CLAIM_ONE = (
+    """
+    UPDATE webhook_messages m
+    SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s)
+    FROM webhook_endpoints e
+    WHERE m.id = %(id)s AND e.id = m.endpoint_id AND m.status = 'pending'
+      AND m.next_attempt_at <= now()
+      AND (m.claimed_until IS NULL OR m.claimed_until < now())
+    RETURNING m.body, m.schedule_position, m.attempt_count, e.id AS endpoint_id, e.url, e.secret, e.disabled
+    """
+)
+
+RELEASE = (
+    """
+    UPDATE webhook_messages
+    SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
+        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+    WHERE id = %(id)s AND claim_token = %(token)s
+    """
+)
+
+# The attempt, the message's next state and (after a 410) the endpoint's
+# disabling, in one statement: all or nothing, and one round trip. Nothing is
+# written unless the lease token still matches.
+RECORD = (
+    """
+    WITH message AS (
+        UPDATE webhook_messages
+        SET status = CAST(%(status)s AS varchar),
+            attempt_count = attempt_count + 1,
+            schedule_position = schedule_position + 1,
+            next_attempt_at = CASE WHEN CAST(%(status)s AS varchar) = 'pending'
+                                   THEN now() + make_interval(secs => %(retry_in)s) END,
+            delivered_at = CASE WHEN CAST(%(status)s AS varchar) = 'delivered' THEN now() ELSE delivered_at END,
+            last_error = CAST(%(last_error)s AS text),
+            dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+        WHERE id = %(id)s AND claim_token = %(token)s
+        RETURNING id, endpoint_id, attempt_count
+    ), attempt AS (
+        INSERT INTO webhook_attempts (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
+        SELECT id, attempt_count, CAST(%(started_at)s AS timestamptz), CAST(%(duration_ms)s AS integer),
+               CAST(%(status_code)s AS integer), CAST(%(error)s AS text), CAST(%(excerpt)s AS text)
+        FROM message
+    ), endpoint AS (
+        UPDATE webhook_endpoints SET disabled = true, disabled_reason = CAST(%(disabled_reason)s AS text), updated_at = now()
+        WHERE CAST(%(disable_endpoint)s AS boolean) AND id = (SELECT endpoint_id FROM message)
+    )
+    SELECT attempt_count FROM message
+    """
+)
+
+
+FAIL_DISABLED = (
+    """
+    UPDATE webhook_messages SET status = 'failed', last_error = 'endpoint disabled',
+        next_attempt_at = NULL, claim_token = NULL, claimed_until = NULL
+    WHERE id = %(id)s AND claim_token = %(token)s
+    """
+)
+
+UNDISPATCH = (
+    "UPDATE webhook_messages SET dispatched_at = NULL WHERE id = ANY(%(ids)s) AND status = 'pending'"
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    message_id: str
+    token: str
+    body: str
+    schedule_position: int
+    endpoint_id: str
+    url: str
+    secret: str
+    disabled: bool
+
+
+def claim(message_id: str, settings: Settings) -> Claim | None:
+    token = uuid.uuid4().hex
+    rows = execute(CLAIM_ONE, {"id": message_id, "token": token, "lease": lease_seconds(settings)})
+    if not rows:
+        return None
+    row = rows[0]
+    return Claim(message_id, token, row["body"], row["schedule_position"], row["endpoint_id"], row["url"], row["secret"], row["disabled"])
+
+
+def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | None:
+    """Store the attempt and the message's next state, once: a second call with
+    the same claim (a commit whose answer was lost) finds the token gone."""
+    decision = decide(result.outcome, claimed.schedule_position, settings.delivery_retry_delays,
+                      settings.delivery_retry_jitter)
+    outcome = result.outcome
+    last_error = None if outcome.succeeded else (outcome.error or f"HTTP {outcome.status_code}")
+    rows = execute(RECORD, {
+        "id": claimed.message_id, "token": claimed.token, "status": decision.status,
+        "retry_in": decision.retry_in or 0.0, "last_error": last_error,
+        "started_at": result.started_at, "duration_ms": result.duration_ms, "status_code": outcome.status_code,
+        "error": outcome.error, "excerpt": result.excerpt,
+        "disable_endpoint": decision.disable_endpoint, "disabled_reason": "the receiver answered 410 Gone",
+    })
+    if not rows:
+        return None  # our lease expired and someone else took over
+    number = rows[0]["attempt_count"]
+    log_event(log, "delivery.attempt", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id,
+              attempt=number, status_code=outcome.status_code, error=outcome.error, duration_ms=result.duration_ms,
+              result=decision.status, retry_in=decision.retry_in)
+    if decision.disable_endpoint:
+        log_event(log, "delivery.endpoint_disabled", logging.WARNING, endpoint_id=claimed.endpoint_id, reason="410 Gone")
+    return decision.status
+
+
+def record_with_retries(claimed: Claim, result: AttemptResult, settings: Settings) -> str | None:
+    """Recording after the POST is the one step whose loss means a duplicate
+    delivery, so a PostgreSQL blip is retried (backoff, full jitter) for up to
+    ``DELIVERY_TIMEOUT_SECONDS`` (well inside the lease), before giving the
+    message up to the sweeper."""
+    deadline = time.monotonic() + settings.delivery_timeout_seconds
+    attempt = 0
+    while True:
+        try:
+            return record(claimed, result, settings)
+        except DB_ERRORS as error:
+            if time.monotonic() >= deadline:
+                raise
+            log_event(log, "delivery.record_retry", logging.WARNING, message_id=claimed.message_id,
+                      error=describe_error(error))
+            time.sleep(min(full_jitter_backoff(attempt, 0.2, 5.0), max(0.0, deadline - time.monotonic())))
+            attempt += 1
+
+
+def fail_disabled(claimed: Claim) -> None:
+    execute(FAIL_DISABLED, {"id": claimed.message_id, "token": claimed.token})
+    log_event(log, "delivery.endpoint_disabled_skip", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id)

@@ -1,0 +1,99 @@
+"""Level 5, per-process resources of delivery: PostgreSQL connections (a
+psycopg pool) and keep-alive HTTP connections to receivers.
+
+Built lazily in the process that uses them, and again after a fork: a pool
+child must not share its parent's sockets (:mod:`common.support.per_process`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpcore
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from common.config import get_settings
+from common.support.per_process import PerProcess
+from worker.app import app
+
+__all__ = ["DB_ERRORS", "database", "execute", "http_client", "postgres_conninfo"]
+
+# Every psycopg failure, the pool's PoolTimeout (no connection in time) included.
+DB_ERRORS = (psycopg.Error,)
+
+
+def postgres_conninfo(database_url: str) -> str:
+    """``DATABASE_URL`` as libpq takes it (``postgresql+psycopg://`` is SQLAlchemy's spelling)."""
+    scheme, rest = database_url.split("://", 1)
+    return f"postgresql://{rest}" if scheme.startswith("postgres") else database_url
+
+
+def _open_database() -> ConnectionPool:
+    """This process's PostgreSQL connections for delivery.
+
+    A psycopg pool, not the SQLAlchemy engine: a delivery is two statements,
+    and SQLAlchemy's checkout, reset and per-statement machinery cost several
+    times the statement itself on this hot path. Connections are in
+    autocommit: every change below is one statement (several tables at once
+    through data-modifying CTEs, which PostgreSQL runs atomically), so BEGIN
+    and COMMIT would only add two round trips to each. Like ``make_engine``:
+    nothing connects until first use (``min_size=0``) and connects give up
+    after the check timeout. Unlike it, a connection is not pinged before
+    each use (a round trip per statement); dead ones are found by
+    :func:`execute` instead."""
+    settings = get_settings()
+    # Enough for every delivery thread (`-c`) to hold one connection at once.
+    size = max(10, int(app.conf.worker_concurrency or 0))
+    pool = ConnectionPool(
+        postgres_conninfo(settings.database_url),
+        kwargs={
+            "autocommit": True,
+            "row_factory": dict_row,
+            "connect_timeout": max(1, round(settings.check_timeout_seconds)),
+            "application_name": f"jenga-{settings.jenga_namespace}",
+        },
+        min_size=0,
+        max_size=size,
+        timeout=max(1.0, settings.check_timeout_seconds),
+        max_lifetime=1800,
+        name="jenga-delivery",
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+_database = PerProcess(_open_database)
+database = _database.get
+
+
+def execute(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run one statement on a pooled connection; its rows (none for a plain UPDATE)."""
+    pool = database()
+    try:
+        with pool.connection() as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+    except psycopg.OperationalError:
+        # A PostgreSQL restart leaves every pooled connection dead. The pool drops
+        # the one that failed; find the others now instead of failing one
+        # statement on each. Every caller retries, so nothing is lost meanwhile.
+        pool.check()
+        raise
+
+
+def _open_http_client() -> httpcore.ConnectionPool:
+    """This process's keep-alive connections to receivers.
+
+    httpcore, httpx's own transport, without httpx's client layer on top: that
+    layer (URL and header models, cookie jar, redirect and auth machinery)
+    cost more CPU than the request itself, and a delivery needs none of it. It
+    follows no redirect (one could lead anywhere, past the destination
+    check), keeps no cookies, and retries nothing (the schedule does)."""
+    return httpcore.ConnectionPool(max_connections=200, max_keepalive_connections=50, retries=0)
+
+
+_http_client = PerProcess(_open_http_client)
+http_client = _http_client.get

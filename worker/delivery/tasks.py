@@ -1,0 +1,119 @@
+"""Level 5: the two delivery tasks (see :mod:`worker.delivery` for the story)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+from common.config import Settings, get_settings
+from common.connections.probes import describe_error
+from common.delivery.destinations import DestinationError, resolve_destination
+from common.delivery.retry_schedule import Outcome
+from common.delivery.signing import webhook_headers
+from common.health.fleet_metrics import record_delivery
+from common.support.logs import log_event
+from worker.app import app
+from worker.delivery.post import AttemptResult, post
+from worker.delivery.queries import (
+    CLAIM_DUE,
+    RELEASE,
+    UNDISPATCH,
+    claim,
+    fail_disabled,
+    record_with_retries,
+)
+from worker.delivery.resources import DB_ERRORS, execute, http_client
+from worker.guarded import GuardedTask, GuardRefused
+from worker.schedule import DELIVERY_DISPATCH_TASK as DISPATCH_TASK
+
+__all__ = ["DELIVER_TASK", "deliver", "dispatch_due", "enqueue_delivery"]
+
+log = logging.getLogger("jenga.delivery")
+
+DELIVER_TASK = "jenga.delivery.deliver"
+
+
+def enqueue_delivery(message_id: str, settings: Settings) -> None:
+    deliver.apply_async((message_id,), queue=f"{settings.jenga_namespace}.deliveries")
+
+
+@app.task(name=DISPATCH_TASK, ignore_result=True)
+def dispatch_due() -> int:
+    """Enqueue every pending message that is due (and not being delivered)."""
+    settings = get_settings()
+    try:
+        ids = [row["id"] for row in execute(CLAIM_DUE, {
+            "redispatch": settings.delivery_redispatch_seconds, "batch": settings.delivery_dispatch_batch})]
+    except DB_ERRORS as error:
+        # PostgreSQL is down: the watchdog raises the alarm; the next run retries.
+        log_event(log, "delivery.dispatch_failed", logging.WARNING, error=describe_error(error))
+        return 0
+    sent = 0
+    try:
+        for message_id in ids:
+            enqueue_delivery(message_id, settings)
+            sent += 1
+    except Exception as error:
+        # The rest stay stamped; they are enqueued again after DELIVERY_REDISPATCH_SECONDS
+        # unless this best-effort reset reaches PostgreSQL first.
+        log_event(log, "delivery.enqueue_failed", logging.WARNING, error=describe_error(error), unsent=len(ids) - sent)
+        with contextlib.suppress(*DB_ERRORS):
+            execute(UNDISPATCH, {"ids": list(ids[sent:])})
+    if sent:
+        log_event(log, "delivery.dispatched", logging.DEBUG, count=sent)
+    return sent
+
+
+# A message's state after an attempt, as the attempt's outcome in the metrics.
+ATTEMPT_OUTCOMES = {"delivered": "delivered", "pending": "retry", "failed": "failed"}
+
+
+@app.task(
+    bind=True,
+    base=GuardedTask,
+    name=DELIVER_TASK,
+    ignore_result=True,
+    acks_late=True,
+    # PostgreSQL failing before the POST: try again soon; whatever is still
+    # undone after these is picked up again by the dispatcher.
+    autoretry_for=DB_ERRORS,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=10,
+)
+def deliver(self, message_id: str) -> str | None:
+    """Make one delivery attempt of ``message_id`` if it is due and free."""
+    settings = get_settings()
+    claimed = claim(message_id, settings)
+    if claimed is None:
+        return None  # delivered, failed, not due, or another worker has it
+    if claimed.disabled:
+        fail_disabled(claimed)
+        return "failed"
+    body = claimed.body.encode()
+    try:
+        destination = resolve_destination(claimed.url, allow_private=settings.allow_private_destinations)
+    except DestinationError as error:
+        started = datetime.now(UTC)
+        result = AttemptResult(Outcome(error=f"DestinationRefused: {error}"), started, 0, None)
+        return record_with_retries(claimed, result, settings)
+    headers = webhook_headers(claimed.secret, claimed.message_id, int(time.time()), body)
+    try:
+        with self.guard(f"webhook:{destination.host}", defer=False) as call:
+            result = post(http_client(), claimed.url, destination, headers, body, settings.delivery_timeout_seconds,
+                          settings.delivery_connect_timeout_seconds)
+            status = result.outcome.status_code
+            call.record(failed=status is None or status >= 500 or status == 429)
+    except GuardRefused as refused:
+        # Not an attempt: the receiver was spared. Come back when the guard says.
+        execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)})
+        log_event(log, "delivery.deferred", message_id=message_id, service=refused.service,
+                  retry_in=refused.retry_in, reason=refused.reason)
+        return "deferred"
+    state = record_with_retries(claimed, result, settings)
+    if state is not None:
+        record_delivery(ATTEMPT_OUTCOMES.get(state, state), result.duration_ms / 1000, f"webhook:{destination.host}")
+    return state
