@@ -1,4 +1,4 @@
-"""Alarm hysteresis: when a watchdog's check result opens or clears an alarm.
+"""Level 3, alarm hysteresis: when a watchdog's check result opens or clears an alarm.
 
 The rule, as a pure function of the previous state and one check result:
 
@@ -16,8 +16,10 @@ people on every other check.
 The direct path used by circuit breakers (:func:`decide_set`,
 :func:`decide_clear`) has no hysteresis of its own: the breaker already has it.
 
-:class:`common.alarms.store.AlarmStore` runs the same rule inside one Redis Lua
-script; its tests hold the script to this function.
+Its twin ``policy.lua`` (same folder, same stem) applies the same rule
+atomically in Redis for :class:`common.alarms.store.AlarmStore`;
+``tests/integration/test_alarm_store.py`` runs random sequences through both
+and demands they agree.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""Alarm state in Redis, shared by the whole fleet.
+"""Level 3: alarm state in Redis, shared by the whole fleet.
 
 Every transition is decided and written by one Lua script, so any number of
 watchdogs (two beats, many workers) checking the same dependency at once
 produce exactly one "set" and one "clear" per incident: Redis runs a script
 atomically, and only the caller whose script made the transition gets a
 :class:`Transition` back (and is the one that notifies people). The rule is
-:mod:`common.alarms.policy`'s, written once more in Lua.
+:mod:`common.alarms.policy`'s; its twin ``policy.lua`` applies it in Redis, and
+:class:`TransitionReply` decodes what the script answers.
 
 Key layout (``{ns}`` is ``JENGA_NAMESPACE``):
 
@@ -27,52 +28,14 @@ from typing import Any
 
 import redis
 
+from common.alarms.policy import Kind
 from common.redis.keys import RedisKeys
+from common.redis.scripts import read_lua
 
 SEVERITIES = ("critical", "warning", "info")
 
-# KEYS: active set, alarm hash, history stream
-# ARGV: mode (check|set|clear), id, ok (1|0), description, severity,
-#       details JSON, now, clear_after, history_max
-_TRANSITION_LUA = """
-local mode, id, ok = ARGV[1], ARGV[2], ARGV[3] == '1'
-local description, severity, details, now = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local clear_after, history_max = tonumber(ARGV[8]), ARGV[9]
-local is_open = redis.call('SISMEMBER', KEYS[1], id) == 1
-local kind = false
-if mode == 'check' then
-  if not is_open then
-    if not ok then kind = 'set' end
-  elseif ok then
-    if redis.call('HINCRBY', KEYS[2], 'passes', 1) >= clear_after then kind = 'clear' end
-  else
-    redis.call('HSET', KEYS[2], 'passes', 0)
-  end
-elseif mode == 'set' then
-  if not is_open then kind = 'set' end
-elseif mode == 'clear' then
-  if is_open then kind = 'clear' end
-end
-local set_at = now
-if kind == 'set' then
-  redis.call('SADD', KEYS[1], id)
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[2], 'id', id, 'description', description, 'severity', severity,
-             'set_at', now, 'passes', 0, 'details', details, 'last_check_at', now)
-elseif kind == 'clear' then
-  local stored = redis.call('HMGET', KEYS[2], 'description', 'severity', 'set_at')
-  description, severity, set_at = stored[1] or description, stored[2] or severity, stored[3] or now
-  redis.call('SREM', KEYS[1], id)
-  redis.call('DEL', KEYS[2])
-elseif is_open then
-  redis.call('HSET', KEYS[2], 'details', details, 'last_check_at', now)
-end
-if not kind then return false end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', history_max, '*', 'alarm_id', id, 'kind', kind,
-           'description', description, 'severity', severity, 'at', now, 'set_at', set_at,
-           'details', details)
-return {kind, description, severity, set_at}
-"""
+# policy.py's rule, applied atomically; KEYS, ARGV and the reply are described in the file.
+_TRANSITION_LUA = read_lua("common.alarms", "policy.lua")
 
 
 @dataclass(frozen=True)
@@ -106,6 +69,25 @@ def _loads(text: str | None) -> dict:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class TransitionReply:
+    """What ``policy.lua`` answers when its step opened or closed the alarm: the
+    stored description and severity (a clear reports the set's) and when it opened."""
+
+    kind: Kind
+    description: str
+    severity: str
+    set_at: float
+
+    @classmethod
+    def decode(cls, reply: Any) -> TransitionReply | None:
+        """None for the script's ``false`` (no transition)."""
+        if not reply:
+            return None
+        kind, description, severity, set_at = reply
+        return cls(kind, description, severity, float(set_at))
 
 
 class AlarmStore:
@@ -159,21 +141,22 @@ class AlarmStore:
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
         now = self.clock() if at is None else at
-        result = self._script(
+        reply = TransitionReply.decode(self._script(
             keys=[self.active_key, self.alarm_key(alarm_id), self.history_key],
             args=[mode, alarm_id, "1" if ok else "0", description, severity,
                   _details_json(details), repr(float(now)), self.clear_after, self.history_max],
-        )
-        if not result:
+        ))
+        if reply is None:
             return None
-        kind, stored_description, stored_severity, set_at = result
-        return Transition(alarm_id, kind, stored_description, stored_severity, float(now),
-                          dict(details or {}), float(set_at))
+        return Transition(alarm_id, reply.kind, reply.description, reply.severity, float(now),
+                          dict(details or {}), reply.set_at)
 
     def record_check(
-        self, alarm_id: str, ok: bool, description: str, severity: str = "critical", details: dict | None = None
+        self, alarm_id: str, ok: bool, description: str, severity: str = "critical",
+        details: dict | None = None,
     ) -> Transition | None:
-        """Record one watchdog check; returns the transition it caused, if any (hysteresis applies)."""
+        """Record one watchdog check; returns the transition it caused, if any
+        (hysteresis applies)."""
         return self._run("check", alarm_id, ok, description, severity, details)
 
     def set(
@@ -184,7 +167,8 @@ class AlarmStore:
         details: dict | None = None,
         at: float | None = None,
     ) -> Transition | None:
-        """Open the alarm unless it is open; ``at`` backdates it (reconciling a set made while Redis was down)."""
+        """Open the alarm unless it is open; ``at`` backdates it (reconciling a set
+        made while Redis was down)."""
         return self._run("set", alarm_id, False, description, severity, details, at)
 
     def clear(self, alarm_id: str, details: dict | None = None) -> Transition | None:

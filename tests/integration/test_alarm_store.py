@@ -1,5 +1,6 @@
-"""AlarmStore against the real Redis: the Lua script follows the pure policy,
-transitions are atomic across concurrent callers, history is bounded."""
+"""AlarmStore against the real Redis: the Lua script (common/alarms/policy.lua)
+follows the pure policy (policy.py), transitions are atomic across concurrent
+callers, history is bounded."""
 
 import threading
 import uuid
