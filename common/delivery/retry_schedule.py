@@ -13,37 +13,20 @@ message. Pure functions: no clock, no database, no HTTP.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from common.support.durations import parse_schedule
 from common.support.retry_after import retry_after_seconds
 
+__all__ = ["DEFAULT_SCHEDULE", "MAX_RETRY_AFTER_SECONDS", "Decision", "Outcome", "decide",
+           "jittered", "parse_retry_after", "parse_schedule"]
+
 DEFAULT_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # A Retry-After beyond this is treated as this: a receiver must not park a
 # message for weeks, and the schedule's own longest gap is 10 h.
 MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-
-def parse_schedule(text: str) -> tuple[float, ...]:
-    """Delays in seconds from ``"5s,5m,2h"``. Raises ``ValueError`` naming the bad part."""
-    delays = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        match = _PART.fullmatch(part)
-        if not match:
-            raise ValueError(f"bad delay {part!r}: use a number with ms, s, m, h or d, e.g. '5s,5m,30m'")
-        delays.append(float(match.group(1)) * UNITS[match.group(2)])
-    if not delays:
-        raise ValueError("the schedule is empty: give at least one delay, e.g. '5s'")
-    if len(delays) > 50:
-        raise ValueError("more than 50 retries: shorten the schedule")
-    return tuple(delays)
 
 
 def jittered(delay: float, jitter: float, rand: Callable[[float, float], float] = random.uniform) -> float:
