@@ -5,6 +5,7 @@ fallback when Redis is gone."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -140,6 +141,27 @@ def test_threads_in_two_processes_never_exceed_the_limit(redis_client, namespace
     assert peak[0] <= 4
     assert peak[0] == 4  # the limit was reached, so it was really shared and used
     assert refused[0] > 0
+
+
+def test_a_forked_child_starts_without_the_parents_slots(redis_client, namespace):
+    """The child neither hands out the parent's idle slots nor counts its busy ones."""
+    limit = make(redis_client, namespace, options=fixed(3), clock=time.time)
+    busy = limit.try_acquire()
+    limit.try_acquire().release(False, 0.01)  # one idle slot in the parent's allotment
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = limit.snapshot()["local"] == {"held": 0, "busy": 0}
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1" and status == 0
+    os.close(read)
+    assert limit.snapshot()["local"] == {"held": 2, "busy": 1}  # the parent keeps its own
+    busy.release(False, 0.01)
 
 
 def test_expired_leases_are_reclaimed(redis_client, namespace):

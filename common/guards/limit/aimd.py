@@ -1,4 +1,4 @@
-"""The AIMD concurrency-limit rule: additive increase, multiplicative decrease.
+"""Level 4: the AIMD concurrency-limit rule: additive increase, multiplicative decrease.
 
 A loss-based adaptive limit after Netflix ``concurrency-limits`` (``AIMDLimit``)
 and Regulator (``Regulator.Limit.AIMD``). Once per window the limit is updated
@@ -26,9 +26,9 @@ Options (``AIMDOptions``; from settings with :meth:`AIMDOptions.from_settings`):
 * ``latency_target`` (5.0 s) — an average latency above this counts as a drop;
 * ``window`` (1.0 s) — how long samples are collected before one update.
 
-The rule is a pure function of ``(limit, window, options)``; the fleet-wide
-shell in :mod:`common.guards.limit.shared` runs the very same arithmetic in Lua, and a
-test checks that the two agree on random windows.
+The rule is a pure function of ``(limit, window, options)``; its twin
+``aimd.lua`` runs the very same arithmetic atomically in Redis for the fleet-wide
+:mod:`common.guards.limit.shared`, and a test checks that the two agree on random windows.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
+
+__all__ = ["AIMDOptions", "Reason", "Window", "classify", "initial", "update"]
 
 Reason = Literal["drop", "latency", "load", "steady"]
 

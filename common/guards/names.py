@@ -1,0 +1,22 @@
+"""Level 4: the one rule for a service name, shared by its circuit breaker and its
+concurrency limit (``webhook:hooks.example.com``, ``notify:slack``).
+
+A name becomes part of Redis keys (``{ns}:breaker:{name}``, ``{ns}:limit:{name}``),
+so it has no whitespace and no braces (Redis Cluster reads ``{...}`` as a hash
+tag); anything else a host name can hold is fine: IPv6 literals, ports, ``%``
+zone ids, international names.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["SERVICE_NAME_RE", "SERVICE_NAME_RULE", "is_service_name"]
+
+SERVICE_NAME_RE = re.compile(r"[^\s{}]{1,200}")
+SERVICE_NAME_RULE = "use 1-200 characters, no spaces and no braces"
+
+
+def is_service_name(name: str) -> bool:
+    """Whether ``name`` may name a breaker or a limit."""
+    return SERVICE_NAME_RE.fullmatch(name) is not None
