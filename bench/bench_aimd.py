@@ -22,21 +22,16 @@ import http.client
 import multiprocessing as mp
 import os
 import statistics
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import redis
 
-import redis  # noqa: E402
-from overload_service import OverloadService  # noqa: E402
-
-from common.guards.limit.aimd import AIMDOptions  # noqa: E402
-from common.guards.limit.shared import SharedLimit, list_limits  # noqa: E402
+from bench.overload_service import OverloadService
+from common.guards.limit.aimd import AIMDOptions
+from common.guards.limit.shared import SharedLimit, list_limits
 
 SERVICE = "overload"
 

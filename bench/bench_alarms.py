@@ -20,18 +20,15 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import redis
 
-import redis  # noqa: E402
-
-from common.alarms.store import AlarmStore  # noqa: E402
-from common.config import load_settings  # noqa: E402
-from common.connections.database import make_engine  # noqa: E402
-from common.connections.probes import check_postgres  # noqa: E402
-from tests.support.fake_slack import FakeSlack  # noqa: E402
-from tests.support.servers import JengaProcess, PostgresServer, base_redis_url, jenga_env, wait_for  # noqa: E402
+from common.alarms.store import AlarmStore
+from common.config import load_settings
+from common.connections.database import make_engine
+from common.connections.probes import check_postgres
+from tests.support.fake_slack import FakeSlack
+from tests.support.servers import JengaProcess, PostgresServer, base_redis_url, jenga_env, wait_for
 
 
 def probe_detect(engine, timeout: float, want_ok: bool, started: float) -> float:

@@ -40,7 +40,6 @@ from pathlib import Path
 from celery import Celery, shared_task
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 # --- the bare baseline's worker app: one no-op task, Celery's defaults (no task events),
 # acks and prefetch as Jenga's, the broker keys of the run's JENGA_NAMESPACE ------------

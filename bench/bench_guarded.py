@@ -18,21 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import redis
+from celery import Celery
 
-import redis  # noqa: E402
-from celery import Celery  # noqa: E402
-
-from common.config import load_settings  # noqa: E402
-from tests.support.servers import JengaProcess, jenga_env, wait_for  # noqa: E402
-from worker.celeryconfig import celery_config  # noqa: E402
+from common.config import load_settings
+from tests.support.servers import JengaProcess, jenga_env, wait_for
+from worker.celeryconfig import celery_config
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -16,16 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.support.servers import (  # noqa: E402
+from tests.support.servers import (
     JengaProcess,
     PostgresServer,
     RedisServer,
