@@ -209,18 +209,22 @@ class PostgresServer:
 
 # --- shared servers ----------------------------------------------------------
 
-_embedded: list = []
+# Started at most once per test session, whoever asks first (every caller of
+# base_redis_url() must reach the same server, or tests that share Redis
+# state through several clients would each talk to a server of their own).
+_embedded: dict[str, RedisServer | PostgresServer] = {}
 
 
 def base_redis_url() -> str:
     url = os.environ.get("TEST_REDIS_URL")
     if url:
         return url
+    if "redis" in _embedded:
+        return _embedded["redis"].url
     if port_open("127.0.0.1", 6379):
         return "redis://127.0.0.1:6379/0"
-    server = RedisServer().start()
-    _embedded.append(server)
-    return server.url
+    _embedded["redis"] = RedisServer().start()
+    return _embedded["redis"].url
 
 
 def base_database_url() -> str:
@@ -228,17 +232,18 @@ def base_database_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return url
+    if "postgres" in _embedded:
+        return _embedded["postgres"].url
     if port_open("127.0.0.1", 5432):
         user = "root" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
         return f"postgresql://{user}@127.0.0.1:5432/postgres"
-    server = PostgresServer().start()
-    _embedded.append(server)
-    return server.url
+    _embedded["postgres"] = PostgresServer().start()
+    return _embedded["postgres"].url
 
 
 def stop_embedded() -> None:
     while _embedded:
-        _embedded.pop().close()
+        _embedded.popitem()[1].close()
 
 
 # --- Jenga processes ---------------------------------------------------------
