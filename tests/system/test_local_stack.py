@@ -16,11 +16,13 @@ from tests.support.servers import ROOT, free_port, jenga_env, port_open, wait_fo
 
 
 @pytest.mark.slow
-def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, namespace):
+def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, namespace, broker):
+    """On Redis (the embedded one is the broker too) and with ``BROKER_URL`` on
+    RabbitMQ (no embedded RabbitMQ: the user's broker is used as it is)."""
     api_port, flower_port = free_port(), free_port()
     env = jenga_env(JENGA_DATA_DIR=str(tmp_path), PORT=str(api_port), FLOWER_PORT=str(flower_port),
                     JENGA_NAMESPACE=namespace, FLOWER_BASIC_AUTH="admin:local-flower-pw",
-                    HEARTBEAT_DIR=str(tmp_path / "heartbeat"))
+                    HEARTBEAT_DIR=str(tmp_path / "heartbeat"), **broker.env({}))
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
     log_path = tmp_path / "run.log"
     proc = subprocess.Popen([sys.executable, "-m", "common.ops.cli", "run"], cwd=ROOT, env=env,
@@ -36,6 +38,8 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
         output = log_path.read_text()
         redis_port = int(re.search(r"embedded Redis at redis://127.0.0.1:(\d+)", output).group(1))
         assert "embedded PostgreSQL" in output
+        scheme = "amqp" if broker.url else "redis"
+        assert f"Connected to {scheme}://" in output, output[-2000:]  # the worker's broker
         # Operator commands from another shell find the stack through .jenga/local.env (secrets inside: 0600).
         local_env = tmp_path / "local.env"
         assert stat.S_IMODE(local_env.stat().st_mode) == 0o600
