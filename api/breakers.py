@@ -16,16 +16,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import require_admin
-from common.broker import send_notify_tasks
 from common.connections.probes import describe_error
-from common.guards.breaker.shared import (
-    BREAKER_NAME_RE,
-    BREAKER_NAME_RULE,
-    BreakerStore,
-    alarm_hook,
-    fleet_overview,
-    policy_from_settings,
-)
+from common.guards.force import InvalidBreakerName, UnknownBreaker, force_breaker
+from common.guards.overview import fleet_overview
 from common.support.logs import log_event
 
 router = APIRouter(tags=["breakers"])
@@ -60,18 +53,12 @@ def breakers(request: Request):
 def force(request: Request, action: Literal["open", "close", "reset"],
           name: str = Path(description="breaker (service) name")):
     """Force a breaker open (until closed), closed, or reset (closed, counts forgotten)."""
-    if not BREAKER_NAME_RE.fullmatch(name):
-        return JSONResponse({"error": f"invalid breaker name: {BREAKER_NAME_RULE}"}, status_code=422)
-    settings = request.app.state.settings
-    client = request.app.state.redis
-    store = BreakerStore(client, settings.jenga_namespace)
     try:
-        if action != "open" and name not in store.names():
-            return JSONResponse({"error": f"no breaker named {name!r}"}, status_code=404)
-        _, change = store.force(name, action, policy_from_settings(settings))
-        if change is not None:
-            alarm_hook(client, settings.jenga_namespace, lambda t: send_notify_tasks(settings, t))(name, change)
-        body = store.read(name)
+        body = force_breaker(request.app.state.redis, request.app.state.settings, name, action)
+    except InvalidBreakerName as error:
+        return JSONResponse({"error": str(error)}, status_code=422)
+    except UnknownBreaker as error:
+        return JSONResponse({"error": str(error)}, status_code=404)
     except redis.RedisError as error:
         return _unavailable(error)
     log_event(log, "breaker.forced", level=logging.WARNING, breaker=name, action=action)

@@ -86,14 +86,13 @@ def _read_alarms(client: redis.Redis, settings) -> list[dict]:
 
 
 def _read_breakers(client: redis.Redis, namespace: str) -> list[dict]:
-    from common.guards.breaker.shared import BreakerStore
+    from common.guards.overview import list_breakers
 
-    store = BreakerStore(client, namespace)
-    return [store.read(name) for name in store.names()]
+    return list_breakers(client, namespace)
 
 
 def _read_limits(client: redis.Redis, namespace: str) -> list[dict]:
-    from common.guards.limit.shared import list_limits
+    from common.guards.overview import list_limits
 
     return list_limits(client, namespace)
 

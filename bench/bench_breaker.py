@@ -34,7 +34,8 @@ import redis  # noqa: E402
 
 from common.config import load_settings, set_settings  # noqa: E402
 from common.guards.breaker import policy as bp  # noqa: E402
-from common.guards.breaker.shared import BreakerRegistry, SharedCircuitBreaker, set_default_registry  # noqa: E402
+from common.guards.breaker.compat import SharedCircuitBreaker  # noqa: E402
+from common.guards.breaker.registry import BreakerRegistry, set_default_registry  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

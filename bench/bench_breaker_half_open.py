@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis  # noqa: E402
 
 from common.guards.breaker import policy as bp  # noqa: E402
-from common.guards.breaker.shared import BreakerRegistry  # noqa: E402
+from common.guards.breaker.registry import BreakerRegistry  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 POLICY = bp.BreakerPolicy(failure_threshold=1, failure_rate=0, open_seconds=0.05, jitter=0, half_open_calls=1,

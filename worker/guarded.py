@@ -1,7 +1,7 @@
 """``GuardedTask``: Celery tasks that call a service we do not control.
 
 Before the call the task asks the service's fleet-wide circuit breaker
-(:mod:`common.guards.breaker.shared`) and takes a slot of its adaptive concurrency
+(:mod:`common.guards.breaker.registry`) and takes a slot of its adaptive concurrency
 limit (:mod:`common.guards.limit.shared`); after it, the outcome goes to both::
 
     @app.task(bind=True, base=GuardedTask, service="slack")   # the whole run is guarded
@@ -42,7 +42,7 @@ from celery import Task
 from celery.exceptions import Retry
 
 from common.config import get_settings
-from common.guards.breaker.shared import BreakerRegistry, default_registry
+from common.guards.breaker.registry import BreakerRegistry, default_registry
 from common.support.logs import log_event
 from common.support.per_process import PerProcess
 

@@ -107,24 +107,25 @@ def breakers(args: argparse.Namespace) -> int:
 
     import redis
 
-    from common.broker import send_notify_tasks
     from common.connections.probes import describe_error
-    from common.guards.breaker.shared import (
-        BREAKER_NAME_RE,
-        BREAKER_NAME_RULE,
-        BreakerStore,
-        alarm_hook,
-        fleet_overview,
-        policy_from_settings,
+    from common.guards.force import (
+        InvalidBreakerName,
+        UnknownBreaker,
+        check_breaker_name,
+        force_breaker,
     )
+    from common.guards.overview import fleet_overview
     from common.redis.client import redis_for
 
     if args.action and not args.name:
         print(f"jenga breakers {args.action} NAME: say which breaker (see `jenga breakers`)", file=sys.stderr)
         return 2
-    if args.action and not BREAKER_NAME_RE.fullmatch(args.name):
-        print(f"invalid breaker name {args.name!r}: {BREAKER_NAME_RULE}", file=sys.stderr)
-        return 2
+    if args.action:
+        try:  # before the settings: a bad name is a usage error, whatever the configuration
+            check_breaker_name(args.name)
+        except InvalidBreakerName as error:
+            print(error, file=sys.stderr)
+            return 2
     try:
         settings = load_settings(wait_seconds=0)
     except ConfigError as error:
@@ -133,15 +134,12 @@ def breakers(args: argparse.Namespace) -> int:
     client = redis_for(settings)
     try:
         if args.action:
-            store = BreakerStore(client, settings.jenga_namespace)
-            if args.action != "open" and args.name not in store.names():
-                # As the API's 404: closing a misspelt name would create a breaker that nothing uses.
-                print(f"no breaker named {args.name!r} (see `jenga breakers`)", file=sys.stderr)
+            try:
+                view = force_breaker(client, settings, args.name, args.action)
+            except UnknownBreaker as error:  # as the API's 404
+                print(f"{error} (see `jenga breakers`)", file=sys.stderr)
                 return 1
-            _, change = store.force(args.name, args.action, policy_from_settings(settings))
-            if change is not None:  # the same alarm and notifications as a breaker opening by itself
-                alarm_hook(client, settings.jenga_namespace, lambda t: send_notify_tasks(settings, t))(args.name, change)
-            print(f"breaker {args.name}: {store.read(args.name)['state']}")
+            print(f"breaker {args.name}: {view['state']}")
             return 0
         view = fleet_overview(client, settings.jenga_namespace)
     except redis.RedisError as error:

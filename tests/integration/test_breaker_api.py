@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from common.config import load_settings
 from common.guards.breaker import policy as bp
-from common.guards.breaker.shared import BreakerRegistry
+from common.guards.breaker.registry import BreakerRegistry
 
 
 def test_lists_a_tripped_breaker_with_its_counts(settings, redis_client, namespace):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from common.guards.breaker.shared import BreakerStore
+from common.guards.breaker.store import BreakerStore
 from common.ops.cli import main
 
 

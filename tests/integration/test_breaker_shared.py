@@ -19,13 +19,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from common.guards.breaker import policy as bp
-from common.guards.breaker.shared import (
-    BreakerRegistry,
-    BreakerStore,
-    SharedCircuitBreaker,
-    SharedCircuitBreakerError,
-    _state_from_reply,
-)
+from common.guards.breaker.compat import SharedCircuitBreaker, SharedCircuitBreakerError
+from common.guards.breaker.registry import BreakerRegistry
+from common.guards.breaker.store import BreakerStore
 from tests.support.servers import wait_for
 
 POLICY = bp.BreakerPolicy(failure_threshold=4, failure_rate=0.6, min_calls=6, window_seconds=10, slow_call_rate=0.7,
@@ -50,7 +46,7 @@ def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
 
         def step(self, op, u=0.0, arg="", batch=(0, 0, 0, 0)):
             reply = self.store.step(self.name, POLICY, op, self.now, u, arg, batch)
-            self.lua = _state_from_reply(reply)
+            self.lua = reply.state
             return reply
 
         @rule(dt=st.sampled_from([0.05, 0.4, 1.1, 2.5, 6.0]))
@@ -65,15 +61,15 @@ def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
                 batch = batch.plus(failed, slow)
             self.pure, change = bp.record(POLICY, self.pure, batch, self.now, u)
             reply = self.step("record", u, "", (batch.calls, batch.failures, batch.slow, batch.trailing_failures))
-            assert (reply[6] == "1") == (change is not None)
+            assert (reply.change is not None) == (change is not None)
 
         @rule()
         def admit(self):
             lease = uuid.uuid4().hex
             self.pure, admission = bp.admit(POLICY, self.pure, self.now, lease)
             reply = self.step("admit", 0.0, lease)
-            assert (reply[9] == "1") == admission.allowed
-            assert float(reply[11]) == pytest.approx(admission.retry_in)
+            assert reply.allowed == admission.allowed
+            assert reply.retry_in == pytest.approx(admission.retry_in)
             if admission.probe:
                 self.leases.append(lease)
 
@@ -85,13 +81,13 @@ def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
             self.leases.remove(lease)
             self.pure, change = bp.record_probe(POLICY, self.pure, lease, failed, self.now, u)
             reply = self.step("probe", u, lease, (1, int(failed), 0, int(failed)))
-            assert (reply[6] == "1") == (change is not None)
+            assert (reply.change is not None) == (change is not None)
 
         @rule(action=st.sampled_from(["open", "close", "reset"]))
         def force(self, action):
             self.pure, change = bp.force(POLICY, self.pure, action, self.now)
             reply = self.step("force", 0.0, action)
-            assert (reply[6] == "1") == (change is not None)
+            assert (reply.change is not None) == (change is not None)
 
         @invariant()
         def agree(self):
@@ -292,3 +288,4 @@ def test_successful_probes_count_towards_k(redis_client, namespace):
     assert not breaker.admit().allowed  # one success + one in flight = K
     breaker.record(False, admission=second)
     assert breaker.state == "closed" and breaker.admit().allowed
+

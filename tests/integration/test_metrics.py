@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from common.alarms.store import AlarmStore
-from common.guards.breaker.shared import BreakerStore, policy_from_settings
+from common.guards.breaker.registry import policy_from_settings
+from common.guards.breaker.store import BreakerStore
 from common.guards.limit.aimd import AIMDOptions
 from common.guards.limit.shared import SharedLimit
 from common.health.fleet_metrics import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from circuitbreaker import circuit
 
-from common.guards.breaker.shared import SharedCircuitBreaker, SharedCircuitBreakerError
+from common.guards.breaker.compat import SharedCircuitBreaker, SharedCircuitBreakerError
 from worker.app import app
 
 

@@ -169,7 +169,8 @@ def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_cl
 
     from common.alarms.store import Transition
     from common.broker import send_notify_tasks
-    from common.guards.breaker.shared import BreakerStore, policy_from_settings
+    from common.guards.breaker.registry import policy_from_settings
+    from common.guards.breaker.store import BreakerStore
 
     env = {**broker_env, "SLACK_WEBHOOK_URL": slack.url, "HEARTBEAT_DIR": str(tmp_path)}
     settings = load_settings(env, wait_seconds=0)

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from celery import Celery
 
-from common.guards.breaker.shared import BreakerStore, policy_from_settings
+from common.guards.breaker.registry import policy_from_settings
+from common.guards.breaker.store import BreakerStore
 from tests.support.servers import JengaProcess, free_port, jenga_env, wait_for
 
 pytestmark = pytest.mark.slow

@@ -15,12 +15,12 @@ from celery import Celery
 
 from common.config import load_settings, set_settings
 from common.guards.breaker import policy as bp
-from common.guards.breaker.shared import (
+from common.guards.breaker.registry import (
     BreakerRegistry,
-    BreakerStore,
     policy_from_settings,
     set_default_registry,
 )
+from common.guards.breaker.store import BreakerStore
 from tests.support.servers import JengaProcess, jenga_env, wait_for
 from worker import guarded
 from worker.celeryconfig import celery_config

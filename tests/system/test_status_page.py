@@ -14,7 +14,8 @@ from api.metrics import FleetView
 from api.status import AMBER, GREEN, RED, levels, sparkline
 from common.alarms.store import AlarmStore
 from common.connections.dependency import DependencyState
-from common.guards.breaker.shared import BreakerStore, policy_from_settings
+from common.guards.breaker.registry import policy_from_settings
+from common.guards.breaker.store import BreakerStore
 from common.guards.limit.aimd import AIMDOptions
 from common.guards.limit.shared import SharedLimit
 from common.health.fleet_metrics import FleetMetrics

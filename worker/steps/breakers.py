@@ -8,7 +8,7 @@ import os
 from celery import bootsteps
 
 from common.config import get_settings
-from common.guards.breaker.shared import set_alarm_notifier, set_fallback_listener
+from common.guards.breaker.registry import set_alarm_notifier, set_fallback_listener
 from common.health.heartbeat import (
     breakers_summary,
     clear_breaker_fallback,

@@ -1,8 +1,9 @@
-"""The circuit breaker's decisions, as pure functions of (policy, state, now).
+"""Level 4: the circuit breaker's decisions, as pure functions of (policy, state, now).
 
-No clock, no Redis, no threads: :mod:`common.guards.breaker.shared` runs the same
-rules in a Lua script (for the fleet) and through these functions (for the
-per-process fallback), and the tests check both against a small model.
+No clock, no Redis, no threads: the same rules run in ``policy.lua`` (for the
+fleet, through :mod:`common.guards.breaker.store`) and through these functions
+(for a registry's per-process fallback), and the tests check both against a
+small model.
 
 States: ``closed`` (calls pass, outcomes are counted), ``open`` (calls are
 refused until ``open_until``), ``half_open`` (the open time is over; exactly
@@ -31,6 +32,12 @@ from dataclasses import dataclass, replace
 
 from common.support.backoff import backoff_ceiling
 
+__all__ = [
+    "ADMITTED", "CLOSED", "HALF_OPEN", "OPEN", "Admission", "BreakerPolicy", "BreakerState",
+    "Change", "Outcomes", "admit", "force", "open_duration", "record", "record_probe", "settle",
+    "trip_reason",
+]
+
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
@@ -52,7 +59,8 @@ class BreakerPolicy:
     def __post_init__(self) -> None:
         if self.half_open_calls < 1 or self.buckets < 1 or self.min_calls < 1:
             raise ValueError("half_open_calls, buckets and min_calls must be >= 1")
-        if not (0 <= self.jitter < 1) or self.open_seconds <= 0 or self.open_max_seconds < self.open_seconds:
+        if (not (0 <= self.jitter < 1) or self.open_seconds <= 0
+                or self.open_max_seconds < self.open_seconds):
             raise ValueError("need 0 <= jitter < 1 and 0 < open_seconds <= open_max_seconds")
 
     @property
@@ -117,7 +125,8 @@ class Change:
 
 def open_duration(policy: BreakerPolicy, trips: int, u: float) -> float:
     """Open time after trip number ``trips`` (1-based); ``u`` is uniform in [0, 1)."""
-    return backoff_ceiling(trips - 1, policy.open_seconds, policy.open_max_seconds) * (1 - policy.jitter * u)
+    ceiling = backoff_ceiling(trips - 1, policy.open_seconds, policy.open_max_seconds)
+    return ceiling * (1 - policy.jitter * u)
 
 
 def settle(policy: BreakerPolicy, s: BreakerState, now: float) -> BreakerState:
@@ -129,7 +138,8 @@ def settle(policy: BreakerPolicy, s: BreakerState, now: float) -> BreakerState:
     return s
 
 
-def admit(policy: BreakerPolicy, s: BreakerState, now: float, lease_id: str) -> tuple[BreakerState, Admission]:
+def admit(policy: BreakerPolicy, s: BreakerState, now: float,
+          lease_id: str) -> tuple[BreakerState, Admission]:
     """May a call go through now? A half-open admission takes lease ``lease_id``."""
     s = settle(policy, s, now)
     if s.state == CLOSED:
@@ -144,7 +154,8 @@ def admit(policy: BreakerPolicy, s: BreakerState, now: float, lease_id: str) -> 
     return s, Admission(False, retry_in=min(policy.open_seconds, soonest - now))
 
 
-def trip_reason(policy: BreakerPolicy, consecutive: int, calls: int, failures: int, slow: int) -> str:
+def trip_reason(policy: BreakerPolicy, consecutive: int, calls: int, failures: int,
+                slow: int) -> str:
     if policy.failure_threshold and consecutive >= policy.failure_threshold:
         return f"{consecutive} consecutive failures"
     if calls >= policy.min_calls:
@@ -155,7 +166,8 @@ def trip_reason(policy: BreakerPolicy, consecutive: int, calls: int, failures: i
     return ""
 
 
-def _trip(policy: BreakerPolicy, s: BreakerState, now: float, u: float, reason: str) -> tuple[BreakerState, Change]:
+def _trip(policy: BreakerPolicy, s: BreakerState, now: float, u: float,
+          reason: str) -> tuple[BreakerState, Change]:
     trips = s.trips + 1
     opened = BreakerState(
         state=OPEN, open_until=now + open_duration(policy, trips, u), trips=trips,
@@ -164,7 +176,8 @@ def _trip(policy: BreakerPolicy, s: BreakerState, now: float, u: float, reason: 
     return opened, Change(s.state, OPEN, reason)
 
 
-def record(policy: BreakerPolicy, s: BreakerState, batch: Outcomes, now: float, u: float) -> tuple[BreakerState, Change | None]:
+def record(policy: BreakerPolicy, s: BreakerState, batch: Outcomes, now: float,
+           u: float) -> tuple[BreakerState, Change | None]:
     """Count a batch of outcomes of ordinary (non-probe) calls; trip if a rule fires.
 
     Outcomes reaching a breaker that is no longer closed are dropped: they are
@@ -190,7 +203,8 @@ def record(policy: BreakerPolicy, s: BreakerState, batch: Outcomes, now: float, 
     return replace(s, window=packed, consecutive=consecutive), None
 
 
-def record_probe(policy: BreakerPolicy, s: BreakerState, lease_id: str, failed: bool, now: float, u: float) -> tuple[BreakerState, Change | None]:
+def record_probe(policy: BreakerPolicy, s: BreakerState, lease_id: str, failed: bool, now: float,
+                 u: float) -> tuple[BreakerState, Change | None]:
     """The result of a half-open trial call. Results of expired leases are ignored."""
     s = settle(policy, s, now)
     if s.state != HALF_OPEN or lease_id not in (lid for lid, _ in s.leases):
@@ -200,15 +214,19 @@ def record_probe(policy: BreakerPolicy, s: BreakerState, lease_id: str, failed: 
         return _trip(policy, s, now, u, "trial call failed")
     s = replace(s, probe_successes=s.probe_successes + 1)
     if s.probe_successes >= policy.half_open_calls:
-        return BreakerState(total_trips=s.total_trips, reason="trial calls succeeded"), Change(HALF_OPEN, CLOSED, "trial calls succeeded")
+        closed = BreakerState(total_trips=s.total_trips, reason="trial calls succeeded")
+        return closed, Change(HALF_OPEN, CLOSED, "trial calls succeeded")
     return s, None
 
 
-def force(policy: BreakerPolicy, s: BreakerState, action: str, now: float) -> tuple[BreakerState, Change | None]:
-    """An operator's ``open`` (until closed), ``close`` or ``reset`` (close and forget the counts)."""
+def force(policy: BreakerPolicy, s: BreakerState, action: str,
+          now: float) -> tuple[BreakerState, Change | None]:
+    """An operator's ``open`` (until closed), ``close`` or ``reset`` (close and forget
+    the counts)."""
     s = settle(policy, s, now)
     if action == "open":
-        new = BreakerState(state=OPEN, trips=s.trips, total_trips=s.total_trips, forced=True, reason="forced open")
+        new = BreakerState(state=OPEN, trips=s.trips, total_trips=s.total_trips, forced=True,
+                           reason="forced open")
     elif action == "close":
         new = BreakerState(total_trips=s.total_trips, reason="forced closed")
     elif action == "reset":

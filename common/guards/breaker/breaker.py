@@ -1,0 +1,207 @@
+"""Level 4: one external service's circuit breaker, as seen by one process.
+
+Hot path: ``admit()`` on a closed breaker reads a cached state and makes no
+Redis round trip; ``record()`` appends to an in-process buffer that the
+registry flushes in batches. Only calls that need the fleet's consent (half-open
+trial calls, the first call after the open time) run a Lua step. While Redis is
+unreachable the same rules run on a per-process copy of the last known state.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+import redis
+
+from common.guards.breaker import policy as bp
+from common.guards.breaker.store import BreakerStore, StepReply
+
+__all__ = ["BreakerHost", "SharedBreaker"]
+
+
+class BreakerHost(Protocol):
+    """What a breaker needs from the registry that holds it."""
+
+    store: BreakerStore
+    fallback: bool  # True while Redis is unreachable: breakers run per process
+    refusal_hold: float
+    clock: Callable[[], float]
+    rand: Callable[[], float]
+
+    def wake(self) -> None: ...
+
+    def enter_fallback(self, error: BaseException) -> None: ...
+
+    def transitioned(self, name: str, change: bp.Change, state: bp.BreakerState,
+                     local_only: bool = False) -> None: ...
+
+
+class SharedBreaker:
+    """One external service's breaker, as seen by this process."""
+
+    def __init__(self, registry: BreakerHost, name: str, policy: bp.BreakerPolicy):
+        self.registry = registry
+        self.name = name
+        self.policy = policy
+        # Cached shared state: replaced whole (one attribute store), so the hot
+        # path reads a consistent triple without a lock.
+        self._cached: tuple[str, float, bool] = (bp.CLOSED, 0.0, False)
+        self._known = bp.BreakerState()
+        self._local: bp.BreakerState | None = None  # per-process state while Redis is unreachable
+        # (until, retry_at): after Redis said "every trial slot is taken", refuse locally until
+        # ``until`` instead of a round trip per refused call (see BreakerRegistry.refusal_hold).
+        self._hold: tuple[float, float] = (0.0, 0.0)
+        self._lock = threading.Lock()
+        self._pending = bp.Outcomes()
+        self.last_failure: BaseException | None = None
+
+    # --- hot path -----------------------------------------------------------
+    def admit(self) -> bp.Admission:
+        """May a call go out now? Refusals carry ``retry_in``; a half-open
+        admission carries a ``probe`` lease to pass back to :meth:`record`."""
+        state, open_until, forced = self._cached
+        if state == bp.CLOSED and not self.registry.fallback:
+            return bp.ADMITTED
+        return self._admit_slow(state, open_until, forced)
+
+    def record(self, failed: bool, latency: float | None = None,
+               admission: bp.Admission = bp.ADMITTED) -> None:
+        """The outcome of an admitted call; ``latency`` (s) marks it slow past
+        ``slow_call_seconds``."""
+        slow = latency is not None and latency >= self.policy.slow_call_seconds
+        if admission.probe is not None:
+            self._record_probe(admission.probe, failed or slow)
+            return
+        if self.registry.fallback:
+            self.record_locally(bp.Outcomes().plus(failed, slow))
+            return
+        with self._lock:
+            self._pending = self._pending.plus(failed, slow)
+        if failed:
+            self.registry.wake()
+
+    # --- slow path ------------------------------------------------------------
+    def _admit_slow(self, state: str, open_until: float, forced: bool) -> bp.Admission:
+        now = self.registry.clock()
+        if self.registry.fallback:
+            return self._admit_local(now)
+        if state == bp.OPEN and (forced or now < open_until):
+            # Still open by the cached state: refuse without asking Redis.
+            return bp.Admission(False, retry_in=self.policy.open_seconds if forced
+                                else open_until - now)
+        until, retry_at = self._hold
+        if now < until:
+            return bp.Admission(False, retry_in=max(0.0, retry_at - now))
+        try:
+            reply = self.registry.store.step(self.name, self.policy, "admit", now,
+                                             arg=uuid.uuid4().hex)
+        except redis.RedisError as error:
+            self.registry.enter_fallback(error)
+            return self._admit_local(now)
+        self.apply_state(reply.state)
+        if reply.allowed:
+            return bp.Admission(True, probe=reply.probe)
+        retry_in = max(0.0, reply.retry_in)
+        if reply.state.state == bp.HALF_OPEN:
+            # Only an expiring lease (at retry_in at the earliest) or a published
+            # transition (which clears the hold) can free a slot: asking again at
+            # once would be a round trip per refused call.
+            self._hold = (now + min(self.registry.refusal_hold, retry_in), now + retry_in)
+        return bp.Admission(False, retry_in=retry_in)
+
+    def _record_probe(self, lease: str, failed: bool) -> None:
+        now = self.registry.clock()
+        if self.registry.fallback:
+            self._record_local_probe(lease, failed, now)
+            return
+        try:
+            reply = self.registry.store.step(self.name, self.policy, "probe", now,
+                                             self.registry.rand(), lease,
+                                             (1, int(failed), 0, int(failed)))
+        except redis.RedisError as error:
+            self.registry.enter_fallback(error)
+            self._record_local_probe(lease, failed, now)
+            return
+        self.handle_reply(reply)
+
+    # --- called by the registry ------------------------------------------------
+    def take_pending(self) -> bp.Outcomes:
+        """The outcomes buffered since the last flush (the buffer is emptied)."""
+        with self._lock:
+            pending, self._pending = self._pending, bp.Outcomes()
+        return pending
+
+    def handle_reply(self, reply: StepReply) -> None:
+        """Adopt what a Lua step answered; report its transition, made by this process."""
+        self.apply_state(reply.state)
+        if reply.change is not None:
+            self.registry.transitioned(self.name, reply.change, reply.state)
+
+    def apply_state(self, state: bp.BreakerState) -> None:
+        """Adopt the shared state (read from Redis or answered by a step)."""
+        self._known = state
+        self._cached = (state.state, state.open_until, state.forced)
+        self._hold = (0.0, 0.0)
+
+    def apply_event(self, state: str, open_until: float, forced: bool) -> None:
+        """Adopt a transition published by another process."""
+        self._known = replace(self._known, state=state, open_until=open_until, forced=forced)
+        self._cached = (state, open_until, forced)
+        self._hold = (0.0, 0.0)
+
+    # --- per-process fallback -------------------------------------------------
+    def start_local(self) -> None:
+        """Redis is lost: go on from the last known state, with no window or leases."""
+        with self._lock:
+            self._local = replace(self._known, window=(), leases=())
+
+    def _admit_local(self, now: float) -> bp.Admission:
+        with self._lock:
+            local = self._local if self._local is not None else self._known
+            self._local, admission = bp.admit(self.policy, local, now, uuid.uuid4().hex)
+        return admission
+
+    def record_locally(self, batch: bp.Outcomes) -> None:
+        """Count ``batch`` in the per-process state (Redis unreachable)."""
+        now = self.registry.clock()
+        with self._lock:
+            local = self._local if self._local is not None else self._known
+            self._local, change = bp.record(self.policy, local, batch, now, self.registry.rand())
+        if change:
+            self.registry.transitioned(self.name, change, self._local, local_only=True)
+
+    def _record_local_probe(self, lease: str, failed: bool, now: float) -> None:
+        with self._lock:
+            local = self._local if self._local is not None else self._known
+            self._local, change = bp.record_probe(self.policy, local, lease, failed, now,
+                                                  self.registry.rand())
+        if change:
+            self.registry.transitioned(self.name, change, self._local, local_only=True)
+
+    # --- reporting ------------------------------------------------------------
+    @property
+    def known(self) -> bp.BreakerState:
+        """The last shared state this process learnt (not the per-process fallback's)."""
+        return self._known
+
+    @property
+    def state(self) -> str:
+        """closed, open or half_open, as this process sees it now."""
+        known = self._local if self.registry.fallback and self._local is not None else self._known
+        return bp.settle(self.policy, known, self.registry.clock()).state
+
+    def snapshot(self) -> dict[str, Any]:
+        known = self._local if self.registry.fallback and self._local is not None else self._known
+        now = self.registry.clock()
+        settled = bp.settle(self.policy, known, now)
+        counting_down = settled.state == bp.OPEN and not settled.forced
+        return {
+            "name": self.name, "state": settled.state, "fallback": self.registry.fallback,
+            "forced": settled.forced, "trips": settled.trips,
+            "consecutive_failures": settled.consecutive,
+            "open_remaining_seconds": max(0.0, settled.open_until - now) if counting_down else None,
+        }

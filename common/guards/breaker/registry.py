@@ -1,0 +1,352 @@
+"""Level 4: this process's circuit breakers, their flush thread and their pub/sub
+listener; and the process's default registry, built from the settings.
+
+The rules are those of :mod:`common.guards.breaker.policy`, run atomically in
+Redis by ``policy.lua`` (:mod:`common.guards.breaker.store`), so when twenty
+workers see the same outage the breaker trips once and exactly
+``half_open_calls`` trial calls go out, fleet-wide. A background thread
+flushes the breakers' buffered outcomes in batches (at once when a failure
+arrives, else every ``flush_interval`` s); every process learns a transition
+through pub/sub, and re-reads all states every ``refresh_seconds`` as a safety
+net for a missed message. Redis down: every breaker runs per process from the
+last known state (``breaker.fallback``), never "closed"; back on the shared
+state when Redis answers. Transitions go to ``on_transition`` only in the
+process whose step made them, so alarms are set and cleared once per incident.
+
+The default registry (:func:`default_registry`) sets and clears alarm
+``breaker:<name>`` and hands the alarm's transition to the notifier the hosting
+process installed with :func:`set_alarm_notifier` (the worker does it at start,
+before its pool forks); its fallback changes go to the listener of
+:func:`set_fallback_listener`. Both are looked up when used, so whichever code
+builds the registry first (``GuardedTask`` or the ``SharedCircuitBreaker``
+drop-in) gets the same hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis
+
+from common.alarms.store import Transition
+from common.config import get_settings
+from common.connections.probes import describe_error
+from common.guards.breaker import policy as bp
+from common.guards.breaker.alarm import Notify, OnTransition, alarm_hook
+from common.guards.breaker.breaker import SharedBreaker
+from common.guards.breaker.store import BreakerStore
+from common.redis.client import redis_for
+from common.support.logs import log_event
+from common.support.per_process import PerProcess, ProcessSlot
+
+__all__ = [
+    "BreakerRegistry",
+    "FallbackListener",
+    "current_registry",
+    "default_registry",
+    "policy_from_settings",
+    "set_alarm_notifier",
+    "set_default_registry",
+    "set_fallback_listener",
+]
+
+log = logging.getLogger("jenga.breaker")
+
+
+class FallbackListener(Protocol):
+    """Told ``(fallback, error)`` when a registry enters or leaves per-process fallback."""
+
+    def __call__(self, fallback: bool, error: str | None) -> None: ...
+
+
+def policy_from_settings(settings: Any) -> bp.BreakerPolicy:
+    """The breaker policy the ``BREAKER_*`` settings describe."""
+    return bp.BreakerPolicy(
+        failure_threshold=settings.breaker_failure_threshold,
+        failure_rate=settings.breaker_failure_rate,
+        min_calls=settings.breaker_min_calls,
+        window_seconds=settings.breaker_window_seconds,
+        slow_call_seconds=settings.breaker_slow_call_seconds,
+        slow_call_rate=settings.breaker_slow_call_rate,
+        open_seconds=settings.breaker_open_seconds,
+        open_max_seconds=settings.breaker_open_max_seconds,
+        half_open_calls=settings.breaker_half_open_calls,
+        lease_seconds=settings.breaker_probe_lease_seconds,
+    )
+
+
+class BreakerRegistry:
+    """This process's breakers, their flush thread and their pub/sub listener.
+
+    ``policy`` is one :class:`~common.guards.breaker.policy.BreakerPolicy` for every
+    breaker or a function of the breaker's name. ``clock`` (wall-clock seconds,
+    shared by the fleet) and ``rand`` are injectable for tests. ``refusal_hold`` (s): once
+    Redis refused a half-open breaker's call because every trial slot is taken, the
+    process refuses locally for this long (or until a transition arrives) instead of
+    asking again on every call (at most about 100 round trips a second per process)."""
+
+    def __init__(self, client: redis.Redis, namespace: str,
+                 policy: bp.BreakerPolicy | Callable[[str], bp.BreakerPolicy] = bp.BreakerPolicy(),
+                 *, on_transition: OnTransition | None = None,
+                 on_fallback: FallbackListener | None = None,
+                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
+                 flush_interval: float = 0.05, refresh_seconds: float = 2.0,
+                 refusal_hold: float = 0.01):
+        self.client = client
+        self.namespace = namespace
+        self.store = BreakerStore(client, namespace)
+        self._policy = policy
+        self.on_transition = on_transition
+        self.on_fallback = on_fallback
+        self.clock = clock
+        self.rand = rand
+        self.flush_interval = flush_interval
+        self.refresh_seconds = refresh_seconds
+        self.refusal_hold = refusal_hold
+        self.fallback = False
+        self.fallback_error: str | None = None
+        self._breakers: dict[str, SharedBreaker] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def policy_for(self, name: str) -> bp.BreakerPolicy:
+        return self._policy if isinstance(self._policy, bp.BreakerPolicy) else self._policy(name)
+
+    def breaker(self, name: str, policy: bp.BreakerPolicy | None = None) -> SharedBreaker:
+        """The breaker of service ``name``, created (closed, refreshed later) on first use."""
+        found = self._breakers.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._breakers.get(name)
+            if found is None:
+                found = SharedBreaker(self, name, policy or self.policy_for(name))
+                # A process starting mid-incident must not take "never seen" for
+                # "closed": read the shared state once, on first use.
+                try:
+                    found.apply_state(self.store.read_state(name))
+                except redis.RedisError as error:
+                    self._breakers[name] = found
+                    self.enter_fallback(error)
+                    return found
+                self._breakers[name] = found
+            return found
+
+    def breakers(self) -> list[SharedBreaker]:
+        return list(self._breakers.values())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- background work ------------------------------------------------------
+    def start(self) -> BreakerRegistry:
+        for target, label in ((self._flush_loop, "flush"), (self._listen_loop, "listen")):
+            thread = threading.Thread(target=target, name=f"jenga-breaker-{label}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(5)
+        self._threads.clear()
+        self.flush()
+
+    def flush(self) -> None:
+        """Send every buffered outcome in one pipelined round trip; trip in Lua if a rule fires."""
+        batches = [(b, b.take_pending()) for b in self.breakers()]
+        batches = [(b, p) for b, p in batches if p.calls]
+        if not batches:
+            return
+        if self.fallback:
+            for breaker, pending in batches:
+                breaker.record_locally(pending)
+            return
+        try:
+            replies = self.store.record_many([(b.name, b.policy, p) for b, p in batches],
+                                             self.clock(), self.rand)
+        except redis.RedisError as error:
+            self.enter_fallback(error)
+            for breaker, pending in batches:
+                breaker.record_locally(pending)
+            return
+        for (breaker, _), reply in zip(batches, replies, strict=True):
+            breaker.handle_reply(reply)
+
+    def refresh(self) -> None:
+        """Re-read every breaker's shared state (the safety net for a missed pub/sub message)."""
+        breakers = self.breakers()
+        try:
+            states = self.store.read_states([b.name for b in breakers])
+            if not breakers:
+                self.client.ping()
+        except redis.RedisError as error:
+            self.enter_fallback(error)
+            return
+        for breaker, state in zip(breakers, states, strict=True):
+            breaker.apply_state(state)
+        if self.fallback:
+            self.fallback = False
+            self.fallback_error = None
+            log_event(log, "breaker.fallback_ended", namespace=self.namespace)
+            self._fallback_changed()
+
+    def enter_fallback(self, error: BaseException) -> None:
+        if self.fallback:
+            return
+        for breaker in self.breakers():
+            breaker.start_local()
+        self.fallback_error = describe_error(error)
+        self.fallback = True
+        log_event(log, "breaker.fallback", logging.WARNING, namespace=self.namespace,
+                  error=self.fallback_error,
+                  detail="Redis unreachable: breakers run per process until it answers again")
+        self._fallback_changed()
+
+    def _fallback_changed(self) -> None:
+        if self.on_fallback is None:
+            return
+        try:
+            self.on_fallback(self.fallback, self.fallback_error)
+        except Exception as error:  # reporting must never break the call path
+            log_event(log, "breaker.fallback_hook_failed", logging.ERROR,
+                      error=describe_error(error))
+
+    def transitioned(self, name: str, change: bp.Change, state: bp.BreakerState,
+                     local_only: bool = False) -> None:
+        event = "breaker.opened" if change.new == bp.OPEN else "breaker.closed"
+        fields: dict[str, Any] = {"breaker": name, "reason": change.reason, "previous": change.old}
+        if change.new == bp.OPEN and not state.forced:
+            fields["open_seconds"] = round(max(0.0, state.open_until - self.clock()), 3)
+        log_event(log, event, logging.WARNING if change.new == bp.OPEN else logging.INFO,
+                  scope="process" if local_only else "fleet", **fields)
+        if self.on_transition is not None and not local_only:
+            try:
+                self.on_transition(name, change)
+            except Exception as error:  # an alarm hook must never break the call path
+                log_event(log, "breaker.transition_hook_failed", logging.ERROR, breaker=name,
+                          error=describe_error(error))
+
+    def _flush_loop(self) -> None:
+        next_refresh = time.monotonic() + self.refresh_seconds
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+                if time.monotonic() >= next_refresh:
+                    next_refresh = time.monotonic() + self.refresh_seconds
+                    self.refresh()
+            except Exception as error:  # keep the thread alive whatever happens
+                log_event(log, "breaker.flush_failed", logging.ERROR, error=describe_error(error))
+
+    def _listen_loop(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.store.channel)
+                attempt = 0
+                # Catch up on what happened while we were not subscribed.
+                if self._breakers:
+                    self.refresh()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message and message.get("type") == "message":
+                        self._on_message(message["data"])
+            except (redis.RedisError, OSError) as error:
+                self.enter_fallback(error)
+                attempt += 1
+                pause = min(self.refresh_seconds, 0.1 * 2 ** min(attempt, 6))
+                self._stop.wait(pause * (0.5 + random.random() / 2))
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # closing a broken connection may fail too; nothing to do
+                    pass
+
+    def _on_message(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+            breaker = self._breakers.get(event["name"])
+            if breaker is not None:
+                breaker.apply_event(event["state"], float(event["open_until"]),
+                                    str(event["forced"]) in ("1", "1.0"))
+        except (ValueError, KeyError, TypeError) as error:
+            log_event(log, "breaker.bad_event", logging.WARNING, error=describe_error(error))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"fallback": self.fallback, "fallback_error": self.fallback_error,
+                "breakers": [b.snapshot() for b in self.breakers()]}
+
+
+# --- the process's default registry ---------------------------------------------
+
+# Installed by the hosting process (the worker, at start: worker/steps/breakers.py) and
+# looked up when used, so it does not matter which code builds the registry first
+# (a SharedCircuitBreaker or a GuardedTask): alarms always reach people.
+_alarm_notifier: ProcessSlot[Notify | None] = ProcessSlot(None)
+_fallback_listener: ProcessSlot[FallbackListener | None] = ProcessSlot(None)
+
+
+def set_alarm_notifier(notify: Notify | None) -> None:
+    """Who this process tells about a breaker alarm's set/clear (``None``: nobody;
+    the alarm is still set)."""
+    _alarm_notifier.set(notify)
+
+
+def set_fallback_listener(listener: FallbackListener | None) -> None:
+    """Told ``(fallback, error)`` when this process's default registry enters or
+    leaves per-process fallback."""
+    _fallback_listener.set(listener)
+
+
+def _notify_installed(transition: Transition) -> None:
+    notify = _alarm_notifier.get()
+    if notify is not None:
+        notify(transition)
+
+
+def _report_fallback(fallback: bool, error: str | None) -> None:
+    listener = _fallback_listener.get()
+    if listener is not None:
+        listener(fallback, error)
+
+
+def _registry_from_settings() -> BreakerRegistry:
+    settings = get_settings()
+    client = redis_for(settings)
+    return BreakerRegistry(client, settings.jenga_namespace, policy_from_settings(settings),
+                           on_transition=alarm_hook(client, settings.jenga_namespace,
+                                                    _notify_installed),
+                           on_fallback=_report_fallback).start()
+
+
+_default: PerProcess[BreakerRegistry] = PerProcess(_registry_from_settings)
+
+
+def default_registry() -> BreakerRegistry:
+    """This process's registry, built from the settings on first use (again after a fork:
+    threads do not survive one). Transitions set and clear alarm ``breaker:<name>`` and
+    go to the notifier installed with :func:`set_alarm_notifier`."""
+    return _default.get()
+
+
+def current_registry() -> BreakerRegistry | None:
+    """This process's registry if something has used a breaker here, without building one."""
+    return _default.peek()
+
+
+def set_default_registry(registry: BreakerRegistry | None) -> None:
+    """Install (or forget) this process's registry; for tests and embedders."""
+    _default.set(registry)
