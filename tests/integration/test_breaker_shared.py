@@ -8,6 +8,7 @@ through pub/sub, Redis loss falls back to per-process breakers, and the
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 import uuid
 
@@ -289,3 +290,48 @@ def test_successful_probes_count_towards_k(redis_client, namespace):
     breaker.record(False, admission=second)
     assert breaker.state == "closed" and breaker.admit().allowed
 
+
+def test_drop_in_with_blocks_in_threads_each_report_their_own_call(redis_client, namespace):
+    """Threads inside ``with breaker:`` at once each report their own trial-call lease."""
+    now = [1000.0]
+    registry = BreakerRegistry(redis_client, namespace,
+                               bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
+                                                half_open_calls=3),
+                               clock=lambda: now[0])
+
+    class Shared(SharedCircuitBreaker):
+        REGISTRY = registry
+
+    name = f"threads-{namespace}"
+
+    @circuit(cls=Shared, name=name)
+    def call():
+        return "ok"
+
+    breaker = CircuitBreakerMonitor.get(name)
+    try:
+        registry.breaker(name).record(True)
+        registry.flush()
+        now[0] += 1.5  # half-open: three trial calls may go out
+        inside = threading.Barrier(3)
+        errors = []
+
+        def trial_call():
+            try:
+                with breaker:
+                    inside.wait(5)  # all three hold a lease at once
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=trial_call) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert errors == []
+        # Three successful trial calls, each with its own lease: the breaker closes
+        # (sharing one lease, two would be lost and it would stay half-open).
+        assert registry.breaker(name).state == "closed"
+        assert call() == "ok"
+    finally:
+        CircuitBreakerMonitor.circuit_breakers.pop(name, None)

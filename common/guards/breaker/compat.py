@@ -2,7 +2,10 @@
 package whose state is the fleet-wide :class:`~common.guards.breaker.breaker.SharedBreaker`.
 
 ``@circuit(cls=SharedCircuitBreaker, name="slack")`` works as with the package.
-A decorated call keeps its own admission and start time in a call object.
+Each call keeps its own admission and start time: a decorated call in a call
+object, a ``with breaker:`` block in a context variable (per thread and per
+asyncio task, nested blocks innermost last), so threads entering the same
+breaker at once never report one another's trial-call lease or latency.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import functools
 import math
 import time
 from asyncio import iscoroutinefunction
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 from circuitbreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerMonitor
@@ -58,6 +62,9 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._overrides = {k: v for k, v in (("failure_threshold", failure_threshold),
                                              ("open_seconds", recovery_timeout)) if v is not None}
         self._shared: SharedBreaker | None = None
+        # The ``with breaker:`` blocks open in this context, innermost last.
+        self._open_calls: ContextVar[tuple[_Call, ...]] = ContextVar(
+            f"jenga-circuit-{id(self)}", default=())
 
     @property
     def shared(self) -> SharedBreaker:
@@ -97,10 +104,15 @@ class SharedCircuitBreaker(CircuitBreaker):
             return (fallback or func)(*args, **kwargs)
 
     def __enter__(self):
-        self._call = _Call(self._admit_or_raise(), time.perf_counter())
+        admission = self._admit_or_raise()
+        call = _Call(admission, time.perf_counter())
+        self._open_calls.set((*self._open_calls.get(), call))
 
     def __exit__(self, exc_type, exc_value, _traceback):
-        self._finish(self._call, exc_type, exc_value)
+        calls = self._open_calls.get()
+        if calls:
+            self._open_calls.set(calls[:-1])
+            self._finish(calls[-1], exc_type, exc_value)
         return False
 
     def _admit_or_raise(self) -> bp.Admission:
