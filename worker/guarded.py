@@ -11,7 +11,7 @@ limit (:mod:`common.guards.limit.shared`); after it, the outcome goes to both::
     def deliver(self, message_id):
         with self.guard(f"webhook:{host}", defer=False) as call:  # GuardRefused instead of a retry
             response = http.post(...)
-            call.record(failed=response.status_code >= 500 or response.status_code == 429)
+            call.record(failed=failed_status(response.status_code))  # common/guards/outcome.py
 
 Refused (breaker open, or no slot free), the task does not wait in a worker
 slot: it is sent again with a countdown (the breaker's remaining open time, or
@@ -26,7 +26,7 @@ names the breaker; after ``GUARD_MAX_DEFERRALS`` the task fails with
 Exceptions escaping the guarded block count as failures when they are
 instances of ``breaker_exceptions`` and not of ``breaker_ignore`` (class
 attributes); a result with ``status_code`` 5xx or 429 counts as a failure of a
-statically guarded task. ``call.record(...)`` overrides both.
+statically guarded task (:mod:`common.guards.outcome`). ``call.record(...)`` overrides both.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +44,8 @@ from celery.exceptions import Retry
 
 from common.config import get_settings
 from common.guards.breaker.registry import BreakerRegistry, default_registry
+from common.guards.limit.shared import SharedLimit
+from common.guards.outcome import result_failed
 from common.support.logs import log_event
 from common.support.per_process import PerProcess
 
@@ -98,17 +101,34 @@ class GuardedCall:
         self.recorded = True
 
 
-def result_failed(result: Any) -> bool:
-    """HTTP-like results (``status_code``) with 5xx or 429 are failures of the service."""
-    status = getattr(result, "status_code", None)
-    return isinstance(status, int) and (status >= 500 or status == 429)
-
-
 # --- this process's breakers and limits -------------------------------------------
 
-# service -> this process's SharedLimit handle (each owns a sync thread: never inherited across a fork)
-_limits: PerProcess[dict[str, Any]] = PerProcess(dict)
-_limits_lock = threading.Lock()
+class ServiceLimits:
+    """This process's handle on each service's shared limit, built on first use."""
+
+    def __init__(self) -> None:
+        self._limits: dict[str, SharedLimit] = {}
+        self._lock = threading.Lock()
+
+    def get(self, service: str, build: Callable[[str], SharedLimit]) -> SharedLimit:
+        found = self._limits.get(service)
+        if found is not None:
+            return found
+        with self._lock:
+            if service not in self._limits:
+                self._limits[service] = build(service)
+            return self._limits[service]
+
+    def close(self) -> None:
+        """Stop every handle's sync thread, give idle slots back, and forget them."""
+        with self._lock:
+            limits, self._limits = list(self._limits.values()), {}
+        for limit in limits:
+            limit.close()
+
+
+# Each handle owns a sync thread, which a fork does not copy: built again in a child.
+_limits: PerProcess[ServiceLimits] = PerProcess(ServiceLimits)
 
 
 def registry() -> BreakerRegistry:
@@ -117,20 +137,20 @@ def registry() -> BreakerRegistry:
     return default_registry()
 
 
-def limit_for(service: str) -> Any | None:
-    """This process's handle on the service's shared limit, or None without the limiter level."""
-    limits = _limits.get()
-    found = limits.get(service)
-    if found is not None:
-        return found
-    try:
-        from common.guards.limit.shared import SharedLimit
-    except ImportError:
-        return None
-    with _limits_lock:
-        if service not in limits:
-            limits[service] = SharedLimit.from_settings(registry().client, get_settings(), service)
-        return limits[service]
+def _limit_from_settings(service: str) -> SharedLimit:
+    return SharedLimit.from_settings(registry().client, get_settings(), service)
+
+
+def limit_for(service: str) -> SharedLimit:
+    """This process's handle on the service's shared limit (``LIMIT_*`` settings)."""
+    return _limits.get().get(service, _limit_from_settings)
+
+
+def close_limits() -> None:
+    """Stop this process's limit handles and give their idle slots back (tests, embedders)."""
+    limits = _limits.peek()
+    if limits is not None:
+        limits.close()
 
 
 class GuardedTask(Task):
@@ -170,11 +190,10 @@ class GuardedTask(Task):
         admission = breaker.admit()
         if not admission.allowed:
             self._refuse(service, admission.retry_in, "open", defer)
-        limit = limit_for(service)
-        lease = limit.try_acquire() if limit is not None else None
+        lease = limit_for(service).try_acquire()
         # A half-open trial call goes out even with the limit full: there are only
         # BREAKER_HALF_OPEN_CALLS of them, and refusing would strand the lease.
-        if limit is not None and lease is None and admission.probe is None:
+        if lease is None and admission.probe is None:
             self._refuse(service, LIMIT_RETRY_SECONDS, "limit", defer)
         call = GuardedCall()
         started = time.perf_counter()

@@ -137,9 +137,7 @@ def in_process(settings, redis_client):
     set_default_registry(registry)
     yield registry
     set_default_registry(None)
-    for limit in guarded._limits.get().values():
-        limit.close()
-    guarded._limits.get().clear()
+    guarded.close_limits()
     set_settings(None)
 
 
