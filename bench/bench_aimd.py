@@ -31,7 +31,8 @@ import redis
 
 from bench.overload_service import OverloadService
 from common.guards.limit.aimd import AIMDOptions
-from common.guards.limit.shared import SharedLimit, list_limits
+from common.guards.limit.shared import SharedLimit
+from common.guards.limit.store import list_limits
 
 SERVICE = "overload"
 

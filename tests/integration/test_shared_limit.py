@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.guards.limit.aimd import AIMDOptions, Window, update
-from common.guards.limit.shared import SharedLimit, list_limits
+from common.guards.limit.shared import SharedLimit
+from common.guards.limit.store import list_limits
 from common.redis.client import make_redis
 from common.redis.keys import RedisKeys
 from tests.support.servers import ROOT, wait_for

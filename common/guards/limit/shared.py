@@ -73,12 +73,12 @@ import redis
 from common.connections.probes import describe_error
 from common.guards.limit.aimd import AIMDOptions, initial
 from common.guards.limit.lease import Lease
-from common.guards.limit.store import LimitStore, list_limits
+from common.guards.limit.store import LimitStore
 from common.guards.names import SERVICE_NAME_RULE, is_service_name
 from common.support.backoff import full_jitter_backoff
 from common.support.logs import log_event
 
-__all__ = ["Lease", "SharedLimit", "list_limits"]
+__all__ = ["SharedLimit"]
 
 log = logging.getLogger("jenga.limit")
 
