@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from common.connections.probes import describe_error
 from common.health.fleet_metrics import FleetCollector, FleetMetrics
 from common.redis.client import make_redis
+from common.redis.keys import RedisKeys
 from common.support.logs import log_event
 
 router = APIRouter(tags=["operations"])
@@ -42,8 +43,6 @@ log = logging.getLogger("jenga.api")
 DEPENDENCY_STATES = ("connecting", "up", "down")
 BREAKER_STATES = ("closed", "open", "half_open")
 QUEUE_ROLES = ("default", "deliveries", "alarms")  # as worker.celeryconfig.queue_names names them
-# kombu's Redis transport keeps priorities 3, 6 and 9 in lists named queue + "\x06\x16" + priority.
-KOMBU_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 REDIS_DOWN = "Redis is unreachable"
 
 
@@ -68,14 +67,14 @@ def queue_names(namespace: str) -> list[str]:
 
 def queue_depths(client: redis.Redis, namespace: str) -> dict[str, int]:
     """Messages waiting in each Jenga queue of a Redis broker (all priority lists)."""
-    names = queue_names(namespace)
+    keys = RedisKeys(namespace)
+    lists = {queue: keys.broker_queue_lists(queue) for queue in queue_names(namespace)}
     pipe = client.pipeline(transaction=False)
-    for queue in names:
-        for suffix in KOMBU_PRIORITY_SUFFIXES:
-            pipe.llen(f"{namespace}:broker:{queue}{suffix}")  # worker.celeryconfig's global_keyprefix
-    sizes = pipe.execute()
-    step = len(KOMBU_PRIORITY_SUFFIXES)
-    return {queue: sum(sizes[i * step:(i + 1) * step]) for i, queue in enumerate(names)}
+    for queue_lists in lists.values():
+        for key in queue_lists:
+            pipe.llen(key)
+    sizes = iter(pipe.execute())
+    return {queue: sum(next(sizes) for _ in queue_lists) for queue, queue_lists in lists.items()}
 
 
 def _read_alarms(client: redis.Redis, settings) -> list[dict]:
@@ -99,7 +98,8 @@ def _read_limits(client: redis.Redis, namespace: str) -> list[dict]:
 
 def _read_workers(client: redis.Redis, namespace: str) -> list[dict]:
     """Heartbeats of the workers of ``namespace`` (keys expire when a worker stops beating)."""
-    keys = sorted(client.scan_iter(match=f"{namespace}:worker:*:heartbeat", count=1000))
+    pattern = RedisKeys(namespace).worker_heartbeat_pattern()
+    keys = sorted(client.scan_iter(match=pattern, count=1000))
     payloads = client.mget(keys) if keys else []
     workers = []
     for raw in payloads:

@@ -16,6 +16,7 @@ from typing import Any
 from common.alarms.notifiers import notifier_urls
 from common.config import Settings
 from common.connections.probes import describe_error
+from common.redis.keys import RedisKeys
 from common.support.logs import log_event
 
 log = logging.getLogger("jenga.alarms")
@@ -37,8 +38,9 @@ def send_notify_tasks(settings: Settings, transition: Any) -> int:
     sender.conf.broker_connection_timeout = timeout
     if settings.effective_broker_url.startswith(("redis", "rediss")):
         # The worker's queues live under this prefix (worker/celeryconfig.py).
-        sender.conf.broker_transport_options = {"global_keyprefix": f"{settings.jenga_namespace}:broker:",
-                                                "socket_timeout": timeout, "socket_connect_timeout": timeout}
+        sender.conf.broker_transport_options = {
+            "global_keyprefix": RedisKeys(settings.jenga_namespace).broker_prefix(),
+            "socket_timeout": timeout, "socket_connect_timeout": timeout}
     sent = 0
     try:
         for notifier in notifiers:

@@ -10,6 +10,7 @@ import tempfile
 from typing import Any
 
 from common.config import Settings
+from common.redis.keys import RedisKeys
 from worker.schedule import beat_schedule
 
 
@@ -30,7 +31,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": 3600,
     }
     if broker_url.startswith(("redis", "rediss")):
-        transport_options["global_keyprefix"] = f"{settings.jenga_namespace}:broker:"
+        transport_options["global_keyprefix"] = RedisKeys(settings.jenga_namespace).broker_prefix()
         # Without socket timeouts a Redis that accepts connections but never
         # answers (frozen, half-open TCP) blocks a publish, or the consumer,
         # forever. Reads must outlast the consumer's 1 s BRPOP.

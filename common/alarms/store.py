@@ -8,14 +8,8 @@ atomically, and only the caller whose script made the transition gets a
 :mod:`common.alarms.policy`'s; its twin ``policy.lua`` applies it in Redis, and
 :class:`TransitionReply` decodes what the script answers.
 
-Key layout (``{ns}`` is ``JENGA_NAMESPACE``):
-
-* ``{ns}:alarms:active`` - set of the ids of open alarms
-* ``{ns}:alarm:{id}`` - hash of one open alarm: ``id``, ``description``,
-  ``severity``, ``set_at``, ``passes`` (consecutive passing checks),
-  ``details`` (JSON of the last check result), ``last_check_at``
-* ``{ns}:alarms:history`` - stream of set/clear events, trimmed to about
-  ``history_max`` entries (``XADD MAXLEN ~``)
+Keys: ``RedisKeys.alarms_active``, ``alarm`` and ``alarms_history``
+(:mod:`common.redis.keys`; the README's "Redis key layout" says what each holds).
 """
 
 from __future__ import annotations
@@ -115,17 +109,6 @@ class AlarmStore:
         self.clock = clock
         self._script = redis_client.register_script(_TRANSITION_LUA)
 
-    @property
-    def active_key(self) -> str:
-        return self.keys.key("alarms", "active")
-
-    @property
-    def history_key(self) -> str:
-        return self.keys.key("alarms", "history")
-
-    def alarm_key(self, alarm_id: str) -> str:
-        return self.keys.key("alarm", alarm_id)
-
     def _run(
         self,
         mode: str,
@@ -142,7 +125,8 @@ class AlarmStore:
             raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
         now = self.clock() if at is None else at
         reply = TransitionReply.decode(self._script(
-            keys=[self.active_key, self.alarm_key(alarm_id), self.history_key],
+            keys=[self.keys.alarms_active(), self.keys.alarm(alarm_id),
+                  self.keys.alarms_history()],
             args=[mode, alarm_id, "1" if ok else "0", description, severity,
                   _details_json(details), repr(float(now)), self.clear_after, self.history_max],
         ))
@@ -176,14 +160,14 @@ class AlarmStore:
         return self._run("clear", alarm_id, True, "", "critical", details)
 
     def is_open(self, alarm_id: str) -> bool:
-        return bool(self.redis.sismember(self.active_key, alarm_id))
+        return bool(self.redis.sismember(self.keys.alarms_active(), alarm_id))
 
     def active(self) -> list[dict]:
         """Open alarms, oldest first."""
-        ids = sorted(self.redis.smembers(self.active_key))
+        ids = sorted(self.redis.smembers(self.keys.alarms_active()))
         pipe = self.redis.pipeline(transaction=False)
         for alarm_id in ids:
-            pipe.hgetall(self.alarm_key(alarm_id))
+            pipe.hgetall(self.keys.alarm(alarm_id))
         alarms = []
         for alarm_id, raw in zip(ids, pipe.execute(), strict=True):
             if not raw:  # removed between the two reads
@@ -201,7 +185,7 @@ class AlarmStore:
 
     def history(self, limit: int = 100) -> list[dict]:
         """The latest set/clear events, newest first."""
-        entries = self.redis.xrevrange(self.history_key, count=max(1, limit))
+        entries = self.redis.xrevrange(self.keys.alarms_history(), count=max(1, limit))
         return [
             {
                 "event_id": event_id,

@@ -1,4 +1,4 @@
-"""Counters and histograms recorded by any process of the fleet, added up in Redis.
+"""Level 2: counters and histograms recorded by any process of the fleet, added up in Redis.
 
 The API and the workers run on different hosts, and a prefork worker is several
 processes: a per-process prometheus-client registry would show one process's
@@ -18,9 +18,9 @@ status page's one-hour chart (``{ns}:history:{service}:{minute}``, a hash with
 ``deliveries``, ``failures`` and the service's AIMD ``limit``; each key expires
 after :data:`HISTORY_TTL_SECONDS`).
 
-Redis keys (``{ns}`` is ``JENGA_NAMESPACE``): ``{ns}:metrics:{metric}`` (hash:
+Redis keys (:mod:`common.redis.keys`): ``RedisKeys.metric`` (a hash per metric,
 one field per label set; histograms add ``|le=<bound>``, ``|sum``, ``|count``),
-``{ns}:history:services`` (set), ``{ns}:history:{service}:{minute}`` (hash).
+``history_services`` (set) and ``history`` (a hash per service and minute).
 """
 
 from __future__ import annotations
@@ -62,13 +62,22 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
 
 
-DELIVERIES = MetricSpec("jenga_deliveries", "counter", "Webhook delivery attempts by outcome, whole fleet.", ("service", "outcome"))
-DELIVERY_DURATION = MetricSpec(
-    "jenga_delivery_duration_seconds", "histogram", "Duration of webhook delivery attempts, whole fleet.", ("service",), DURATION_BUCKETS
+DELIVERIES = MetricSpec(
+    "jenga_deliveries", "counter",
+    "Webhook delivery attempts by outcome, whole fleet.", ("service", "outcome")
 )
-DROPPED = MetricSpec("jenga_metrics_dropped", "counter", "Metric events dropped because Redis was unreachable (reported once it is back).", ())
+DELIVERY_DURATION = MetricSpec(
+    "jenga_delivery_duration_seconds", "histogram",
+    "Duration of webhook delivery attempts, whole fleet.", ("service",), DURATION_BUCKETS
+)
+DROPPED = MetricSpec(
+    "jenga_metrics_dropped", "counter",
+    "Metric events dropped because Redis was unreachable (reported once it is back).", ()
+)
 
-METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (DELIVERIES, DELIVERY_DURATION, DROPPED)}
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec for spec in (DELIVERIES, DELIVERY_DURATION, DROPPED)
+}
 
 
 def _label_key(spec: MetricSpec, labels: Mapping[str, str]) -> str:
@@ -103,13 +112,8 @@ class FleetMetrics:
         self.dropped = 0  # events lost to Redis outages, not yet reported to Redis
         self._failures = 0
         self._retry_at = 0.0
-        self._limit_sampled: dict[str, int] = {}  # service -> minute whose limit this process sampled
-
-    def metric_key(self, name: str) -> str:
-        return self.keys.key("metrics", name)
-
-    def history_key(self, service: str, minute: int) -> str:
-        return self.keys.key("history", service, str(minute))
+        # service -> minute whose limit this process sampled
+        self._limit_sampled: dict[str, int] = {}
 
     # --- recording ----------------------------------------------------------------
     def count(self, name: str, labels: Mapping[str, str], n: int = 1) -> None:
@@ -128,39 +132,40 @@ class FleetMetrics:
         def write(pipe) -> None:
             self._count(pipe, DELIVERIES.name, {"service": service, "outcome": outcome}, 1)
             self._observe(pipe, DELIVERY_DURATION.name, {"service": service}, seconds)
-            key = self.history_key(service, minute)
+            key = self.keys.history(service, minute)
             pipe.hincrby(key, "deliveries", 1)
             if outcome not in SUCCESS_OUTCOMES:
                 pipe.hincrby(key, "failures", 1)
             pipe.expire(key, HISTORY_TTL_SECONDS)
-            pipe.sadd(self.keys.key("history", "services"), service)
+            pipe.sadd(self.keys.history_services(), service)
 
         if self._write(write) and self._limit_sampled.get(service) != minute:
             self._limit_sampled[service] = minute
             self._write(lambda pipe: self._copy_limit(service, minute))
 
     def sample_limits(self, limits: list[dict], now: float | None = None) -> None:
-        """Store each service's current AIMD limit (``list_limits`` rows) in this minute's history."""
+        """Store each service's current AIMD limit (``list_limits`` rows) in this
+        minute's history."""
         minute = minute_of(self._clock() if now is None else now)
 
         def write(pipe) -> None:
             for row in limits:
-                key = self.history_key(row["service"], minute)
+                key = self.keys.history(row["service"], minute)
                 pipe.hset(key, "limit", int(row["limit"]))
                 pipe.expire(key, HISTORY_TTL_SECONDS)
-                pipe.sadd(self.keys.key("history", "services"), row["service"])
+                pipe.sadd(self.keys.history_services(), row["service"])
 
         if limits:
             self._write(write)
 
     def _count(self, pipe, name: str, labels: Mapping[str, str], n: int) -> None:
         spec = METRICS[name]
-        pipe.hincrby(self.metric_key(name), _label_key(spec, labels), int(n))
+        pipe.hincrby(self.keys.metric(name), _label_key(spec, labels), int(n))
 
     def _observe(self, pipe, name: str, labels: Mapping[str, str], seconds: float) -> None:
         spec = METRICS[name]
         field = _label_key(spec, labels)
-        key = self.metric_key(name)
+        key = self.keys.metric(name)
         bound = bucket_for(spec.buckets, seconds)
         if bound is not None:
             pipe.hincrby(key, f"{field}|le={bound!r}", 1)
@@ -168,9 +173,9 @@ class FleetMetrics:
         pipe.hincrby(key, f"{field}|count", 1)
 
     def _copy_limit(self, service: str, minute: int) -> None:
-        limit = self.client.hget(self.keys.key("limit", service), "limit")  # common.guards.limit.shared's state hash
+        limit = self.client.hget(self.keys.limit(service), "limit")  # the AIMD state hash
         if limit is not None:
-            key = self.history_key(service, minute)
+            key = self.keys.history(service, minute)
             self.client.hset(key, "limit", int(float(limit)))
             self.client.expire(key, HISTORY_TTL_SECONDS)
 
@@ -186,7 +191,7 @@ class FleetMetrics:
             pipe = self.client.pipeline(transaction=True)
             build(pipe)
             if dropped:
-                pipe.hincrby(self.metric_key(DROPPED.name), "[]", dropped)
+                pipe.hincrby(self.keys.metric(DROPPED.name), "[]", dropped)
             pipe.execute()
         except (KeyError, ValueError):
             # A programming error (unknown metric, wrong labels): say so, but never fail the task.
@@ -198,9 +203,11 @@ class FleetMetrics:
             with self._lock:
                 self.dropped += dropped + events
                 self._failures += 1
-                self._retry_at = self._clock() + full_jitter_backoff(self._failures - 1, self._retry_base, self._retry_cap)
+                self._retry_at = self._clock() + full_jitter_backoff(
+                    self._failures - 1, self._retry_base, self._retry_cap)
             if self._failures == 1:
-                log_event(log, "metrics.redis_unreachable", logging.WARNING, error=describe_error(error))
+                log_event(log, "metrics.redis_unreachable", logging.WARNING,
+                          error=describe_error(error))
             return False
         if self._failures:
             log_event(log, "metrics.redis_back", dropped=dropped, failures=self._failures)
@@ -210,16 +217,17 @@ class FleetMetrics:
     # --- reading ------------------------------------------------------------------
     def history(self, services: list[str] | None = None, now: float | None = None,
                 minutes: int = HISTORY_MINUTES) -> dict[str, list[dict]]:
-        """Per service, the last ``minutes`` minutes oldest first: ``{"minute", "deliveries", "failures", "limit"}``.
-        Raises ``redis.RedisError`` when Redis is unreachable."""
+        """Per service, the last ``minutes`` minutes oldest first:
+        ``{"minute", "deliveries", "failures", "limit"}``. Raises ``redis.RedisError``
+        when Redis is unreachable."""
         if services is None:
-            services = sorted(self.client.smembers(self.keys.key("history", "services")))
+            services = sorted(self.client.smembers(self.keys.history_services()))
         last = minute_of(self._clock() if now is None else now)
         minutes_ = [last - 60 * i for i in range(minutes - 1, -1, -1)]
         pipe = self.client.pipeline(transaction=False)
         for service in services:
             for minute in minutes_:
-                pipe.hgetall(self.history_key(service, minute))
+                pipe.hgetall(self.keys.history(service, minute))
         rows = iter(pipe.execute())
         result: dict[str, list[dict]] = {}
         for service in services:
@@ -248,7 +256,7 @@ class FleetCollector:
     def collect(self) -> Iterator[Metric]:
         pipe = self.client.pipeline(transaction=False)
         for spec in METRICS.values():
-            pipe.hgetall(self.keys.key("metrics", spec.name))
+            pipe.hgetall(self.keys.metric(spec.name))
         for spec, raw in zip(METRICS.values(), pipe.execute(), strict=True):
             yield families(spec, raw)
 
@@ -289,7 +297,8 @@ def _metrics_from_settings() -> FleetMetrics:
 
     settings = get_settings()
     return FleetMetrics(redis_for(settings), settings.jenga_namespace,
-                        retry_base=settings.reconnect_base_seconds, retry_cap=settings.reconnect_cap_seconds)
+                        retry_base=settings.reconnect_base_seconds,
+                        retry_cap=settings.reconnect_cap_seconds)
 
 
 _default: PerProcess[FleetMetrics] = PerProcess(_metrics_from_settings)

@@ -46,7 +46,8 @@ def default_hostname() -> str:
 
 
 def heartbeat_key(namespace: str, hostname: str) -> str:
-    return RedisKeys(namespace).key("worker", hostname, "heartbeat")
+    """The Redis key of ``hostname``'s heartbeat (:meth:`RedisKeys.worker_heartbeat`)."""
+    return RedisKeys(namespace).worker_heartbeat(hostname)
 
 
 def heartbeat_path(directory: str | os.PathLike, hostname: str) -> Path:
@@ -54,7 +55,8 @@ def heartbeat_path(directory: str | os.PathLike, hostname: str) -> Path:
     return Path(directory) / f"{safe}.json"
 
 
-def write_heartbeat_file(directory: str | os.PathLike, hostname: str, payload: dict[str, Any]) -> Path:
+def write_heartbeat_file(directory: str | os.PathLike, hostname: str,
+                         payload: dict[str, Any]) -> Path:
     """Write atomically, so a probe never reads half a file."""
     return _write_json(heartbeat_path(directory, hostname), payload)
 
@@ -95,13 +97,16 @@ def fallback_dir(directory: str | os.PathLike, hostname: str) -> Path:
 
 def mark_breaker_fallback(directory: str | os.PathLike, hostname: str, pid: int, error: str | None,
                           now: float | None = None) -> None:
-    """Process ``pid`` runs its breakers per process since ``now`` (Redis unreachable: ``error``)."""
+    """Process ``pid`` runs its breakers per process since ``now`` (Redis
+    unreachable: ``error``)."""
     _write_json(fallback_dir(directory, hostname) / f"{pid}.json",
                 {"pid": pid, "error": error, "since": time.time() if now is None else now})
 
 
-def clear_breaker_fallback(directory: str | os.PathLike, hostname: str, pid: int | None = None) -> None:
-    """Process ``pid`` is back on the shared state; ``pid=None`` forgets every marker (worker start and stop)."""
+def clear_breaker_fallback(directory: str | os.PathLike, hostname: str,
+                           pid: int | None = None) -> None:
+    """Process ``pid`` is back on the shared state; ``pid=None`` forgets every
+    marker (worker start and stop)."""
     folder = fallback_dir(directory, hostname)
     paths = [folder / f"{pid}.json"] if pid is not None else list(folder.glob("*.json"))
     for path in paths:
@@ -152,7 +157,8 @@ class Verdict:
     reason: str
 
 
-def verdict(payload: dict[str, Any] | None, now: float, interval: float, *, live_only: bool = False) -> Verdict:
+def verdict(payload: dict[str, Any] | None, now: float, interval: float, *,
+            live_only: bool = False) -> Verdict:
     """Whether a worker is live (``live_only``) or ready, from its last heartbeat."""
     if payload is None:
         return Verdict(False, "no heartbeat file: the worker has not started, or has stopped")
@@ -161,7 +167,8 @@ def verdict(payload: dict[str, Any] | None, now: float, interval: float, *, live
         return Verdict(False, "heartbeat file is unreadable")
     age = now - beat_at
     if age > STALE_AFTER_INTERVALS * interval:
-        return Verdict(False, f"heartbeat is stale: last beat {age:.1f}s ago (limit {STALE_AFTER_INTERVALS * interval:.1f}s)")
+        limit = STALE_AFTER_INTERVALS * interval
+        return Verdict(False, f"heartbeat is stale: last beat {age:.1f}s ago (limit {limit:.1f}s)")
     note = _fallback_note(payload.get("breakers"))
     if live_only:
         return Verdict(True, f"live: last beat {age:.1f}s ago{note}")

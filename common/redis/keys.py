@@ -4,6 +4,9 @@ so that several deployments (or test runs) can share one Redis; the README's
 
 from __future__ import annotations
 
+# kombu's Redis transport: the lists of a queue's priorities 0, 3, 6 and 9.
+KOMBU_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
 
 class RedisKeys:
     """Builds the keys of one namespace: ``RedisKeys("jenga").key("alarm", "postgres")``
@@ -14,6 +17,65 @@ class RedisKeys:
 
     def key(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
+
+    # --- no level: the broker (kombu's own keys, when the broker is Redis) ------
+
+    def broker_prefix(self) -> str:
+        """kombu's ``global_keyprefix``: every key of a Redis broker starts with it."""
+        return self.key("broker", "")
+
+    def broker_queue(self, queue: str) -> str:
+        """List: the messages waiting in Celery queue ``queue`` (default priority)."""
+        return self.broker_prefix() + queue
+
+    def broker_queue_lists(self, queue: str) -> tuple[str, ...]:
+        """Lists: every priority list of ``queue``; kombu keeps priorities 3, 6
+        and 9 in lists named queue + ``"\\x06\\x16"`` + priority."""
+        return tuple(self.broker_queue(queue) + suffix for suffix in KOMBU_PRIORITY_SUFFIXES)
+
+    # --- level 2: health (common/health, the smoke-test tasks) ------------------
+
+    def worker_heartbeat(self, hostname: str) -> str:
+        """String (JSON), TTL 3 intervals: one worker's last heartbeat."""
+        return self.key("worker", hostname, "heartbeat")
+
+    def worker_heartbeat_pattern(self) -> str:
+        """``SCAN MATCH`` pattern of every worker's heartbeat key."""
+        return self.worker_heartbeat("*")
+
+    def metric(self, name: str) -> str:
+        """Hash: one fleet-wide counter or histogram, a field per label set."""
+        return self.key("metrics", name)
+
+    def history_services(self) -> str:
+        """Set: services with delivery or limit history (status page charts)."""
+        return self.key("history", "services")
+
+    def history(self, service: str, minute: int) -> str:
+        """Hash, TTL 65 min: one minute of one service (deliveries, failures, limit)."""
+        return self.key("history", service, str(minute))
+
+    def selftest(self, token: str) -> str:
+        """String, TTL 5 min: host name of the worker that ran ``jenga.selftest``."""
+        return self.key("selftest", token)
+
+    def metrics_probe(self, token: str) -> str:
+        """Set, TTL 5 min: processes that ran the ``jenga.metrics.probe`` smoke test."""
+        return self.key("metrics_probe", token)
+
+    # --- level 3: alarms (common/alarms) ----------------------------------------
+
+    def alarms_active(self) -> str:
+        """Set: the ids of the open alarms."""
+        return self.key("alarms", "active")
+
+    def alarm(self, alarm_id: str) -> str:
+        """Hash: one open alarm (written only by ``common/alarms/policy.lua``)."""
+        return self.key("alarm", alarm_id)
+
+    def alarms_history(self) -> str:
+        """Stream: set/clear events, trimmed to about ``ALARM_HISTORY_MAX``."""
+        return self.key("alarms", "history")
 
     # --- level 4: circuit breakers (common/guards/breaker) ----------------------
 

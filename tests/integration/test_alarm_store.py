@@ -81,7 +81,7 @@ def test_history_is_bounded(redis_client, namespace):
         store.set("flappy", "flaps")
         store.clear("flappy")
     # MAXLEN ~ trims by whole stream nodes (100 entries by default): bounded, not exact.
-    assert redis_client.xlen(store.history_key) <= 10 + 100
+    assert redis_client.xlen(store.keys.alarms_history()) <= 10 + 100
     assert len(store.history(limit=5)) == 5
 
 

@@ -26,6 +26,7 @@ from common.health.fleet_metrics import (
     minute_of,
 )
 from common.redis.client import make_redis
+from common.redis.keys import RedisKeys
 from tests.support.servers import JengaProcess, jenga_env, wait_for
 
 
@@ -89,7 +90,7 @@ def test_wrong_labels_are_refused_without_raising(redis_client, namespace, caplo
     metrics.count(DELIVERIES.name, {"service": "s1"})  # outcome missing
     metrics.count("jenga_no_such_metric", {})
     assert "metric not recorded" in caplog.text
-    assert redis_client.hgetall(metrics.metric_key(DELIVERIES.name)) == {}
+    assert redis_client.hgetall(metrics.keys.metric(DELIVERIES.name)) == {}
 
 
 def test_families_from_an_empty_hash_expose_nothing_but_a_zero_drop_count():
@@ -121,7 +122,7 @@ def test_redis_down_drops_and_counts_then_reports_the_drops(redis_server, namesp
 def test_history_keeps_throughput_failures_and_limit_per_minute(redis_client, namespace):
     clock = Clock(1_700_000_000.0)
     metrics = FleetMetrics(redis_client, namespace, clock=clock)
-    limits_key = f"{namespace}:limit:hooks.example"
+    limits_key = RedisKeys(namespace).limit("hooks.example")
     redis_client.hset(limits_key, "limit", 7)
     for outcome in ("delivered", "delivered", "failed"):
         metrics.record_delivery(outcome, 0.05, "hooks.example")
@@ -134,7 +135,7 @@ def test_history_keeps_throughput_failures_and_limit_per_minute(redis_client, na
     assert (series[-3]["deliveries"], series[-3]["failures"], series[-3]["limit"]) == (3, 1, 7)
     assert series[-2] == {"minute": minute_of(clock.now) - 60, "deliveries": 0, "failures": 0, "limit": None}
     assert (series[-1]["deliveries"], series[-1]["limit"]) == (1, 9)
-    ttl = redis_client.ttl(metrics.history_key("hooks.example", minute_of(clock.now)))
+    ttl = redis_client.ttl(metrics.keys.history("hooks.example", minute_of(clock.now)))
     assert 3600 < ttl <= 3900
 
 
@@ -145,7 +146,7 @@ def test_metrics_endpoint_shows_state_and_fleet_counters(settings, redis_client,
     lease = limit.try_acquire()
     FleetMetrics(redis_client, namespace).record_delivery("delivered", 0.02, "hooks.example")
     sender = Celery("t", broker=settings.redis_url, set_as_current=False)
-    sender.conf.broker_transport_options = {"global_keyprefix": f"{namespace}:broker:"}
+    sender.conf.broker_transport_options = {"global_keyprefix": RedisKeys(namespace).broker_prefix()}
     for priority in (0, 9):  # kombu keeps priorities in separate lists; both count
         sender.send_task("jenga.selftest", args=["x"], queue=f"{namespace}.default", priority=priority)
 
@@ -199,7 +200,7 @@ def test_four_prefork_processes_add_up_exactly(settings, settings_env, redis_cli
                                  "--without-mingle", "--without-gossip", "-n", f"probe-{namespace}@%h",
                                  env=jenga_env(**settings_env), name="worker-prefork").start()
     sender = Celery("t", broker=settings.redis_url, set_as_current=False)
-    sender.conf.broker_transport_options = {"global_keyprefix": f"{namespace}:broker:"}
+    sender.conf.broker_transport_options = {"global_keyprefix": RedisKeys(namespace).broker_prefix()}
     try:
         worker.wait_for_output("ready", 60)
         for _ in range(tasks):
@@ -207,10 +208,10 @@ def test_four_prefork_processes_add_up_exactly(settings, settings_env, redis_cli
         key = ("jenga_deliveries_total", (("outcome", "probe"), ("service", service)))
         with TestClient(create_app(settings)) as client:
             wait_for(lambda: samples(client.get("/metrics").text).get(key) == tasks * per_task
-                     and redis_client.llen(f"{namespace}:broker:{namespace}.default") == 0, 90,
+                     and redis_client.llen(RedisKeys(namespace).broker_queue(f"{namespace}.default")) == 0, 90,
                      interval=0.5, what="all probe events counted")
             # Every task also marks its process: the count must not be a single process's.
-            processes = redis_client.smembers(f"{namespace}:metrics_probe:{token}")
+            processes = redis_client.smembers(RedisKeys(namespace).metrics_probe(token))
             got = samples(client.get("/metrics").text)
         assert got[key] == tasks * per_task
         assert got[("jenga_delivery_duration_seconds_count", (("service", service),))] == tasks * per_task

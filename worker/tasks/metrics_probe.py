@@ -24,10 +24,6 @@ from common.redis.keys import RedisKeys
 PROBE_TTL_SECONDS = 300
 
 
-def probe_key(namespace: str, token: str) -> str:
-    return RedisKeys(namespace).key("metrics_probe", token)
-
-
 @shared_task(name="jenga.metrics.probe", ignore_result=True)
 def metrics_probe(token: str, n: int, service: str) -> None:
     for _ in range(int(n)):
@@ -35,7 +31,7 @@ def metrics_probe(token: str, n: int, service: str) -> None:
     settings = get_settings()
     client = redis_for(settings)
     try:
-        key = probe_key(settings.jenga_namespace, token)
+        key = RedisKeys(settings.jenga_namespace).metrics_probe(token)
         client.sadd(key, f"{os.uname().nodename}:{os.getpid()}")
         client.expire(key, PROBE_TTL_SECONDS)
     finally:

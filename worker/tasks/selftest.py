@@ -15,7 +15,8 @@ SELFTEST_TTL_SECONDS = 300
 
 
 def selftest_key(namespace: str, token: str) -> str:
-    return RedisKeys(namespace).key("selftest", token)
+    """Where the run with ``token`` leaves its mark (:meth:`RedisKeys.selftest`)."""
+    return RedisKeys(namespace).selftest(token)
 
 
 @shared_task(name="jenga.selftest", ignore_result=True)
@@ -23,6 +24,7 @@ def selftest(token: str) -> None:
     settings = get_settings()
     client = redis_for(settings)
     try:
-        client.set(selftest_key(settings.jenga_namespace, token), socket.gethostname(), ex=SELFTEST_TTL_SECONDS)
+        client.set(selftest_key(settings.jenga_namespace, token), socket.gethostname(),
+                   ex=SELFTEST_TTL_SECONDS)
     finally:
         client.close()
