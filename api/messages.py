@@ -21,7 +21,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import Celery
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import select, update
@@ -31,6 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 from api.auth import require_admin
 from api.endpoints import db_session
 from api.errors import ApiError
+from common.broker import DELIVER_TASK, publisher, queue_names
 from common.config import Settings
 from common.connections.probes import describe_error
 from common.delivery.models import MESSAGE_STATUSES, PENDING, Endpoint, Message
@@ -39,33 +39,9 @@ from common.support.logs import log_event
 log = logging.getLogger("jenga.api")
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
-# Sent by name: the API never imports the worker package.
-DELIVER_TASK = "jenga.delivery.deliver"
-
-
-def delivery_sender(settings: Settings) -> Celery:
-    """A Celery client that can only publish, on the workers' broker, keys and
-    queue (the same ``global_keyprefix`` as ``worker/celeryconfig.py``), and
-    that gives up at once when the broker is down: the dispatcher re-sends."""
-    timeout = settings.check_timeout_seconds
-    options: dict[str, Any] = {"visibility_timeout": 3600}
-    if settings.effective_broker_url.startswith(("redis", "rediss")):
-        options.update(global_keyprefix=f"{settings.jenga_namespace}:broker:",
-                       socket_timeout=timeout, socket_connect_timeout=timeout)
-    sender = Celery("jenga-api", set_as_current=False)
-    sender.conf.update(
-        broker_url=settings.effective_broker_url,
-        broker_transport_options=options,
-        broker_connection_timeout=timeout,
-        broker_connection_retry=False,
-        task_serializer="json",
-        accept_content=["json"],
-    )
-    return sender
-
-
 async def startup(app: FastAPI) -> None:
-    app.state.delivery_sender = delivery_sender(app.state.settings)
+    # Gives up at once when the broker is down: the dispatcher re-sends.
+    app.state.delivery_sender = publisher(app.state.settings, "jenga-api")
 
 
 async def shutdown(app: FastAPI) -> None:
@@ -136,7 +112,8 @@ def enqueue(request: Request, message_id: str) -> None:
     settings: Settings = request.app.state.settings
     try:
         request.app.state.delivery_sender.send_task(
-            DELIVER_TASK, args=(message_id,), queue=f"{settings.jenga_namespace}.deliveries", retry=False)
+            DELIVER_TASK, args=(message_id,), queue=queue_names(settings.jenga_namespace)["deliveries"],
+            retry=False)
     except Exception as error:
         log_event(log, "api.enqueue_deferred", logging.WARNING, message_id=message_id, error=describe_error(error))
         # Let the next dispatcher run take it, instead of waiting out DELIVERY_REDISPATCH_SECONDS.

@@ -31,6 +31,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from common.broker import queue_names
 from common.connections.probes import describe_error
 from common.health.fleet_metrics import FleetCollector, FleetMetrics
 from common.redis.client import make_redis
@@ -42,7 +43,6 @@ log = logging.getLogger("jenga.api")
 
 DEPENDENCY_STATES = ("connecting", "up", "down")
 BREAKER_STATES = ("closed", "open", "half_open")
-QUEUE_ROLES = ("default", "deliveries", "alarms")  # as worker.celeryconfig.queue_names names them
 REDIS_DOWN = "Redis is unreachable"
 
 
@@ -61,14 +61,10 @@ class FleetView:
     read_at: float = field(default_factory=time.time)
 
 
-def queue_names(namespace: str) -> list[str]:
-    return [f"{namespace}.{role}" for role in QUEUE_ROLES]
-
-
 def queue_depths(client: redis.Redis, namespace: str) -> dict[str, int]:
     """Messages waiting in each Jenga queue of a Redis broker (all priority lists)."""
     keys = RedisKeys(namespace)
-    lists = {queue: keys.broker_queue_lists(queue) for queue in queue_names(namespace)}
+    lists = {queue: keys.broker_queue_lists(queue) for queue in queue_names(namespace).values()}
     pipe = client.pipeline(transaction=False)
     for queue_lists in lists.values():
         for key in queue_lists:

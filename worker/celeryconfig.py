@@ -9,15 +9,15 @@ import os
 import tempfile
 from typing import Any
 
+from common import broker
 from common.config import Settings
 from common.redis.keys import RedisKeys
 from worker.schedule import beat_schedule
 
 
 def queue_names(settings: Settings) -> dict[str, str]:
-    """Queues by role. ``deliveries`` needs PostgreSQL; ``default`` and ``alarms`` don't."""
-    ns = settings.jenga_namespace
-    return {role: f"{ns}.{role}" for role in ("default", "deliveries", "alarms")}
+    """The queues of this configuration by role (:func:`common.broker.queue_names`)."""
+    return broker.queue_names(settings.jenga_namespace)
 
 
 REDIS_BROKER_SOCKET_TIMEOUT_SECONDS = 10.0
@@ -59,7 +59,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "jenga.watchdog.*": {"queue": queues["alarms"]},
             "jenga.alarms.*": {"queue": queues["alarms"]},
             # Deliveries need PostgreSQL; the worker stops consuming them while it is down.
-            "jenga.delivery.deliver": {"queue": queues["deliveries"]},
+            broker.DELIVER_TASK: {"queue": queues["deliveries"]},
         },
         "beat_schedule": beat_schedule(settings),
         # Beat's last-run bookkeeping is scratch state: keep it out of the

@@ -16,6 +16,7 @@ import os
 
 from celery import shared_task
 
+from common.broker import METRICS_PROBE_TASK
 from common.config import get_settings
 from common.health.fleet_metrics import record_delivery
 from common.redis.client import redis_for
@@ -24,7 +25,7 @@ from common.redis.keys import RedisKeys
 PROBE_TTL_SECONDS = 300
 
 
-@shared_task(name="jenga.metrics.probe", ignore_result=True)
+@shared_task(name=METRICS_PROBE_TASK, ignore_result=True)
 def metrics_probe(token: str, n: int, service: str) -> None:
     for _ in range(int(n)):
         record_delivery("probe", 0.001, service)

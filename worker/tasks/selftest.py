@@ -7,6 +7,7 @@ import socket
 
 from celery import shared_task
 
+from common.broker import SELFTEST_TASK
 from common.config import get_settings
 from common.redis.client import redis_for
 from common.redis.keys import RedisKeys
@@ -19,7 +20,7 @@ def selftest_key(namespace: str, token: str) -> str:
     return RedisKeys(namespace).selftest(token)
 
 
-@shared_task(name="jenga.selftest", ignore_result=True)
+@shared_task(name=SELFTEST_TASK, ignore_result=True)
 def selftest(token: str) -> None:
     settings = get_settings()
     client = redis_for(settings)

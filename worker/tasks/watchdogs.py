@@ -33,6 +33,7 @@ from celery.signals import beat_init
 
 from common.alarms.policy import CLOSED, AlarmState, decide
 from common.alarms.store import AlarmStore, Transition
+from common.broker import WATCHDOG_TASK
 from common.config import Settings, get_settings
 from common.connections.database import make_engine
 from common.connections.probes import (
@@ -45,7 +46,7 @@ from common.connections.probes import (
 from common.redis.client import redis_for
 from common.support.logs import log_event
 from worker.app import app
-from worker.schedule import BEAT_WATCHDOGS, WATCHDOG_TASK
+from worker.schedule import BEAT_WATCHDOGS
 from worker.tasks.notifications import notify
 
 log = logging.getLogger("jenga.watchdog")
