@@ -92,7 +92,8 @@ def send_notify_tasks(settings: Settings, transition: Any) -> int:
     sent = 0
     try:
         for notifier in notifiers:
-            sender.send_task(NOTIFY_TASK, (notifier, transition.to_dict()), queue=queue, retry=False)
+            sender.send_task(NOTIFY_TASK, (notifier, transition.to_dict()), queue=queue,
+                             retry=False)
             sent += 1
     except Exception as error:  # broker unreachable: say so, never fail the operator's action
         log_event(log, "alarm.notify_enqueue_failed", logging.WARNING,

@@ -3,9 +3,11 @@
 import pytest
 
 from common.alarms.notifiers import (
+    NOTIFIERS,
     PermanentFailure,
     RetryableFailure,
     classify,
+    notifier_urls,
     parse_retry_after,
     send,
     slack_payload,
@@ -52,6 +54,9 @@ def test_retry_after_parsing():
         ("slack", 503, {}, "", RetryableFailure, None),
         ("webhook", 204, {}, "", None, None),
         ("webhook", 422, {}, "bad", PermanentFailure, None),
+        ("slack", 409, {}, "something_transient", RetryableFailure, None),
+        ("slack", 409, {}, "channel_is_archived", PermanentFailure, None),
+        ("webhook", 409, {}, "something_transient", PermanentFailure, None),
         ("webhook", 408, {}, "", RetryableFailure, None),
     ],
 )
@@ -62,6 +67,20 @@ def test_classify(notifier, status, headers, body, expected, retry_after):
     else:
         assert type(failure) is expected
         assert getattr(failure, "retry_after", None) == retry_after
+
+
+def test_each_notifier_is_turned_on_by_its_own_setting():
+    """Order and URLs come from the registry: Slack first, then the alarm webhook."""
+    from common.config import load_settings
+
+    settings_env = {"DATABASE_URL": "postgresql://u@db.invalid/jenga",
+                    "REDIS_URL": "redis://redis.invalid:6379/0", "CONFIG_WAIT_SECONDS": "0"}
+    assert [notifier.name for notifier in NOTIFIERS] == ["slack", "webhook"]
+    assert notifier_urls(load_settings(settings_env, wait_seconds=0)) == {}
+    both = load_settings({**settings_env, "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+                          "ALARM_WEBHOOK_URL": "https://alarms.example/hook"}, wait_seconds=0)
+    assert notifier_urls(both) == {"slack": "https://hooks.slack.com/services/T/B/X",
+                                   "webhook": "https://alarms.example/hook"}
 
 
 @pytest.fixture
