@@ -22,9 +22,7 @@ log = logging.getLogger("jenga.api")
 
 
 def store_for(request: Request) -> AlarmStore:
-    settings = request.app.state.settings
-    return AlarmStore(request.app.state.redis, settings.jenga_namespace,
-                      clear_after=settings.alarm_clear_after, history_max=settings.alarm_history_max)
+    return AlarmStore.for_settings(request.app.state.redis, request.app.state.settings)
 
 
 @router.get("/alarms", responses={503: {"description": "Redis, which holds the alarms, is unreachable"}})

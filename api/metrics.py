@@ -76,8 +76,7 @@ def queue_depths(client: redis.Redis, namespace: str) -> dict[str, int]:
 def _read_alarms(client: redis.Redis, settings) -> list[dict]:
     from common.alarms.store import AlarmStore
 
-    return AlarmStore(client, settings.jenga_namespace, clear_after=settings.alarm_clear_after,
-                      history_max=settings.alarm_history_max).active()
+    return AlarmStore.for_settings(client, settings).active()
 
 
 def _read_breakers(client: redis.Redis, namespace: str) -> list[dict]:

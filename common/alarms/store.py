@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from common.alarms.policy import Kind
+from common.config import Settings
 from common.redis.keys import RedisKeys
 from common.redis.scripts import read_lua
 
@@ -108,6 +109,13 @@ class AlarmStore:
         self.history_max = history_max
         self.clock = clock
         self._script = redis_client.register_script(_TRANSITION_LUA)
+
+    @classmethod
+    def for_settings(cls, redis_client: redis.Redis, settings: Settings) -> AlarmStore:
+        """The store as configured: ``JENGA_NAMESPACE``, ``ALARM_CLEAR_AFTER``,
+        ``ALARM_HISTORY_MAX``."""
+        return cls(redis_client, settings.jenga_namespace, clear_after=settings.alarm_clear_after,
+                   history_max=settings.alarm_history_max)
 
     def _run(
         self,
