@@ -133,7 +133,7 @@ _limits: PerProcess[ServiceLimits] = PerProcess(ServiceLimits)
 
 def registry() -> BreakerRegistry:
     """This process's breakers; opening and closing set and clear alarm ``breaker:<service>``
-    (and notify people: the worker installs the notifier at start, see ``worker/steps/__init__.py``)."""
+    (and notify people: the worker installs the notifier at start, see ``worker/steps/breakers.py``)."""
     return default_registry()
 
 
