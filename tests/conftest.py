@@ -16,6 +16,7 @@ from common.config import Settings, load_settings
 from common.support.per_process import reset_all
 from tests.support import servers
 from tests.support.brokers import BROKERS, Broker
+from tests.support.fake_slack import FakeSlack
 from tests.support.stack import migrate_database
 
 
@@ -146,3 +147,12 @@ def postgres_server():
     server = servers.PostgresServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def slack() -> FakeSlack:
+    """A local Slack incoming webhook that answers 200 ``ok`` unless the test
+    scripts other answers (``slack.script``); stopped after the test."""
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()

@@ -1,10 +1,7 @@
 """The schedule beat runs, and notify()'s direct path (no broker) to a Slack-like server."""
 
-import pytest
-
 from common.alarms.store import Transition
 from common.config import load_settings, set_settings
-from tests.support.fake_slack import FakeSlack
 from tests.support.servers import wait_for
 from worker.schedule import beat_schedule
 
@@ -18,13 +15,6 @@ def test_every_dependency_watchdog_is_scheduled_with_expiry_on_the_alarms_queue(
         assert entry["task"] == "jenga.watchdog.check" and entry["args"] == (name,)
         assert entry["schedule"] == 2.5
         assert entry["options"] == {"queue": f"{settings.jenga_namespace}.alarms", "expires": 2.5}
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
 
 
 def test_direct_notify_retries_server_errors_and_reaches_both_notifiers(settings_env, slack, monkeypatch):

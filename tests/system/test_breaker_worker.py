@@ -25,18 +25,10 @@ from common.health.heartbeat import (
     verdict,
 )
 from common.ops.cli import main
-from tests.support.fake_slack import FakeSlack
 from tests.support.servers import ROOT, JengaProcess, jenga_env, wait_for
 from worker.celeryconfig import celery_config, queue_names
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
 
 
 def start_worker(env: dict[str, str], hostname: str, queues: list[str]) -> tuple[JengaProcess, Celery]:

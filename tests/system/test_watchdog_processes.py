@@ -22,13 +22,6 @@ INTERVAL = 0.5
 CLEAR_AFTER = 3
 
 
-@pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
 class Fleet:
     """One worker on the alarms queue and two beats, started together."""
 

@@ -15,7 +15,6 @@ from common.alarms.notifiers import (
     webhook_payload,
 )
 from common.alarms.store import Transition
-from tests.support.fake_slack import FakeSlack
 
 SET = Transition("postgres", "set", "PostgreSQL is unreachable", "critical", 1_700_000_000.0,
                  {"error": "OperationalError: connection refused"}, 1_700_000_000.0)
@@ -81,13 +80,6 @@ def test_each_notifier_is_turned_on_by_its_own_setting():
                           "ALARM_WEBHOOK_URL": "https://alarms.example/hook"}, wait_seconds=0)
     assert notifier_urls(both) == {"slack": "https://hooks.slack.com/services/T/B/X",
                                    "webhook": "https://alarms.example/hook"}
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
 
 
 def test_send_to_slack_ok(slack):
