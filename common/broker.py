@@ -5,23 +5,16 @@
   command line, operators), so nothing needs to import the worker to publish.
 * :func:`publisher`: the one publish-only Celery client (the API's delivery
   enqueue, the operator's notifications from the API and the command line).
-* :func:`send_notify_tasks`: one ``jenga.alarms.notify`` task per configured
-  notifier, as the worker's own :func:`worker.tasks.notifications.notify`
-  sends, so a worker retries it however long Slack is away.
 
 Celery is imported only when a client is built.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
-from common.alarms.notifiers import notifier_urls
 from common.config import Settings
-from common.connections.probes import describe_error
 from common.redis.keys import RedisKeys
-from common.support.logs import log_event
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -36,10 +29,7 @@ __all__ = [
     "WATCHDOG_TASK",
     "publisher",
     "queue_names",
-    "send_notify_tasks",
 ]
-
-log = logging.getLogger("jenga.alarms")
 
 # ``deliveries`` needs PostgreSQL; ``default`` and ``alarms`` don't.
 QUEUE_ROLES = ("default", "deliveries", "alarms")
@@ -80,24 +70,3 @@ def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
     )
     return sender
 
-
-def send_notify_tasks(settings: Settings, transition: Any) -> int:
-    """Queue one notify task per configured notifier; returns how many were queued.
-    A broker that cannot take them is logged (the alarm itself is already in Redis)."""
-    notifiers = list(notifier_urls(settings))
-    if not notifiers:
-        return 0
-    sender = publisher(settings, "jenga-notify")
-    queue = queue_names(settings.jenga_namespace)["alarms"]
-    sent = 0
-    try:
-        for notifier in notifiers:
-            sender.send_task(NOTIFY_TASK, (notifier, transition.to_dict()), queue=queue,
-                             retry=False)
-            sent += 1
-    except Exception as error:  # broker unreachable: say so, never fail the operator's action
-        log_event(log, "alarm.notify_enqueue_failed", logging.WARNING,
-                  alarm_id=transition.alarm_id, error=describe_error(error))
-    finally:
-        sender.close()
-    return sent

@@ -56,8 +56,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "event_exchange": f"{settings.jenga_namespace}.celeryev",
         "task_routes": {
             # Watchdogs and notifications need neither PostgreSQL nor a free delivery slot.
-            "jenga.watchdog.*": {"queue": queues["alarms"]},
-            "jenga.alarms.*": {"queue": queues["alarms"]},
+            broker.WATCHDOG_TASK: {"queue": queues["alarms"]},
+            broker.NOTIFY_TASK: {"queue": queues["alarms"]},
             # Deliveries need PostgreSQL; the worker stops consuming them while it is down.
             broker.DELIVER_TASK: {"queue": queues["deliveries"]},
         },

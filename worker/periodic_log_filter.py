@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 
-from worker.schedule import DELIVERY_DISPATCH_TASK, WATCHDOG_TASK
+from common.broker import DISPATCH_TASK, WATCHDOG_TASK
 
-PERIODIC_TASKS = frozenset({DELIVERY_DISPATCH_TASK, WATCHDOG_TASK})
+PERIODIC_TASKS = frozenset({DISPATCH_TASK, WATCHDOG_TASK})
 CELERY_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
 
 

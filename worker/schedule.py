@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.broker import DISPATCH_TASK, WATCHDOG_TASK, queue_names
 from common.config import Settings
 
-WATCHDOG_TASK = "jenga.watchdog.check"  # worker/tasks/watchdogs.py
 DEPENDENCY_WATCHDOGS = ("postgres", "redis")
 # Run inside the beat process itself (worker/tasks/watchdogs.py): a broker that is
 # down can carry no watchdog task, so its watchdog must not need it.
@@ -24,7 +24,7 @@ BEAT_WATCHDOGS = ("broker",)
 def watchdog_entries(settings: Settings, alarm_ids: tuple[str, ...] | list[str]) -> dict[str, dict[str, Any]]:
     """One beat entry per watchdog alarm id."""
     interval = settings.watchdog_interval_seconds
-    queue = f"{settings.jenga_namespace}.alarms"
+    queue = queue_names(settings.jenga_namespace)["alarms"]
     return {
         f"watchdog-{alarm_id}": {
             "task": WATCHDOG_TASK,
@@ -36,9 +36,6 @@ def watchdog_entries(settings: Settings, alarm_ids: tuple[str, ...] | list[str])
     }
 
 
-DELIVERY_DISPATCH_TASK = "jenga.delivery.dispatch"  # worker/delivery/tasks.py
-
-
 def delivery_entries(settings: Settings) -> dict[str, dict[str, Any]]:
     """The delivery dispatcher: enqueues due messages and re-enqueues lost ones.
     On the default queue, so a delivery backlog never delays it; missed runs
@@ -46,9 +43,9 @@ def delivery_entries(settings: Settings) -> dict[str, dict[str, Any]]:
     interval = settings.delivery_dispatch_interval_seconds
     return {
         "delivery-dispatch": {
-            "task": DELIVERY_DISPATCH_TASK,
+            "task": DISPATCH_TASK,
             "schedule": interval,
-            "options": {"queue": f"{settings.jenga_namespace}.default", "expires": max(interval * 2, 1.0)},
+            "options": {"queue": queue_names(settings.jenga_namespace)["default"], "expires": max(interval * 2, 1.0)},
         }
     }
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import redis
 
-from common.broker import send_notify_tasks
+from common.alarms.dispatch import send_notify_tasks
 from common.config import Settings
 from common.guards.breaker.alarm import alarm_hook
 from common.guards.breaker.registry import policy_from_settings
@@ -54,12 +54,11 @@ def force_breaker(client: redis.Redis, settings: Settings, name: str,
     (as :meth:`BreakerStore.read`). Raises :class:`InvalidBreakerName`,
     :class:`UnknownBreaker`, ``ValueError`` for an unknown action, ``redis.RedisError``."""
     check_breaker_name(name)
-    namespace = settings.jenga_namespace
-    store = BreakerStore(client, namespace)
+    store = BreakerStore(client, settings.jenga_namespace)
     if action != "open" and name not in store.names():
         raise UnknownBreaker(name)
     _, change = store.force(name, action, policy_from_settings(settings))
     if change is not None:
-        alarm_hook(client, namespace, lambda transition: send_notify_tasks(settings, transition))(
+        alarm_hook(client, settings, lambda transition: send_notify_tasks(settings, transition))(
             name, change)
     return store.read(name)

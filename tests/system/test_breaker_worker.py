@@ -160,7 +160,7 @@ def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_cl
     import redis
 
     from common.alarms.store import Transition
-    from common.broker import send_notify_tasks
+    from common.alarms.dispatch import send_notify_tasks
     from common.guards.breaker.registry import policy_from_settings
     from common.guards.breaker.store import BreakerStore
 

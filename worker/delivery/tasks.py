@@ -7,11 +7,13 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from common.broker import DELIVER_TASK, DISPATCH_TASK, queue_names
 from common.config import Settings, get_settings
 from common.connections.probes import describe_error
 from common.delivery.destinations import DestinationError, resolve_destination
 from common.delivery.retry_schedule import Outcome
 from common.delivery.signing import webhook_headers
+from common.guards.outcome import failed_status
 from common.health.fleet_metrics import record_delivery
 from common.support.logs import log_event
 from worker.app import app
@@ -26,17 +28,14 @@ from worker.delivery.queries import (
 )
 from worker.delivery.resources import DB_ERRORS, execute, http_client
 from worker.guarded import GuardedTask, GuardRefused
-from worker.schedule import DELIVERY_DISPATCH_TASK as DISPATCH_TASK
 
 __all__ = ["DELIVER_TASK", "deliver", "dispatch_due", "enqueue_delivery"]
 
 log = logging.getLogger("jenga.delivery")
 
-DELIVER_TASK = "jenga.delivery.deliver"
-
 
 def enqueue_delivery(message_id: str, settings: Settings) -> None:
-    deliver.apply_async((message_id,), queue=f"{settings.jenga_namespace}.deliveries")
+    deliver.apply_async((message_id,), queue=queue_names(settings.jenga_namespace)["deliveries"])
 
 
 @app.task(name=DISPATCH_TASK, ignore_result=True)
@@ -106,7 +105,7 @@ def deliver(self, message_id: str) -> str | None:
             result = post(http_client(), claimed.url, destination, headers, body, settings.delivery_timeout_seconds,
                           settings.delivery_connect_timeout_seconds)
             status = result.outcome.status_code
-            call.record(failed=status is None or status >= 500 or status == 429)
+            call.record(failed=failed_status(status))
     except GuardRefused as refused:
         # Not an attempt: the receiver was spared. Come back when the guard says.
         execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)})

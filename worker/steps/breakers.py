@@ -3,10 +3,12 @@ whose breakers fall back to per-process state says so."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 from celery import bootsteps
 
+from common.alarms.dispatch import notify
 from common.config import get_settings
 from common.guards.breaker.registry import set_alarm_notifier, set_fallback_listener
 from common.health.heartbeat import (
@@ -17,15 +19,7 @@ from common.health.heartbeat import (
 )
 from worker.steps.config import ConfigStep
 
-__all__ = ["BreakersStep", "notify_people"]
-
-
-def notify_people(transition) -> None:
-    """Hand a breaker alarm's transition to the notifiers (Slack, webhook)."""
-    # Imported when called: worker.tasks.notifications imports the app, which loads the steps.
-    from worker.tasks.notifications import notify
-
-    notify(transition)
+__all__ = ["BreakersStep"]
 
 
 class BreakersStep(bootsteps.StartStopStep):
@@ -44,7 +38,8 @@ class BreakersStep(bootsteps.StartStopStep):
         self.hostname = worker.hostname
         # A previous run's markers say nothing now.
         clear_breaker_fallback(self.directory, self.hostname)
-        set_alarm_notifier(notify_people)
+        # A breaker alarm's transition goes to the notifiers (Slack, webhook) through this app.
+        set_alarm_notifier(functools.partial(notify, app=worker.app))
         set_fallback_listener(self.report)
         worker.jenga_breakers = self
 

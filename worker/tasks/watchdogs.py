@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import redis
 from celery.signals import beat_init
 
+from common.alarms.dispatch import notify
 from common.alarms.policy import CLOSED, AlarmState, decide
 from common.alarms.store import AlarmStore, Transition
 from common.broker import WATCHDOG_TASK
@@ -45,9 +46,9 @@ from common.connections.probes import (
 )
 from common.redis.client import redis_for
 from common.support.logs import log_event
+from common.support.per_process import PerProcess
 from worker.app import app
 from worker.schedule import BEAT_WATCHDOGS
-from worker.tasks.notifications import notify
 
 log = logging.getLogger("jenga.watchdog")
 
@@ -64,7 +65,7 @@ class Watchdog:
 
 class _Clients:
     """This process's clients for the checks, made on first use (boot connects to
-    nothing), one per URL."""
+    nothing), one per URL; a forked pool process makes its own."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -84,8 +85,9 @@ class _Clients:
             return self._redis[settings.redis_url]
 
 
-CLIENTS = _Clients()
+CLIENTS: PerProcess[_Clients] = PerProcess(_Clients)
 
+# Declared once at import, like Celery's task registry: not process state, never reset.
 WATCHDOGS: dict[str, Watchdog] = {}
 
 
@@ -96,17 +98,16 @@ def register_watchdog(watchdog: Watchdog) -> None:
 
 register_watchdog(Watchdog(
     "postgres", "PostgreSQL is unreachable",
-    lambda s: check_postgres(CLIENTS.engine(s), s.check_timeout_seconds)))
+    lambda s: check_postgres(CLIENTS.get().engine(s), s.check_timeout_seconds)))
 register_watchdog(Watchdog(
-    "redis", "Redis is unreachable", lambda s: check_redis(CLIENTS.redis(s))))
+    "redis", "Redis is unreachable", lambda s: check_redis(CLIENTS.get().redis(s))))
 register_watchdog(Watchdog(
     "broker", "The Celery broker is unreachable",
     lambda s: check_broker(s.effective_broker_url, s.check_timeout_seconds)))
 
 
 def store_for(settings: Settings) -> AlarmStore:
-    return AlarmStore(CLIENTS.redis(settings), settings.jenga_namespace,
-                      clear_after=settings.alarm_clear_after, history_max=settings.alarm_history_max)
+    return AlarmStore.for_settings(CLIENTS.get().redis(settings), settings)
 
 
 def check_details(result: CheckResult) -> dict:
@@ -126,13 +127,11 @@ class LocalAlarm:
         self.state: AlarmState = CLOSED
         self.pending: Transition | None = None
 
-    def reset(self) -> None:
-        with self.lock:
-            self.state, self.pending = CLOSED, None
 
-
-# Watchdogs whose outage can take the store (or the broker) down with it.
-FALLBACK = {"redis": LocalAlarm(), "broker": LocalAlarm()}
+# Watchdogs whose outage can take the store (or the broker) down with it, and
+# this process's own state for each.
+FALLBACK: PerProcess[dict[str, LocalAlarm]] = PerProcess(
+    lambda: {"redis": LocalAlarm(), "broker": LocalAlarm()})
 
 
 def watch_with_fallback(settings: Settings, watchdog: Watchdog, store: AlarmStore,
@@ -170,14 +169,14 @@ def watch_with_fallback(settings: Settings, watchdog: Watchdog, store: AlarmStor
                                            result.checked_at, details, result.checked_at)
             told = local.pending if kind else None
         if told:
-            notify(told, direct=True)
+            notify(told, direct=True, app=app)
         return told
     with local.lock:
         # Mirror the store, so a new outage is a new set only if the last one was cleared.
         local.state = AlarmState(open=True) if still_open else CLOSED
     if transition:
         # A broker that is down cannot carry the notification tasks.
-        notify(transition, direct=not result.ok)
+        notify(transition, direct=not result.ok, app=app)
     return transition
 
 
@@ -189,8 +188,9 @@ def run_watchdog(alarm_id: str, settings: Settings | None = None) -> Transition 
         log_event(log, "watchdog.unknown", level=logging.ERROR, alarm_id=alarm_id)
         return None
     store = store_for(settings)
-    if alarm_id in FALLBACK:
-        return watch_with_fallback(settings, watchdog, store, FALLBACK[alarm_id])
+    local = FALLBACK.get().get(alarm_id)
+    if local is not None:
+        return watch_with_fallback(settings, watchdog, store, local)
     result = watchdog.check(settings)
     log_event(log, "watchdog.check", level=logging.DEBUG if result.ok else logging.WARNING,
               alarm_id=alarm_id, ok=result.ok, error=result.error)
@@ -203,7 +203,7 @@ def run_watchdog(alarm_id: str, settings: Settings | None = None) -> Transition 
                   error=describe_error(error))
         return None
     if transition:
-        notify(transition)
+        notify(transition, app=app)
     return transition
 
 
@@ -219,13 +219,11 @@ def run_in_beat(settings: Settings, alarm_ids: tuple[str, ...], stop: threading.
                           error=describe_error(error))
 
 
-BEAT_STOP = threading.Event()
-
-
 @beat_init.connect
 def _start_beat_watchdogs(sender=None, **kwargs) -> None:
     settings = get_settings()
-    threading.Thread(target=run_in_beat, args=(settings, BEAT_WATCHDOGS, BEAT_STOP),
+    # A daemon thread: it ends with beat, so nothing ever needs to stop it.
+    threading.Thread(target=run_in_beat, args=(settings, BEAT_WATCHDOGS, threading.Event()),
                      name="jenga-beat-watchdogs", daemon=True).start()
     log_event(log, "watchdog.beat_started", alarm_ids=",".join(BEAT_WATCHDOGS))
 

@@ -12,6 +12,7 @@ from typing import Protocol
 import redis
 
 from common.alarms.store import AlarmStore, Transition
+from common.config import Settings
 from common.guards.breaker import policy as bp
 
 __all__ = ["Notify", "OnTransition", "alarm_hook"]
@@ -29,12 +30,13 @@ class Notify(Protocol):
     def __call__(self, transition: Transition) -> None: ...
 
 
-def alarm_hook(client: redis.Redis, namespace: str, notify: Notify | None = None) -> OnTransition:
+def alarm_hook(client: redis.Redis, settings: Settings, notify: Notify | None = None) -> OnTransition:
     """An ``on_transition`` that sets alarm ``breaker:<name>`` when a breaker opens
-    and clears it when it closes, then hands the alarm transition to ``notify``."""
+    and clears it when it closes (in the store ``settings`` configure), then
+    hands the alarm transition to ``notify``."""
 
     def on_transition(name: str, change: bp.Change) -> None:
-        store = AlarmStore(client, namespace)
+        store = AlarmStore.for_settings(client, settings)
         alarm_id = f"breaker:{name}"
         if change.new == bp.OPEN:
             transition = store.set(alarm_id, f"circuit breaker {name!r} is open: {change.reason}",

@@ -327,8 +327,7 @@ def _registry_from_settings() -> BreakerRegistry:
     settings = get_settings()
     client = redis_for(settings)
     return BreakerRegistry(client, settings.jenga_namespace, policy_from_settings(settings),
-                           on_transition=alarm_hook(client, settings.jenga_namespace,
-                                                    _notify_installed),
+                           on_transition=alarm_hook(client, settings, _notify_installed),
                            on_fallback=_report_fallback).start()
 
 
