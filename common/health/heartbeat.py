@@ -13,7 +13,7 @@ healthy worker restarted. The key lets other processes see the fleet.
 * ready: live, and the worker's consumer is connected to the broker.
 
 Breaker fallback. A worker process whose circuit breakers lost Redis runs them
-per process (:mod:`common.guards.breaker.shared`). The breakers live in the pool
+per process (:mod:`common.guards.breaker.registry`). The breakers live in the pool
 processes, the heartbeat in the main one, and Redis is the thing that is down,
 so each process that falls back leaves a marker file
 ``{HEARTBEAT_DIR}/{hostname}.breakers/{pid}.json`` and removes it when Redis
