@@ -130,8 +130,6 @@ def read_fleet(app: FastAPI) -> FleetView:
             continue
         try:
             setattr(view, name, read())
-        except ImportError:
-            view.errors[name] = "not installed"
         except (redis.RedisError, OSError) as error:
             view.errors[name] = describe_error(error)
     if view.limits:
