@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import redis
 from celery import Celery
 
 from common.config import load_settings
+from tests.support.http_server import FakeHTTPServer, Reply, Request
 from tests.support.servers import JengaProcess, jenga_env, wait_for
 from worker.celeryconfig import celery_config
 
@@ -77,31 +76,20 @@ def bench_throughput(n: int, base_env: dict) -> dict[str, list[float]]:
     return rates
 
 
-class Service:
-    """A local HTTP service: ``hang`` seconds before answering 200."""
+class DelayedService(FakeHTTPServer):
+    """Answers 200 after ``delay`` seconds: a hanging service, or with 0 a healthy one."""
 
-    def __init__(self, hang: float):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                time.sleep(hang)
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except OSError:
-                    pass
+    def __init__(self, delay: float):
+        super().__init__()
+        self.delay = delay
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, request: Request) -> Reply:
+        time.sleep(self.delay)
+        return Reply(200, body="")
 
 
 def bench_outage(m: int, base_env: dict) -> dict[bool, float]:
-    hanging, healthy = Service(hang=5.0), Service(hang=0.0)
+    hanging, healthy = DelayedService(5.0).start(), DelayedService(0.0).start()
     env = {**base_env, "JENGA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}", "BREAKER_FAILURE_THRESHOLD": "5",
            "BREAKER_FAILURE_RATE": "0", "BREAKER_OPEN_SECONDS": "60", "BREAKER_OPEN_MAX_SECONDS": "60"}
     settings = load_settings(env, wait_seconds=0)
@@ -122,6 +110,8 @@ def bench_outage(m: int, base_env: dict) -> dict[bool, float]:
             rates[guarded] = m / drain(producer, client, node, queue, f"{key}:healthy", m)
     finally:
         worker.stop()
+        hanging.stop()
+        healthy.stop()
         for key in client.scan_iter(f"{settings.jenga_namespace}:*"):
             client.delete(key)
     return rates

@@ -7,9 +7,6 @@ The worker loads the tasks from ``bench/bench_guarded_tasks.py``."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from celery import Celery
 
@@ -21,6 +18,7 @@ from common.guards.breaker.registry import (
     set_default_registry,
 )
 from common.guards.breaker.store import BreakerStore
+from tests.support.http_server import FakeHTTPServer, Reply, Request
 from tests.support.servers import JengaProcess, jenga_env, wait_for
 from worker import guarded
 from worker.celeryconfig import celery_config
@@ -36,38 +34,25 @@ class Probe(GuardedTask):
 guarded_call = Probe()
 
 
-class FlakyService:
-    """A local HTTP server answering 500 while ``failing``, else 200; counts requests."""
+class FlakyService(FakeHTTPServer):
+    """Answers 500 while ``failing``, else 200; ``hits`` counts the requests."""
 
     def __init__(self):
+        super().__init__()
         self.failing = False
-        self.hits = 0
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.hits += 1
-                self.send_response(500 if outer.failing else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    @property
+    def hits(self) -> int:
+        return len(self.requests)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, request: Request) -> Reply:
+        return Reply(500 if self.failing else 200, body="")
 
 
 @pytest.fixture
 def service():
-    flaky = FlakyService()
-    yield flaky
-    flaky.close()
+    with FlakyService() as flaky:
+        yield flaky
 
 
 def start_worker(settings_env, **extra):
