@@ -11,7 +11,7 @@
 
 Run from the repository root (needs Redis; ``REDIS_URL`` or 127.0.0.1:6379):
 
-    .venv/bin/python bench/bench_breaker.py [--calls 20000] [--rounds 10] [--processes 8]
+    .venv/bin/python -m bench.bench_breaker [--calls 20000] [--rounds 10] [--processes 8]
 """
 
 from __future__ import annotations
@@ -20,22 +20,18 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
-import sys
 import time
 import timeit
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import circuitbreaker
+import pybreaker
+import redis
 
-import circuitbreaker  # noqa: E402
-import pybreaker  # noqa: E402
-import redis  # noqa: E402
-
-from common.config import load_settings, set_settings  # noqa: E402
-from common.guards.breaker import policy as bp  # noqa: E402
-from common.guards.breaker.compat import SharedCircuitBreaker  # noqa: E402
-from common.guards.breaker.registry import BreakerRegistry, set_default_registry  # noqa: E402
+from common.config import load_settings, set_settings
+from common.guards.breaker import policy as bp
+from common.guards.breaker.compat import SharedCircuitBreaker
+from common.guards.breaker.registry import BreakerRegistry, set_default_registry
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

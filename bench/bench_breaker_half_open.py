@@ -8,24 +8,20 @@ trip per refused call, the behaviour before the hold).
 
 Run from the repository root (needs Redis; ``REDIS_URL`` or 127.0.0.1:6379):
 
-    .venv/bin/python bench/bench_breaker_half_open.py [--seconds 2]
+    .venv/bin/python -m bench.bench_breaker_half_open [--seconds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import redis
 
-import redis  # noqa: E402
-
-from common.guards.breaker import policy as bp  # noqa: E402
-from common.guards.breaker.registry import BreakerRegistry  # noqa: E402
+from common.guards.breaker import policy as bp
+from common.guards.breaker.registry import BreakerRegistry
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 POLICY = bp.BreakerPolicy(failure_threshold=1, failure_rate=0, open_seconds=0.05, jitter=0, half_open_calls=1,

@@ -2,7 +2,7 @@
 tasks per second on the same broker, pool, concurrency and machine, in the
 same run; plus API accept latency (p50/p99).
 
-    .venv/bin/python bench/bench_delivery.py [--messages 2000] [--concurrency 16] [--rounds 3]
+    .venv/bin/python -m bench.bench_delivery [--messages 2000] [--concurrency 16] [--rounds 3]
 
 Two baselines, because "plain Celery" hides a choice:
 
@@ -35,11 +35,8 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from pathlib import Path
 
 from celery import Celery, shared_task
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # --- the bare baseline's worker app: one no-op task, Celery's defaults (no task events),
 # acks and prefetch as Jenga's, the broker keys of the run's JENGA_NAMESPACE ------------

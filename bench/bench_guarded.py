@@ -10,7 +10,7 @@
 
 Run from the repository root (needs Redis; ``REDIS_URL`` or 127.0.0.1:6379):
 
-    .venv/bin/python bench/bench_guarded.py [--tasks 2000] [--outage-tasks 40]
+    .venv/bin/python -m bench.bench_guarded [--tasks 2000] [--outage-tasks 40]
 """
 
 from __future__ import annotations
