@@ -14,6 +14,7 @@ import httpcore
 from common.connections.probes import describe_error
 from common.delivery.destinations import Destination
 from common.delivery.retry_schedule import Outcome, parse_retry_after
+from worker.delivery.deadline import attempt_deadline
 
 __all__ = ["EXCERPT_BYTES", "EXCERPT_CHARS", "HTTP_ERRORS", "USER_AGENT", "AttemptResult",
            "pinned_url", "post"]
@@ -58,21 +59,22 @@ def post(client: httpcore.ConnectionPool, url: str, destination: Destination, he
                              "pool": total_timeout}
     request_headers = {"user-agent": USER_AGENT, "content-type": "application/json", **headers, **extra_headers}
     try:
-        with client.stream("POST", target, headers=list(request_headers.items()), content=body,
-                           extensions=extensions) as response:
+        # Connect, TLS, the request, the headers and the excerpt: all within total_timeout.
+        with attempt_deadline(total_timeout), client.stream(
+                "POST", target, headers=list(request_headers.items()), content=body,
+                extensions=extensions) as response:
             chunks = bytearray()
             for chunk in response.iter_stream():
                 chunks += chunk
-                if len(chunks) >= EXCERPT_BYTES or time.perf_counter() - started > total_timeout:
-                    break
+                if len(chunks) >= EXCERPT_BYTES:
+                    break  # the rest is not read: closing drops the connection
     except HTTP_ERRORS as error:
         duration = time.perf_counter() - started
         return AttemptResult(Outcome(error=describe_error(error)), started_at, int(duration * 1000), None)
     duration = time.perf_counter() - started
-    if duration > total_timeout:
-        outcome = Outcome(error=f"Timeout: no complete answer within {total_timeout:g}s (HTTP {response.status})")
-        return AttemptResult(outcome, started_at, int(duration * 1000), None)
-    excerpt = bytes(chunks[:EXCERPT_BYTES]).decode("utf-8", errors="replace")[:EXCERPT_CHARS]
+    # PostgreSQL text holds neither invalid UTF-8 nor NUL: both become U+FFFD.
+    excerpt = (bytes(chunks[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
+               .replace("\x00", "\ufffd")[:EXCERPT_CHARS])
     retry_after_header = next((value.decode("latin-1") for name, value in response.headers
                                if name.lower() == b"retry-after"), None)
     retry_after = parse_retry_after(retry_after_header, datetime.now(UTC))

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from common.config import get_settings
 from common.support.per_process import PerProcess
 from worker.app import app
+from worker.delivery.deadline import DeadlineBackend
 
 __all__ = ["DB_ERRORS", "database", "execute", "http_client", "postgres_conninfo"]
 
@@ -91,8 +92,10 @@ def _open_http_client() -> httpcore.ConnectionPool:
     layer (URL and header models, cookie jar, redirect and auth machinery)
     cost more CPU than the request itself, and a delivery needs none of it. It
     follows no redirect (one could lead anywhere, past the destination
-    check), keeps no cookies, and retries nothing (the schedule does)."""
-    return httpcore.ConnectionPool(max_connections=200, max_keepalive_connections=50, retries=0)
+    check), keeps no cookies, and retries nothing (the schedule does). Every
+    socket operation ends by the attempt's deadline (:mod:`worker.delivery.deadline`)."""
+    return httpcore.ConnectionPool(max_connections=200, max_keepalive_connections=50, retries=0,
+                                   network_backend=DeadlineBackend())
 
 
 _http_client = PerProcess(_open_http_client)
