@@ -32,6 +32,7 @@ from common.config import load_settings, set_settings
 from common.guards.breaker import policy as bp
 from common.guards.breaker.compat import SharedCircuitBreaker
 from common.guards.breaker.registry import BreakerRegistry, set_default_registry
+from common.redis.keys import RedisKeys
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -144,7 +145,7 @@ def bench_propagation(processes: int, rounds: int, shared: bool, namespace: str)
         all_calls = [c for _, calls in outcomes for c in calls]
         reached.append(len(all_calls))
         if shared:
-            tripped_at = float(client.hget(f"{namespace}:breaker:{name}", "changed_at"))
+            tripped_at = float(client.hget(RedisKeys(namespace).breaker(name), "changed_at"))
         else:
             tripped_at = min(refused for refused, _ in outcomes)  # first process to trip its own breaker
         delays += [refused - tripped_at for refused, _ in outcomes]

@@ -38,12 +38,15 @@ from contextlib import ExitStack
 
 from celery import Celery, shared_task
 
+from common.redis.keys import RedisKeys
+
 # --- the bare baseline's worker app: one no-op task, Celery's defaults (no task events),
 # acks and prefetch as Jenga's, the broker keys of the run's JENGA_NAMESPACE ------------
 noop_app = Celery("bench_noop", set_as_current=False)
 noop_app.conf.update(
     broker_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-    broker_transport_options={"global_keyprefix": f"{os.environ.get('JENGA_NAMESPACE', 'bench')}:broker:"},
+    broker_transport_options={
+        "global_keyprefix": RedisKeys(os.environ.get("JENGA_NAMESPACE", "bench")).broker_prefix()},
     task_ignore_result=True, task_acks_late=True, worker_prefetch_multiplier=1,
     worker_hijack_root_logger=False, task_serializer="json", accept_content=["json"],
 )
@@ -96,8 +99,8 @@ def time_noops(redis_url: str, counter: str, messages: int) -> float:
 def sender(redis_url: str, namespace: str) -> Celery:
     """A client that queues tasks by name under the namespace's broker keys (as Jenga's workers read them)."""
     client = Celery("bench-sender", set_as_current=False)
-    client.conf.update(broker_url=redis_url, broker_transport_options={"global_keyprefix": f"{namespace}:broker:"},
-                       task_serializer="json")
+    client.conf.update(broker_url=redis_url, task_serializer="json",
+                       broker_transport_options={"global_keyprefix": RedisKeys(namespace).broker_prefix()})
     return client
 
 

@@ -11,6 +11,7 @@ from celery import Celery
 
 from common.guards.breaker.registry import policy_from_settings
 from common.guards.breaker.store import BreakerStore
+from common.redis.keys import RedisKeys
 from tests.support.servers import JengaProcess, free_port, jenga_env, wait_for
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ def test_flower_auth_metrics_and_task_states(settings, settings_env, namespace, 
     flower = JengaProcess.celery("flower", "--conf=worker/flowerconfig.py", env=env, name="flower").start()
     base = f"http://127.0.0.1:{port}"
     sender = Celery("t", broker=settings.redis_url, set_as_current=False)
-    sender.conf.broker_transport_options = {"global_keyprefix": f"{namespace}:broker:"}
+    sender.conf.broker_transport_options = {"global_keyprefix": RedisKeys(namespace).broker_prefix()}
     try:
         worker.wait_for_output("ready", 60)
         wait_for(lambda: httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200, 60, what="Flower up")
