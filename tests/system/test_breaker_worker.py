@@ -159,8 +159,8 @@ def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_cl
     and it is delivered exactly once after the breaker closes."""
     import redis
 
-    from common.alarms.store import Transition
     from common.alarms.dispatch import send_notify_tasks
+    from common.alarms.store import Transition
     from common.guards.breaker.registry import policy_from_settings
     from common.guards.breaker.store import BreakerStore
 
