@@ -99,8 +99,9 @@ def time_noops(redis_url: str, counter: str, messages: int) -> float:
 def sender(redis_url: str, namespace: str) -> Celery:
     """A client that queues tasks by name under the namespace's broker keys (as Jenga's workers read them)."""
     client = Celery("bench-sender", set_as_current=False)
-    client.conf.update(broker_url=redis_url, task_serializer="json",
-                       broker_transport_options={"global_keyprefix": RedisKeys(namespace).broker_prefix()})
+    prefix = RedisKeys(namespace).broker_prefix()
+    client.conf.update(broker_url=redis_url, broker_transport_options={"global_keyprefix": prefix},
+                       task_serializer="json")
     return client
 
 

@@ -30,7 +30,8 @@ def test_flower_auth_metrics_and_task_states(settings, settings_env, namespace, 
     flower = JengaProcess.celery("flower", "--conf=worker/flowerconfig.py", env=env, name="flower").start()
     base = f"http://127.0.0.1:{port}"
     sender = Celery("t", broker=settings.redis_url, set_as_current=False)
-    sender.conf.broker_transport_options = {"global_keyprefix": RedisKeys(namespace).broker_prefix()}
+    sender.conf.broker_transport_options = {
+        "global_keyprefix": RedisKeys(namespace).broker_prefix()}
     try:
         worker.wait_for_output("ready", 60)
         wait_for(lambda: httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200, 60, what="Flower up")
