@@ -141,6 +141,10 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A due message whose task has not started this long after enqueueing (broker or worker lost) is enqueued again."
     )
     delivery_dispatch_batch: int = Field(default=500, ge=1, description="Most messages one dispatch run enqueues.")
+    task_time_limit_seconds: float = Field(
+        default=300.0, gt=0,
+        description="Backstop for every task: past 90% of this the task is interrupted (soft limit), past it the pool process is replaced (hard limit, prefork pool only). A delivery attempt itself ends within `DELIVERY_TIMEOUT_SECONDS`.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -207,6 +211,8 @@ class Settings(BaseSettings):
             raise ValueError("LIMIT_INITIAL must be between LIMIT_MIN and LIMIT_MAX")
         if self.breaker_open_max_seconds < self.breaker_open_seconds:
             raise ValueError("BREAKER_OPEN_MAX_SECONDS must be >= BREAKER_OPEN_SECONDS")
+        if self.task_time_limit_seconds < 2 * self.delivery_timeout_seconds:
+            raise ValueError("TASK_TIME_LIMIT_SECONDS must be at least twice DELIVERY_TIMEOUT_SECONDS")
         if self.jenga_env == "production" and self.flower_basic_auth is None:
             raise ValueError("FLOWER_BASIC_AUTH is required when JENGA_ENV=production")
         if self.jenga_env == "production" and self.allow_private_destinations:

@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     breaker.add_argument("--json", action="store_true", help="print JSON instead of text")
     breaker.set_defaults(func=breakers)
 
-    run = commands.add_parser("run", help="run the local stack (web, worker, beat, flower)")
-    run.add_argument("processes", nargs="*", default=["web", "worker", "beat", "flower"])
+    run = commands.add_parser("run", help="run the local stack (web, worker, ops, beat, flower)")
+    run.add_argument("processes", nargs="*", default=["web", "worker", "ops", "beat", "flower"])
     run.set_defaults(func=run_stack)
     return parser
 

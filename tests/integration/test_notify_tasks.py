@@ -7,8 +7,8 @@ import socket
 import threading
 import time
 
-from common.alarms.store import Transition
 from common.alarms.dispatch import send_notify_tasks
+from common.alarms.store import Transition
 from common.config import load_settings
 
 

@@ -33,7 +33,8 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=1).status_code == 401, 60,
                  interval=0.5, what="Flower asking for auth")
         assert httpx.get(f"http://127.0.0.1:{flower_port}/", auth=("admin", "local-flower-pw"), timeout=5).status_code == 200
-        wait_for(lambda: "ready." in log_path.read_text(), 60, interval=0.5, what="the worker")
+        wait_for(lambda: log_path.read_text().count("ready.") >= 2, 60, interval=0.5,
+                 what="both workers (deliveries and ops)")
         wait_for(lambda: "beat" in log_path.read_text() and "Starting..." in log_path.read_text(), 60, interval=0.5, what="beat")
         output = log_path.read_text()
         redis_port = int(re.search(r"embedded Redis at redis://127.0.0.1:(\d+)", output).group(1))

@@ -104,3 +104,13 @@ def test_jenga_config_check_exit_codes_and_masking():
     assert bad.returncode == 1
     assert "DATABASE_URL: not a" in bad.stderr and "REDIS_URL: missing (required)" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_every_task_has_a_time_limit_that_leaves_room_for_a_delivery_attempt():
+    from worker.celeryconfig import celery_config
+
+    config = celery_config(read_settings({**VALID, "TASK_TIME_LIMIT_SECONDS": "120"}))
+    assert config["task_time_limit"] == 120 and config["task_soft_time_limit"] == 108
+    with pytest.raises(ConfigError) as caught:
+        read_settings({**VALID, "DELIVERY_TIMEOUT_SECONDS": "90", "TASK_TIME_LIMIT_SECONDS": "120"})
+    assert any("TASK_TIME_LIMIT_SECONDS must be at least twice" in p for p in caught.value.problems)

@@ -22,11 +22,21 @@ def procfile() -> dict[str, str]:
 
 def test_procfile_has_every_process():
     entries = procfile()
-    assert set(entries) == {"release", "web", "worker", "beat", "flower"}
+    assert set(entries) == {"release", "web", "worker", "ops", "beat", "flower"}
     assert entries["worker"].startswith("celery -A worker worker")
+    assert entries["ops"].startswith("celery -A worker worker")
     assert entries["beat"].startswith("celery -A worker beat")
     assert entries["flower"].startswith("celery -A worker flower")
     assert "alembic upgrade head" in entries["release"]
+
+
+def test_deliveries_and_operations_run_in_separate_worker_processes():
+    """The bulkhead: no delivery backlog can delay a watchdog, the dispatcher or an alarm."""
+    queues = {name: set(command.split(" -Q ", 1)[1].split()[0].split(","))
+              for name, command in procfile().items() if name in ("worker", "ops")}
+    ns = "${JENGA_NAMESPACE:-jenga}"
+    assert queues == {"worker": {f"{ns}.deliveries"}, "ops": {f"{ns}.default", f"{ns}.alarms"}}
+    assert " -n ops@%h" in procfile()["ops"]  # its own node name, heartbeat and pidbox
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +50,9 @@ def compose() -> dict:
 
 def test_compose_is_valid_and_has_the_stack(compose):
     services = compose["services"]
-    assert {"postgres", "redis", "web", "worker", "beat", "flower"} <= set(services)
+    assert {"postgres", "redis", "web", "worker", "ops", "beat", "flower"} <= set(services)
     assert "/up" in " ".join(services["web"]["healthcheck"]["test"])
-    for name in ("postgres", "redis", "web", "worker", "flower"):
+    for name in ("postgres", "redis", "web", "worker", "ops", "flower"):
         assert "healthcheck" in services[name], name
 
 
@@ -50,4 +60,5 @@ def test_compose_commands_are_the_procfile_commands(compose):
     entries = procfile()
     for name in ("web", "beat", "flower", "release"):
         assert compose["services"][name]["command"] == shlex.split(entries[name]), name
-    assert compose["services"]["worker"]["command"][:4] == ["celery", "-A", "worker", "worker"]
+    for name in ("worker", "ops"):
+        assert compose["services"][name]["command"][:4] == ["celery", "-A", "worker", "worker"]
