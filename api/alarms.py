@@ -25,8 +25,12 @@ def store_for(request: Request) -> AlarmStore:
     return AlarmStore.for_settings(request.app.state.redis, request.app.state.settings)
 
 
-@router.get("/alarms", responses={503: {"description": "Redis, which holds the alarms, is unreachable"}})
-def alarms(request: Request, limit: int = Query(50, ge=1, le=1000, description="How many history events")):
+@router.get(
+    "/alarms", responses={503: {"description": "Redis, which holds the alarms, is unreachable"}}
+)
+def alarms(
+    request: Request, limit: int = Query(50, ge=1, le=1000, description="How many history events")
+):
     """Active alarms (oldest first) and the latest set/clear events (newest first)."""
     store = store_for(request)
     try:
@@ -35,7 +39,13 @@ def alarms(request: Request, limit: int = Query(50, ge=1, le=1000, description="
     except redis.RedisError as error:
         log_event(log, "alarms.unavailable", level=logging.WARNING, error=describe_error(error))
         return JSONResponse(
-            {"error": "alarm state unavailable: Redis is unreachable", "detail": describe_error(error)},
-            status_code=503, headers={"Cache-Control": "no-store"},
+            {
+                "error": "alarm state unavailable: Redis is unreachable",
+                "detail": describe_error(error),
+            },
+            status_code=503,
+            headers={"Cache-Control": "no-store"},
         )
-    return JSONResponse({"active": active, "history": history}, headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        {"active": active, "history": history}, headers={"Cache-Control": "no-store"}
+    )

@@ -30,13 +30,20 @@ NO_STORE = {"Cache-Control": "no-store"}
 def _unavailable(error: BaseException) -> JSONResponse:
     log_event(log, "breakers.unavailable", level=logging.WARNING, error=describe_error(error))
     return JSONResponse(
-        {"error": "breaker state unavailable: Redis is unreachable; workers fall back to per-process breakers",
-         "fallback": True, "detail": describe_error(error)},
-        status_code=503, headers=NO_STORE,
+        {
+            "error": "breaker state unavailable: Redis is unreachable; workers fall back to per-process breakers",
+            "fallback": True,
+            "detail": describe_error(error),
+        },
+        status_code=503,
+        headers=NO_STORE,
     )
 
 
-@router.get("/breakers", responses={503: {"description": "Redis, which holds breaker state, is unreachable"}})
+@router.get(
+    "/breakers",
+    responses={503: {"description": "Redis, which holds breaker state, is unreachable"}},
+)
 def breakers(request: Request):
     """Every circuit breaker (state, trips, window counts, probes) and every concurrency limit (limit, in flight)."""
     try:
@@ -46,12 +53,20 @@ def breakers(request: Request):
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.post("/breakers/{name}/{action}", dependencies=[Depends(require_admin)],
-             responses={401: {"description": "missing or wrong admin token"},
-                        403: {"description": "admin API disabled (no JENGA_ADMIN_TOKEN)"},
-                        404: {"description": "no such breaker"}})
-def force(request: Request, action: Literal["open", "close", "reset"],
-          name: str = Path(description="breaker (service) name")):
+@router.post(
+    "/breakers/{name}/{action}",
+    dependencies=[Depends(require_admin)],
+    responses={
+        401: {"description": "missing or wrong admin token"},
+        403: {"description": "admin API disabled (no JENGA_ADMIN_TOKEN)"},
+        404: {"description": "no such breaker"},
+    },
+)
+def force(
+    request: Request,
+    action: Literal["open", "close", "reset"],
+    name: str = Path(description="breaker (service) name"),
+):
     """Force a breaker open (until closed), closed, or reset (closed, counts forgotten)."""
     try:
         body = force_breaker(request.app.state.redis, request.app.state.settings, name, action)

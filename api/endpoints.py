@@ -35,7 +35,9 @@ def db_session(request: Request) -> Iterator[Session]:
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048, description="http(s) URL that receives the webhooks.")
+    url: str = Field(
+        min_length=1, max_length=2048, description="http(s) URL that receives the webhooks."
+    )
     description: str = Field(default="", max_length=1000, description="Free text for people.")
 
 
@@ -57,9 +59,15 @@ class EndpointOut(BaseModel):
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointOut:
-        return cls(id=endpoint.id, url=endpoint.url, description=endpoint.description, disabled=endpoint.disabled,
-                   disabled_reason=endpoint.disabled_reason, created_at=endpoint.created_at,
-                   updated_at=endpoint.updated_at)
+        return cls(
+            id=endpoint.id,
+            url=endpoint.url,
+            description=endpoint.description,
+            disabled=endpoint.disabled,
+            disabled_reason=endpoint.disabled_reason,
+            created_at=endpoint.created_at,
+            updated_at=endpoint.updated_at,
+        )
 
 
 class EndpointCreated(EndpointOut):
@@ -74,7 +82,9 @@ def checked_url(request: Request, url: str) -> str:
     """``url`` if webhooks may go there, else a 422 saying why."""
     url = url.strip()
     try:
-        resolve_destination(url, allow_private=request.app.state.settings.allow_private_destinations)
+        resolve_destination(
+            url, allow_private=request.app.state.settings.allow_private_destinations
+        )
     except DestinationError as error:
         raise ApiError(422, "invalid_url", f"url refused: {error}") from None
     return url
@@ -88,10 +98,16 @@ def endpoint_or_404(session: Session, endpoint_id: str, *, lock: bool = False) -
     return endpoint
 
 
-@router.post("", status_code=201, response_model=EndpointCreated, dependencies=[Depends(require_admin)])
-def create_endpoint(body: EndpointIn, request: Request, session: Session = Depends(db_session)) -> EndpointCreated:
+@router.post(
+    "", status_code=201, response_model=EndpointCreated, dependencies=[Depends(require_admin)]
+)
+def create_endpoint(
+    body: EndpointIn, request: Request, session: Session = Depends(db_session)
+) -> EndpointCreated:
     """Create an endpoint; the answer carries its signing secret, once."""
-    endpoint = Endpoint(url=checked_url(request, body.url), description=body.description, secret=generate_secret())
+    endpoint = Endpoint(
+        url=checked_url(request, body.url), description=body.description, secret=generate_secret()
+    )
     session.add(endpoint)
     session.commit()
     session.refresh(endpoint)
@@ -99,9 +115,12 @@ def create_endpoint(body: EndpointIn, request: Request, session: Session = Depen
 
 
 @router.get("", response_model=EndpointList)
-def list_endpoints(session: Session = Depends(db_session),
-                   limit: int = Query(default=100, ge=1, le=500)) -> EndpointList:
-    endpoints = session.scalars(select(Endpoint).order_by(Endpoint.created_at, Endpoint.id).limit(limit)).all()
+def list_endpoints(
+    session: Session = Depends(db_session), limit: int = Query(default=100, ge=1, le=500)
+) -> EndpointList:
+    endpoints = session.scalars(
+        select(Endpoint).order_by(Endpoint.created_at, Endpoint.id).limit(limit)
+    ).all()
     return EndpointList(data=[EndpointOut.of(e) for e in endpoints])
 
 
@@ -111,8 +130,9 @@ def get_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> En
 
 
 @router.patch("/{endpoint_id}", response_model=EndpointOut, dependencies=[Depends(require_admin)])
-def update_endpoint(endpoint_id: str, body: EndpointUpdate, request: Request,
-                    session: Session = Depends(db_session)) -> EndpointOut:
+def update_endpoint(
+    endpoint_id: str, body: EndpointUpdate, request: Request, session: Session = Depends(db_session)
+) -> EndpointOut:
     endpoint = endpoint_or_404(session, endpoint_id, lock=True)
     if body.url is not None:
         endpoint.url = checked_url(request, body.url)
@@ -132,13 +152,17 @@ def _set_disabled(endpoint_id: str, session: Session, disabled: bool) -> Endpoin
     return EndpointOut.of(endpoint)
 
 
-@router.post("/{endpoint_id}/disable", response_model=EndpointOut, dependencies=[Depends(require_admin)])
+@router.post(
+    "/{endpoint_id}/disable", response_model=EndpointOut, dependencies=[Depends(require_admin)]
+)
 def disable_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> EndpointOut:
     """Stop deliveries: new messages are refused (409), pending ones end `failed`."""
     return _set_disabled(endpoint_id, session, True)
 
 
-@router.post("/{endpoint_id}/enable", response_model=EndpointOut, dependencies=[Depends(require_admin)])
+@router.post(
+    "/{endpoint_id}/enable", response_model=EndpointOut, dependencies=[Depends(require_admin)]
+)
 def enable_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> EndpointOut:
     return _set_disabled(endpoint_id, session, False)
 

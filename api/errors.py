@@ -33,9 +33,17 @@ from common.support.logs import log_event
 log = logging.getLogger("jenga.api")
 
 DATABASE_RETRY_AFTER_SECONDS = 5
-STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 422: "invalid_request",
-                503: "unavailable"}
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "invalid_request",
+    503: "unavailable",
+}
 
 
 class ApiError(Exception):
@@ -46,8 +54,9 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-def error_response(status: int, code: str, message: str, details: Any = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
@@ -60,8 +69,12 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     message = error.detail if isinstance(error.detail, str) else "request refused"
-    return error_response(error.status_code, STATUS_CODES.get(error.status_code, "error"), message,
-                          headers=getattr(error, "headers", None))
+    return error_response(
+        error.status_code,
+        STATUS_CODES.get(error.status_code, "error"),
+        message,
+        headers=getattr(error, "headers", None),
+    )
 
 
 def _where(location: tuple | list) -> str:
@@ -84,13 +97,24 @@ async def _database_error(request: Request, error: Exception) -> JSONResponse:
         # so it is the input that is wrong: a 4xx, not a 500.
         reason = describe_error(error.orig) if error.orig is not None else "DataError"
         log_event(log, "api.unstorable_input", logging.INFO, path=request.url.path, error=reason)
-        return error_response(422, "invalid_request",
-                              f"the request holds a value PostgreSQL cannot store ({reason.partition(': ')[2] or reason})")
+        return error_response(
+            422,
+            "invalid_request",
+            f"the request holds a value PostgreSQL cannot store ({reason.partition(': ')[2] or reason})",
+        )
     if isinstance(error, DBAPIError) and not _is_connection_error(error):
         return await _unexpected(request, error)
-    log_event(log, "api.database_unavailable", logging.WARNING, path=request.url.path, error=describe_error(error))
+    log_event(
+        log,
+        "api.database_unavailable",
+        logging.WARNING,
+        path=request.url.path,
+        error=describe_error(error),
+    )
     return error_response(
-        503, "database_unavailable", "PostgreSQL is unavailable; nothing was stored. Retry later.",
+        503,
+        "database_unavailable",
+        "PostgreSQL is unavailable; nothing was stored. Retry later.",
         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
     )
 
@@ -102,7 +126,13 @@ def _is_connection_error(error: DBAPIError) -> bool:
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    log_event(log, "api.unexpected_error", logging.ERROR, path=request.url.path, error=describe_error(error))
+    log_event(
+        log,
+        "api.unexpected_error",
+        logging.ERROR,
+        path=request.url.path,
+        error=describe_error(error),
+    )
     return error_response(500, "internal_error", "internal error; it has been logged")
 
 

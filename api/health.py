@@ -74,7 +74,11 @@ async def up(request: Request) -> JSONResponse:
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(timestamp, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def health_document(snapshot: dict[str, DependencyState]) -> dict[str, Any]:
@@ -90,14 +94,18 @@ def health_document(snapshot: dict[str, DependencyState]) -> dict[str, Any]:
             "status": status,
             "time": _iso(state.checked_at or state.changed_at),
             "observedUnit": "ms",
-            "observedValue": None if state.latency_seconds is None else round(state.latency_seconds * 1000, 2),
+            "observedValue": None
+            if state.latency_seconds is None
+            else round(state.latency_seconds * 1000, 2),
             "state": state.state,
             "changedAt": _iso(state.changed_at),
         }
         if status != "pass":
             check["output"] = state.last_error or "not checked yet"
         checks[f"{name}:responseTime"] = [check]
-    overall = "fail" if "fail" in statuses or not statuses else ("warn" if "warn" in statuses else "pass")
+    overall = (
+        "fail" if "fail" in statuses or not statuses else ("warn" if "warn" in statuses else "pass")
+    )
     return {
         "status": overall,
         "description": "Jenga API: PostgreSQL, Redis and broker reachability",

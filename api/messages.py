@@ -39,6 +39,7 @@ from common.support.logs import log_event
 log = logging.getLogger("jenga.api")
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
+
 async def startup(app: FastAPI) -> None:
     # Gives up at once when the broker is down: the dispatcher re-sends.
     app.state.delivery_sender = publisher(app.state.settings, "jenga-api")
@@ -52,8 +53,12 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoint_id: str = Field(min_length=1, max_length=40)
-    event_type: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-/]+$",
-                            description="e.g. `invoice.paid`")
+    event_type: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.:\-/]+$",
+        description="e.g. `invoice.paid`",
+    )
     payload: JsonValue = Field(description="Any JSON; sent as `data` in the webhook body.")
 
 
@@ -80,10 +85,19 @@ class MessageOut(BaseModel):
 
     @classmethod
     def of(cls, message: Message, **extra: Any) -> MessageOut:
-        return cls(id=message.id, endpoint_id=message.endpoint_id, event_type=message.event_type,
-                   payload=message.payload, status=message.status, attempt_count=message.attempt_count,
-                   next_attempt_at=message.next_attempt_at, last_error=message.last_error,
-                   created_at=message.created_at, delivered_at=message.delivered_at, **extra)
+        return cls(
+            id=message.id,
+            endpoint_id=message.endpoint_id,
+            event_type=message.event_type,
+            payload=message.payload,
+            status=message.status,
+            attempt_count=message.attempt_count,
+            next_attempt_at=message.next_attempt_at,
+            last_error=message.last_error,
+            created_at=message.created_at,
+            delivered_at=message.delivered_at,
+            **extra,
+        )
 
 
 class MessageDetail(MessageOut):
@@ -95,15 +109,20 @@ class MessageList(BaseModel):
 
 
 def request_hash(body: MessageIn) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _replay(session: Session, key: str, digest: str) -> Message | None:
     existing = session.scalars(select(Message).where(Message.idempotency_key == key)).first()
     if existing is not None and existing.request_hash != digest:
-        raise ApiError(422, "idempotency_key_reused",
-                       "this Idempotency-Key was used with a different request; use a new key")
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request; use a new key",
+        )
     return existing
 
 
@@ -112,23 +131,47 @@ def enqueue(request: Request, message_id: str) -> None:
     settings: Settings = request.app.state.settings
     try:
         request.app.state.delivery_sender.send_task(
-            DELIVER_TASK, args=(message_id,), queue=queue_names(settings.jenga_namespace)["deliveries"],
-            retry=False)
+            DELIVER_TASK,
+            args=(message_id,),
+            queue=queue_names(settings.jenga_namespace)["deliveries"],
+            retry=False,
+        )
     except Exception as error:
-        log_event(log, "api.enqueue_deferred", logging.WARNING, message_id=message_id, error=describe_error(error))
+        log_event(
+            log,
+            "api.enqueue_deferred",
+            logging.WARNING,
+            message_id=message_id,
+            error=describe_error(error),
+        )
         # Let the next dispatcher run take it, instead of waiting out DELIVERY_REDISPATCH_SECONDS.
         try:
             with Session(request.app.state.engine) as session, session.begin():
-                session.execute(update(Message).where(Message.id == message_id).values(dispatched_at=None))
+                session.execute(
+                    update(Message).where(Message.id == message_id).values(dispatched_at=None)
+                )
         except Exception as reset_error:  # the redispatch timeout still covers it
-            log_event(log, "api.enqueue_reset_failed", logging.WARNING, message_id=message_id,
-                      error=describe_error(reset_error))
+            log_event(
+                log,
+                "api.enqueue_reset_failed",
+                logging.WARNING,
+                message_id=message_id,
+                error=describe_error(reset_error),
+            )
 
 
-@router.post("", status_code=202, response_model=MessageOut, dependencies=[Depends(require_admin)],
-             responses={409: {"description": "endpoint disabled"}, 413: {"description": "payload too large"},
-                        422: {"description": "invalid request, unknown endpoint, or Idempotency-Key reused"},
-                        503: {"description": "PostgreSQL unavailable: nothing stored, retry"}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=MessageOut,
+    dependencies=[Depends(require_admin)],
+    responses={
+        409: {"description": "endpoint disabled"},
+        413: {"description": "payload too large"},
+        422: {"description": "invalid request, unknown endpoint, or Idempotency-Key reused"},
+        503: {"description": "PostgreSQL unavailable: nothing stored, retry"},
+    },
+)
 def create_message(
     body: MessageIn,
     request: Request,
@@ -139,14 +182,23 @@ def create_message(
     """Accept a message for delivery (202 once it is stored)."""
     settings: Settings = request.app.state.settings
     try:
-        payload_json = json.dumps(body.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        payload_json = json.dumps(
+            body.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except ValueError:
         # Python's parser accepts NaN and Infinity; JSON, JSONB and the receivers do not.
-        raise ApiError(422, "invalid_request", "invalid request: payload: NaN and Infinity are not JSON numbers") from None
+        raise ApiError(
+            422,
+            "invalid_request",
+            "invalid request: payload: NaN and Infinity are not JSON numbers",
+        ) from None
     if len(payload_json.encode()) > settings.max_payload_bytes:
-        raise ApiError(413, "payload_too_large",
-                       f"payload is {len(payload_json.encode())} bytes; the limit is {settings.max_payload_bytes}"
-                       " (MAX_PAYLOAD_BYTES)")
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"payload is {len(payload_json.encode())} bytes; the limit is {settings.max_payload_bytes}"
+            " (MAX_PAYLOAD_BYTES)",
+        )
     digest = request_hash(body)
     if idempotency_key is not None:
         existing = _replay(session, idempotency_key, digest)
@@ -157,14 +209,26 @@ def create_message(
     if endpoint is None:
         raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}")
     if endpoint.disabled:
-        raise ApiError(409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first")
+        raise ApiError(
+            409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first"
+        )
     now = datetime.now(UTC)
-    message = Message(endpoint_id=endpoint.id, event_type=body.event_type, payload=body.payload,
-                      idempotency_key=idempotency_key, request_hash=digest, status=PENDING,
-                      created_at=now, next_attempt_at=now, dispatched_at=now)
+    message = Message(
+        endpoint_id=endpoint.id,
+        event_type=body.event_type,
+        payload=body.payload,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        status=PENDING,
+        created_at=now,
+        next_attempt_at=now,
+        dispatched_at=now,
+    )
     # The Standard Webhooks body, fixed now so that every retry sends (and signs) the same bytes.
-    message.body = (f'{{"type":{json.dumps(body.event_type)},"timestamp":"{now.isoformat()}",'
-                    f'"data":{payload_json}}}')
+    message.body = (
+        f'{{"type":{json.dumps(body.event_type)},"timestamp":"{now.isoformat()}",'
+        f'"data":{payload_json}}}'
+    )
     session.add(message)
     try:
         session.commit()
@@ -199,16 +263,25 @@ def list_messages(
 
 def message_or_404(session: Session, message_id: str) -> Message:
     message = session.scalars(
-        select(Message).where(Message.id == message_id).options(selectinload(Message.attempts))).first()
+        select(Message).where(Message.id == message_id).options(selectinload(Message.attempts))
+    ).first()
     if message is None:
         raise ApiError(404, "message_not_found", f"no message {message_id!r}")
     return message
 
 
 def detail(message: Message) -> MessageDetail:
-    attempts = [AttemptOut(number=a.number, started_at=a.started_at, duration_ms=a.duration_ms,
-                           status_code=a.status_code, error=a.error, response_excerpt=a.response_excerpt)
-                for a in message.attempts]
+    attempts = [
+        AttemptOut(
+            number=a.number,
+            started_at=a.started_at,
+            duration_ms=a.duration_ms,
+            status_code=a.status_code,
+            error=a.error,
+            response_excerpt=a.response_excerpt,
+        )
+        for a in message.attempts
+    ]
     return MessageDetail.of(message, attempts=attempts)
 
 
@@ -218,16 +291,26 @@ def get_message(message_id: str, session: Session = Depends(db_session)) -> Mess
     return detail(message_or_404(session, message_id))
 
 
-@router.post("/{message_id}/retry", status_code=202, response_model=MessageOut,
-             dependencies=[Depends(require_admin)])
-def retry_message(message_id: str, request: Request, session: Session = Depends(db_session)) -> MessageOut:
+@router.post(
+    "/{message_id}/retry",
+    status_code=202,
+    response_model=MessageOut,
+    dependencies=[Depends(require_admin)],
+)
+def retry_message(
+    message_id: str, request: Request, session: Session = Depends(db_session)
+) -> MessageOut:
     """Deliver again now, with a fresh retry schedule (also after `delivered` or `failed`)."""
-    message = session.scalars(select(Message).where(Message.id == message_id).with_for_update()).first()
+    message = session.scalars(
+        select(Message).where(Message.id == message_id).with_for_update()
+    ).first()
     if message is None:
         raise ApiError(404, "message_not_found", f"no message {message_id!r}")
     endpoint = session.get(Endpoint, message.endpoint_id)
     if endpoint is None or endpoint.disabled:
-        raise ApiError(409, "endpoint_disabled", f"endpoint {message.endpoint_id} is disabled; enable it first")
+        raise ApiError(
+            409, "endpoint_disabled", f"endpoint {message.endpoint_id} is disabled; enable it first"
+        )
     now = datetime.now(UTC)
     message.status = PENDING
     message.schedule_position = 0
@@ -236,4 +319,3 @@ def retry_message(message_id: str, request: Request, session: Session = Depends(
     session.commit()
     enqueue(request, message.id)
     return MessageOut.of(message)
-

@@ -139,10 +139,21 @@ def read_fleet(app: FastAPI) -> FleetView:
 
 def state_families(view: FleetView) -> Iterator[Metric]:
     """Prometheus families for a :class:`FleetView` (a pure function)."""
-    up = GaugeMetricFamily("jenga_dependency_up", "1 when this API process reaches the dependency.", labels=["dependency"])
-    state = GaugeMetricFamily("jenga_dependency_state", "1 for the dependency's current state.", labels=["dependency", "state"])
-    latency = GaugeMetricFamily("jenga_dependency_check_latency_seconds", "Duration of the last check of the dependency.",
-                                labels=["dependency"])
+    up = GaugeMetricFamily(
+        "jenga_dependency_up",
+        "1 when this API process reaches the dependency.",
+        labels=["dependency"],
+    )
+    state = GaugeMetricFamily(
+        "jenga_dependency_state",
+        "1 for the dependency's current state.",
+        labels=["dependency", "state"],
+    )
+    latency = GaugeMetricFamily(
+        "jenga_dependency_check_latency_seconds",
+        "Duration of the last check of the dependency.",
+        labels=["dependency"],
+    )
     for name, dep in view.dependencies.items():
         up.add_metric([name], 1.0 if dep.state == "up" else 0.0)
         for value in DEPENDENCY_STATES:
@@ -152,19 +163,39 @@ def state_families(view: FleetView) -> Iterator[Metric]:
     yield from (up, state, latency)
 
     if view.alarms is not None:
-        active = GaugeMetricFamily("jenga_alarms_active", "Open alarms by severity.", labels=["severity"])
+        active = GaugeMetricFamily(
+            "jenga_alarms_active", "Open alarms by severity.", labels=["severity"]
+        )
         for severity in ("critical", "warning", "info"):
-            active.add_metric([severity], sum(1 for a in view.alarms if a.get("severity") == severity))
+            active.add_metric(
+                [severity], sum(1 for a in view.alarms if a.get("severity") == severity)
+            )
         yield active
-        alarm = GaugeMetricFamily("jenga_alarm_active_seconds", "Age of each open alarm.", labels=["alarm_id", "severity"])
+        alarm = GaugeMetricFamily(
+            "jenga_alarm_active_seconds", "Age of each open alarm.", labels=["alarm_id", "severity"]
+        )
         for a in view.alarms:
-            alarm.add_metric([a["id"], a.get("severity", "")], max(0.0, view.read_at - float(a.get("set_at", 0))))
+            alarm.add_metric(
+                [a["id"], a.get("severity", "")], max(0.0, view.read_at - float(a.get("set_at", 0)))
+            )
         yield alarm
 
     if view.breakers is not None:
-        bstate = GaugeMetricFamily("jenga_breaker_state", "1 for the circuit breaker's current state.", labels=["breaker", "state"])
-        trips = CounterMetricFamily("jenga_breaker_trips", "Times the breaker opened (closed or half-open to open).", labels=["breaker"])
-        failures = GaugeMetricFamily("jenga_breaker_window_failures", "Failed calls in the breaker's sliding window.", labels=["breaker"])
+        bstate = GaugeMetricFamily(
+            "jenga_breaker_state",
+            "1 for the circuit breaker's current state.",
+            labels=["breaker", "state"],
+        )
+        trips = CounterMetricFamily(
+            "jenga_breaker_trips",
+            "Times the breaker opened (closed or half-open to open).",
+            labels=["breaker"],
+        )
+        failures = GaugeMetricFamily(
+            "jenga_breaker_window_failures",
+            "Failed calls in the breaker's sliding window.",
+            labels=["breaker"],
+        )
         for b in view.breakers:
             for value in BREAKER_STATES:
                 bstate.add_metric([b["name"], value], 1.0 if b["state"] == value else 0.0)
@@ -173,28 +204,43 @@ def state_families(view: FleetView) -> Iterator[Metric]:
         yield from (bstate, trips, failures)
 
     if view.limits is not None:
-        limit = GaugeMetricFamily("jenga_limit", "Fleet-wide AIMD concurrency limit of the service.", labels=["service"])
-        in_flight = GaugeMetricFamily("jenga_limit_in_flight", "Calls to the service in flight, whole fleet.", labels=["service"])
+        limit = GaugeMetricFamily(
+            "jenga_limit", "Fleet-wide AIMD concurrency limit of the service.", labels=["service"]
+        )
+        in_flight = GaugeMetricFamily(
+            "jenga_limit_in_flight",
+            "Calls to the service in flight, whole fleet.",
+            labels=["service"],
+        )
         for row in view.limits:
             limit.add_metric([row["service"]], float(row["limit"]))
             in_flight.add_metric([row["service"]], float(row["in_flight"]))
         yield from (limit, in_flight)
 
     if view.queues is not None:
-        depth = GaugeMetricFamily("jenga_queue_depth", "Messages waiting in the Celery queue (Redis broker).", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "jenga_queue_depth",
+            "Messages waiting in the Celery queue (Redis broker).",
+            labels=["queue"],
+        )
         for queue, size in view.queues.items():
             depth.add_metric([queue], float(size))
         yield depth
 
     if view.workers is not None:
-        workers = GaugeMetricFamily("jenga_workers", "Workers with a fresh heartbeat, by broker connection.",
-                                    labels=["consumer_connected"])
+        workers = GaugeMetricFamily(
+            "jenga_workers",
+            "Workers with a fresh heartbeat, by broker connection.",
+            labels=["consumer_connected"],
+        )
         connected = sum(1 for w in view.workers if w.get("consumer_connected"))
         workers.add_metric(["true"], float(connected))
         workers.add_metric(["false"], float(len(view.workers) - connected))
         yield workers
 
-    source = GaugeMetricFamily("jenga_metrics_source_up", "1 when the scrape could read this source.", labels=["source"])
+    source = GaugeMetricFamily(
+        "jenga_metrics_source_up", "1 when the scrape could read this source.", labels=["source"]
+    )
     for name in ("alarms", "breakers", "limits", "queues", "workers", "fleet"):
         if name in view.errors:
             source.add_metric([name], 0.0)
@@ -230,14 +276,26 @@ def metrics(request: Request) -> Response:
         view.errors["fleet"] = REDIS_DOWN
     else:
         try:
-            families += FleetCollector(app.state.redis, app.state.settings.jenga_namespace).collect()
+            families += FleetCollector(
+                app.state.redis, app.state.settings.jenga_namespace
+            ).collect()
         except (redis.RedisError, OSError) as error:
             view.errors["fleet"] = describe_error(error)
-            log_event(log, "metrics.source_unavailable", logging.WARNING, source="fleet", error=view.errors["fleet"])
+            log_event(
+                log,
+                "metrics.source_unavailable",
+                logging.WARNING,
+                source="fleet",
+                error=view.errors["fleet"],
+            )
     families += state_families(view)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    return Response(
+        generate_latest(registry),
+        media_type=CONTENT_TYPE_LATEST,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 class _Families:

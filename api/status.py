@@ -56,12 +56,25 @@ def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: st
     if not deps:
         out.append(Level("connections", AMBER, "no dependency monitors in this process"))
     else:
-        colors = [RED if d.state == "down" else AMBER if d.state == "connecting" else GREEN for d in deps.values()]
-        out.append(Level("connections", _worst(colors), ", ".join(f"{n} {d.state}" for n, d in deps.items())))
+        colors = [
+            RED if d.state == "down" else AMBER if d.state == "connecting" else GREEN
+            for d in deps.values()
+        ]
+        out.append(
+            Level(
+                "connections", _worst(colors), ", ".join(f"{n} {d.state}" for n, d in deps.items())
+            )
+        )
 
     missing = [n for n, d in deps.items() if not d.up]
     if view.workers is None:
-        out.append(Level("health", RED, f"worker heartbeats unreadable: {view.errors.get('workers', 'unknown')}"))
+        out.append(
+            Level(
+                "health",
+                RED,
+                f"worker heartbeats unreadable: {view.errors.get('workers', 'unknown')}",
+            )
+        )
     else:
         ready = sum(1 for w in view.workers if w.get("consumer_connected"))
         api = f"API not ready (missing {', '.join(missing)})" if missing else "API ready"
@@ -73,7 +86,13 @@ def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: st
     else:
         critical = sum(1 for a in view.alarms if a.get("severity") == "critical")
         color = RED if critical else AMBER if view.alarms else GREEN
-        out.append(Level("alarms", color, f"{len(view.alarms)} open ({critical} critical)" if view.alarms else "none open"))
+        out.append(
+            Level(
+                "alarms",
+                color,
+                f"{len(view.alarms)} open ({critical} critical)" if view.alarms else "none open",
+            )
+        )
 
     if view.breakers is None:
         out.append(Level("breakers", RED, f"unknown: {view.errors.get('breakers', 'unreadable')}"))
@@ -81,19 +100,40 @@ def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: st
         opened = [b["name"] for b in view.breakers if b["state"] == "open"]
         half = [b["name"] for b in view.breakers if b["state"] == "half_open"]
         # Workers that lost Redis run per-process breakers: still guarded, no longer fleet-wide.
-        fallback = [w.get("hostname", "?") for w in view.workers or [] if (w.get("breakers") or {}).get("fallback")]
+        fallback = [
+            w.get("hostname", "?")
+            for w in view.workers or []
+            if (w.get("breakers") or {}).get("fallback")
+        ]
         color = RED if opened else AMBER if half or fallback else GREEN
-        summary = (f"open: {', '.join(opened)}" if opened else f"half-open: {', '.join(half)}" if half
-                   else f"per-process fallback on {', '.join(fallback)}" if fallback
-                   else f"all {len(view.breakers)} closed" if view.breakers else "none yet (created on first call)")
+        summary = (
+            f"open: {', '.join(opened)}"
+            if opened
+            else f"half-open: {', '.join(half)}"
+            if half
+            else f"per-process fallback on {', '.join(fallback)}"
+            if fallback
+            else f"all {len(view.breakers)} closed"
+            if view.breakers
+            else "none yet (created on first call)"
+        )
         out.append(Level("breakers", color, summary))
 
     if view.limits is None:
         out.append(Level("limits", RED, f"unknown: {view.errors.get('limits', 'unreadable')}"))
     else:
         full = [row["service"] for row in view.limits if row["in_flight"] >= row["limit"]]
-        out.append(Level("limits", AMBER if full else GREEN,
-                         f"at the limit: {', '.join(full)}" if full else f"all {len(view.limits)} have free slots" if view.limits else "none yet (created on first call)"))
+        out.append(
+            Level(
+                "limits",
+                AMBER if full else GREEN,
+                f"at the limit: {', '.join(full)}"
+                if full
+                else f"all {len(view.limits)} have free slots"
+                if view.limits
+                else "none yet (created on first call)",
+            )
+        )
 
     if history is None:
         out.append(Level("delivery", RED, f"unknown: {view.errors.get('history', 'unreadable')}"))
@@ -103,8 +143,11 @@ def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: st
         failures = sum(p["failures"] for p in recent)
         share = failures / attempts if attempts else 0.0
         color = RED if attempts and share >= FAILING_SHARE else AMBER if failures else GREEN
-        summary = (f"{attempts} attempts, {failures} failed in the last {RECENT_MINUTES} min" if attempts
-                   else f"no attempts in the last {RECENT_MINUTES} min")
+        summary = (
+            f"{attempts} attempts, {failures} failed in the last {RECENT_MINUTES} min"
+            if attempts
+            else f"no attempts in the last {RECENT_MINUTES} min"
+        )
         out.append(Level("delivery", color, summary))
     return out
 
@@ -114,8 +157,11 @@ def sparkline(values: list[float | None], width: int = 240, height: int = 40) ->
     known = [v for v in values if v is not None]
     top = max(known) if known and max(known) > 0 else 1.0
     step = width / max(1, len(values) - 1)
-    points = [f"{i * step:.1f},{height - (v / top) * (height - 2) - 1:.1f}"
-              for i, v in enumerate(values) if v is not None]
+    points = [
+        f"{i * step:.1f},{height - (v / top) * (height - 2) - 1:.1f}"
+        for i, v in enumerate(values)
+        if v is not None
+    ]
     return " ".join(points)
 
 
@@ -133,14 +179,16 @@ def charts(history: dict[str, list[dict]]) -> list[dict]:
     for service, series in sorted(history.items()):
         limits = [p["limit"] for p in series]
         throughput = [p["deliveries"] for p in series]
-        out.append({
-            "service": service,
-            "limit_points": sparkline(limits),
-            "throughput_points": sparkline(throughput),
-            "limit_now": next((v for v in reversed(limits) if v is not None), None),
-            "throughput_hour": sum(throughput),
-            "failures_hour": sum(p["failures"] for p in series),
-        })
+        out.append(
+            {
+                "service": service,
+                "limit_points": sparkline(limits),
+                "throughput_points": sparkline(throughput),
+                "limit_now": next((v for v in reversed(limits) if v is not None), None),
+                "throughput_hour": sum(throughput),
+                "failures_hour": sum(p["failures"] for p in series),
+            }
+        )
     return out
 
 
@@ -155,7 +203,9 @@ def status(request: Request) -> HTMLResponse:
         view.errors["history"] = view.errors["alarms"]
     else:
         try:
-            history = FleetMetrics(app.state.redis, settings.jenga_namespace).history(now=view.read_at)
+            history = FleetMetrics(app.state.redis, settings.jenga_namespace).history(
+                now=view.read_at
+            )
         except (redis.RedisError, OSError) as error:
             view.errors["history"] = describe_error(error)
     now = time.time()
@@ -168,7 +218,9 @@ def status(request: Request) -> HTMLResponse:
             "environment": settings.jenga_env,
             "levels": levels(view, history, settings.jenga_namespace),
             "view": view,
-            "alarms": [dict(a, age=age_text(now - float(a.get("set_at", now)))) for a in view.alarms or []],
+            "alarms": [
+                dict(a, age=age_text(now - float(a.get("set_at", now)))) for a in view.alarms or []
+            ],
             "charts": charts(history or {}),
             "generated_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
         },

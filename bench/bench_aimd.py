@@ -38,10 +38,16 @@ SERVICE = "overload"
 
 
 def redis_url() -> str:
-    return os.environ.get("REDIS_URL") or os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    return (
+        os.environ.get("REDIS_URL")
+        or os.environ.get("TEST_REDIS_URL")
+        or "redis://127.0.0.1:6379/0"
+    )
 
 
-def client_process(url: str, namespace: str, options: dict, threads: int, seconds: float, error_pause: float, out) -> None:
+def client_process(
+    url: str, namespace: str, options: dict, threads: int, seconds: float, error_pause: float, out
+) -> None:
     """One fleet member: ``threads`` callers sharing one SharedLimit."""
     client = redis.Redis.from_url(redis_url(), decode_responses=True)
     limit = SharedLimit(client, namespace, SERVICE, AIMDOptions(**options), lease_ttl=5.0)
@@ -105,16 +111,27 @@ def run_strategy(name: str, options: AIMDOptions, capacity: int, args) -> dict:
     watcher = redis.Redis.from_url(redis_url(), decode_responses=True)
     with OverloadService(capacity, args.service_time) as service:
         procs = [
-            ctx.Process(target=client_process,
-                        args=(service.url, namespace, options.__dict__, args.threads, args.seconds,
-                              args.error_pause, out))
+            ctx.Process(
+                target=client_process,
+                args=(
+                    service.url,
+                    namespace,
+                    options.__dict__,
+                    args.threads,
+                    args.seconds,
+                    args.error_pause,
+                    out,
+                ),
+            )
             for _ in range(args.processes)
         ]
         for proc in procs:
             proc.start()
         # Spawned processes take a moment to import; time starts at the first slot.
         started = None
-        while any(p.is_alive() for p in procs) and (started is None or time.monotonic() - started < args.seconds + 5):
+        while any(p.is_alive() for p in procs) and (
+            started is None or time.monotonic() - started < args.seconds + 5
+        ):
             views = list_limits(watcher, namespace)
             if views:
                 now = time.monotonic()
@@ -150,7 +167,9 @@ def run_strategy(name: str, options: AIMDOptions, capacity: int, args) -> dict:
         if converged:
             steady = [ok for wall, ok, _ in events if wall >= converged[1]]
             row["steady_error_rate"] = steady.count(False) / max(1, len(steady))
-            row["steady_goodput"] = steady.count(True) / max(1e-9, max(r["ended"] for r in results) - converged[1])
+            row["steady_goodput"] = steady.count(True) / max(
+                1e-9, max(r["ended"] for r in results) - converged[1]
+            )
         row["limit_mean_after"] = statistics.fmean(after) if after else None
         row["limit_range_after"] = (min(after), max(after)) if after else None
     return row
@@ -213,45 +232,84 @@ def per_call_cost(iterations: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--capacity", type=int, default=8, help="C: requests the service serves at once")
+    parser.add_argument(
+        "--capacity", type=int, default=8, help="C: requests the service serves at once"
+    )
     parser.add_argument("--service-time", type=float, default=0.02, help="seconds per request")
-    parser.add_argument("--seconds", type=float, default=6.0, help="duration of each strategy's run")
+    parser.add_argument(
+        "--seconds", type=float, default=6.0, help="duration of each strategy's run"
+    )
     parser.add_argument("--processes", type=int, default=2, help="client processes (fleet members)")
     parser.add_argument("--threads", type=int, default=16, help="caller threads per process")
-    parser.add_argument("--error-pause", type=float, default=0.02,
-                        help="seconds a caller waits after a 503 before its next call (0: hammer)")
+    parser.add_argument(
+        "--error-pause",
+        type=float,
+        default=0.02,
+        help="seconds a caller waits after a 503 before its next call (0: hammer)",
+    )
     parser.add_argument("--iterations", type=int, default=200_000, help="per-call cost loop length")
     args = parser.parse_args()
     c = args.capacity
 
-    print(f"machine: {os.cpu_count()} cores; C={c}, {args.service_time * 1000:.0f} ms per request, "
-          f"{args.processes} processes x {args.threads} threads, {args.seconds:.0f} s per strategy, "
-          f"pause after a 503: {args.error_pause * 1000:.0f} ms")
+    print(
+        f"machine: {os.cpu_count()} cores; C={c}, {args.service_time * 1000:.0f} ms per request, "
+        f"{args.processes} processes x {args.threads} threads, {args.seconds:.0f} s per strategy, "
+        f"pause after a 503: {args.error_pause * 1000:.0f} ms"
+    )
     cost = per_call_cost(args.iterations)
     print("per-call cost (µs): " + ", ".join(f"{k}={v:.2f}" for k, v in cost.items()))
 
     strategies = [
-        ("AIMD (start 4C)", AIMDOptions(initial=4 * c, min=1, max=8 * c, backoff_ratio=0.9, step=1,
-                                        latency_target=5 * args.service_time, window=0.1)),
-        ("AIMD (start 4C, backoff 0.5)", AIMDOptions(initial=4 * c, min=1, max=8 * c, backoff_ratio=0.5, step=1,
-                                                     latency_target=5 * args.service_time, window=0.1)),
+        (
+            "AIMD (start 4C)",
+            AIMDOptions(
+                initial=4 * c,
+                min=1,
+                max=8 * c,
+                backoff_ratio=0.9,
+                step=1,
+                latency_target=5 * args.service_time,
+                window=0.1,
+            ),
+        ),
+        (
+            "AIMD (start 4C, backoff 0.5)",
+            AIMDOptions(
+                initial=4 * c,
+                min=1,
+                max=8 * c,
+                backoff_ratio=0.5,
+                step=1,
+                latency_target=5 * args.service_time,
+                window=0.1,
+            ),
+        ),
         ("fixed C/2", AIMDOptions(initial=max(1, c // 2), min=max(1, c // 2), max=max(1, c // 2))),
         ("fixed C", AIMDOptions(initial=c, min=c, max=c)),
         ("fixed 4C", AIMDOptions(initial=4 * c, min=4 * c, max=4 * c)),
     ]
     print(f"ideal goodput: {c / args.service_time:.0f}/s")
-    print("| strategy | goodput (req/s) | error rate | errors/s | p99 latency (ms) | sent | refused locally | converge to <= C | after convergence: limit mean (range), error rate, goodput |")
+    print(
+        "| strategy | goodput (req/s) | error rate | errors/s | p99 latency (ms) | sent | refused locally | converge to <= C | after convergence: limit mean (range), error rate, goodput |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, options in strategies:
         row = run_strategy(name, options, c, args)
         conv = row.get("converge_s")
-        conv_text = "—" if "converge_s" not in row else (f"{conv:.2f} s" if conv is not None else "never")
+        conv_text = (
+            "—" if "converge_s" not in row else (f"{conv:.2f} s" if conv is not None else "never")
+        )
         after = "—"
         if row.get("limit_mean_after") is not None:
-            after = (f"{row['limit_mean_after']:.1f} ({row['limit_range_after'][0]}–{row['limit_range_after'][1]}), "
-                     f"{row['steady_error_rate'] * 100:.1f} %, {row['steady_goodput']:.0f}/s")
-        print(f"| {row['name']} | {row['goodput']:.0f} | {row['error_rate'] * 100:.1f} % | {row['errors_per_s']:.0f} | {row['p99_ms']:.1f} | "
-              f"{row['sent']} | {row['refused']} | {conv_text} | {after} |", flush=True)
+            after = (
+                f"{row['limit_mean_after']:.1f} ({row['limit_range_after'][0]}–{row['limit_range_after'][1]}), "
+                f"{row['steady_error_rate'] * 100:.1f} %, {row['steady_goodput']:.0f}/s"
+            )
+        print(
+            f"| {row['name']} | {row['goodput']:.0f} | {row['error_rate'] * 100:.1f} % | {row['errors_per_s']:.0f} | {row['p99_ms']:.1f} | "
+            f"{row['sent']} | {row['refused']} | {conv_text} | {after} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

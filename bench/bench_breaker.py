@@ -53,9 +53,16 @@ def bench_overhead(calls: int, namespace: str) -> list[tuple[str, float]]:
     results.append(("circuitbreaker (in process)", per_call(in_process, calls)))
 
     raw = redis.Redis.from_url(REDIS_URL)  # pybreaker's storage wants bytes
-    storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, raw, namespace=f"{namespace}:pyb")
+    storage = pybreaker.CircuitRedisStorage(
+        pybreaker.STATE_CLOSED, raw, namespace=f"{namespace}:pyb"
+    )
     pyb = pybreaker.CircuitBreaker(fail_max=5, state_storage=storage)
-    results.append(("pybreaker + CircuitRedisStorage", per_call(lambda: pyb.call(noop), max(calls // 10, 1000))))
+    results.append(
+        (
+            "pybreaker + CircuitRedisStorage",
+            per_call(lambda: pyb.call(noop), max(calls // 10, 1000)),
+        )
+    )
 
     registry = BreakerRegistry(client, namespace, bp.BreakerPolicy()).start()
 
@@ -65,8 +72,14 @@ def bench_overhead(calls: int, namespace: str) -> list[tuple[str, float]]:
     ours = circuitbreaker.circuit(cls=Shared, name=f"ours-{namespace}")(noop)
     results.append(("ours: @circuit(cls=SharedCircuitBreaker)", per_call(ours, calls)))
 
-    settings = load_settings({"REDIS_URL": REDIS_URL, "DATABASE_URL": "postgresql://x@127.0.0.1/x",
-                              "JENGA_NAMESPACE": namespace}, wait_seconds=0)
+    settings = load_settings(
+        {
+            "REDIS_URL": REDIS_URL,
+            "DATABASE_URL": "postgresql://x@127.0.0.1/x",
+            "JENGA_NAMESPACE": namespace,
+        },
+        wait_seconds=0,
+    )
     set_settings(settings)
     set_default_registry(registry)
     from worker import guarded
@@ -82,7 +95,9 @@ def bench_overhead(calls: int, namespace: str) -> list[tuple[str, float]]:
 
     through_guard()  # first use reads the shared state and the limit
     time.sleep(0.3)
-    results.append(("ours: GuardedTask.guard() = breaker + limiter slot", per_call(through_guard, calls)))
+    results.append(
+        ("ours: GuardedTask.guard() = breaker + limiter slot", per_call(through_guard, calls))
+    )
     limit = guarded.limit_for("bench-svc")
 
     def limiter_only():
@@ -99,12 +114,16 @@ def bench_overhead(calls: int, namespace: str) -> list[tuple[str, float]]:
 
 # --- propagation -----------------------------------------------------------------
 
+
 def _caller(namespace, name, shared, start_at, results):
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     calls = []  # wall-clock start of each call that reached the service
     if shared:
-        registry = BreakerRegistry(client, namespace, bp.BreakerPolicy(failure_threshold=5, failure_rate=0,
-                                                                       open_seconds=60)).start()
+        registry = BreakerRegistry(
+            client,
+            namespace,
+            bp.BreakerPolicy(failure_threshold=5, failure_rate=0, open_seconds=60),
+        ).start()
         breaker = registry.breaker(name)
         admit = lambda: breaker.admit().allowed  # noqa: E731
         record = lambda: breaker.record(True)  # noqa: E731
@@ -136,7 +155,10 @@ def bench_propagation(processes: int, rounds: int, shared: bool, namespace: str)
         name = f"prop-{r}-{uuid.uuid4().hex[:6]}"
         queue = ctx.Queue()
         start_at = time.time() + 0.5
-        procs = [ctx.Process(target=_caller, args=(namespace, name, shared, start_at, queue)) for _ in range(processes)]
+        procs = [
+            ctx.Process(target=_caller, args=(namespace, name, shared, start_at, queue))
+            for _ in range(processes)
+        ]
         for p in procs:
             p.start()
         outcomes = [queue.get(timeout=30) for _ in procs]
@@ -147,7 +169,9 @@ def bench_propagation(processes: int, rounds: int, shared: bool, namespace: str)
         if shared:
             tripped_at = float(client.hget(RedisKeys(namespace).breaker(name), "changed_at"))
         else:
-            tripped_at = min(refused for refused, _ in outcomes)  # first process to trip its own breaker
+            tripped_at = min(
+                refused for refused, _ in outcomes
+            )  # first process to trip its own breaker
         delays += [refused - tripped_at for refused, _ in outcomes]
         after_trip.append(sum(1 for c in all_calls if c > tripped_at))
     for key in client.scan_iter(f"{namespace}:*"):
@@ -167,17 +191,25 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=8)
     args = parser.parse_args()
     namespace = f"bench{uuid.uuid4().hex[:8]}"
-    print(f"cores: {os.cpu_count()}\n\n1. per-call overhead, closed breaker (best of 5 x {args.calls} calls)\n")
+    print(
+        f"cores: {os.cpu_count()}\n\n1. per-call overhead, closed breaker (best of 5 x {args.calls} calls)\n"
+    )
     print("| path | µs per call |\n|---|---|")
     for label, micros in bench_overhead(args.calls, namespace):
         print(f"| {label} | {micros:.2f} |")
-    print(f"\n3. propagation: {args.processes} processes, {args.rounds} rounds, threshold 5 consecutive failures\n")
-    print("| breaker | trip -> refusal median | p99 | max | calls after the trip (mean/round) | calls that reached the failing service (mean/round) |")
+    print(
+        f"\n3. propagation: {args.processes} processes, {args.rounds} rounds, threshold 5 consecutive failures\n"
+    )
+    print(
+        "| breaker | trip -> refusal median | p99 | max | calls after the trip (mean/round) | calls that reached the failing service (mean/round) |"
+    )
     print("|---|---|---|---|---|---|")
     for shared, label in ((False, "per-process circuitbreaker (baseline)"), (True, "ours, shared")):
         delays, after, reached = bench_propagation(args.processes, args.rounds, shared, namespace)
-        print(f"| {label} | {statistics.median(delays) * 1000:.1f} ms | {p99(delays) * 1000:.1f} ms | "
-              f"{max(delays) * 1000:.1f} ms | {statistics.mean(after):.1f} | {statistics.mean(reached):.1f} |")
+        print(
+            f"| {label} | {statistics.median(delays) * 1000:.1f} ms | {p99(delays) * 1000:.1f} ms | "
+            f"{max(delays) * 1000:.1f} ms | {statistics.mean(after):.1f} | {statistics.mean(reached):.1f} |"
+        )
 
 
 if __name__ == "__main__":

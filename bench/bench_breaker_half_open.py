@@ -24,8 +24,14 @@ from common.guards.breaker import policy as bp
 from common.guards.breaker.registry import BreakerRegistry
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-POLICY = bp.BreakerPolicy(failure_threshold=1, failure_rate=0, open_seconds=0.05, jitter=0, half_open_calls=1,
-                          lease_seconds=60)
+POLICY = bp.BreakerPolicy(
+    failure_threshold=1,
+    failure_rate=0,
+    open_seconds=0.05,
+    jitter=0,
+    half_open_calls=1,
+    lease_seconds=60,
+)
 
 
 def run(hold: float, seconds: float) -> tuple[float, float, float]:

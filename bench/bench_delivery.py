@@ -46,9 +46,14 @@ noop_app = Celery("bench_noop", set_as_current=False)
 noop_app.conf.update(
     broker_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
     broker_transport_options={
-        "global_keyprefix": RedisKeys(os.environ.get("JENGA_NAMESPACE", "bench")).broker_prefix()},
-    task_ignore_result=True, task_acks_late=True, worker_prefetch_multiplier=1,
-    worker_hijack_root_logger=False, task_serializer="json", accept_content=["json"],
+        "global_keyprefix": RedisKeys(os.environ.get("JENGA_NAMESPACE", "bench")).broker_prefix()
+    },
+    task_ignore_result=True,
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+    task_serializer="json",
+    accept_content=["json"],
 )
 app = noop_app
 
@@ -88,9 +93,19 @@ def time_noops(redis_url: str, counter: str, messages: int) -> float:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        wait_for(lambda: int(client.get(counter) or 0) >= 1, 60, interval=0.005, what="the first no-op task")
+        wait_for(
+            lambda: int(client.get(counter) or 0) >= 1,
+            60,
+            interval=0.005,
+            what="the first no-op task",
+        )
         started = time.monotonic()
-        wait_for(lambda: int(client.get(counter) or 0) >= messages, 300, interval=0.005, what="no-op tasks")
+        wait_for(
+            lambda: int(client.get(counter) or 0) >= messages,
+            300,
+            interval=0.005,
+            what="no-op tasks",
+        )
         return (messages - 1) / (time.monotonic() - started)
     finally:
         client.delete(counter)
@@ -100,8 +115,11 @@ def sender(redis_url: str, namespace: str) -> Celery:
     """A client that queues tasks by name under the namespace's broker keys (as Jenga's workers read them)."""
     client = Celery("bench-sender", set_as_current=False)
     prefix = RedisKeys(namespace).broker_prefix()
-    client.conf.update(broker_url=redis_url, broker_transport_options={"global_keyprefix": prefix},
-                       task_serializer="json")
+    client.conf.update(
+        broker_url=redis_url,
+        broker_transport_options={"global_keyprefix": prefix},
+        task_serializer="json",
+    )
     return client
 
 
@@ -114,9 +132,27 @@ def run_baseline(env: dict[str, str], messages: int, concurrency: int) -> float:
     with sender(env["REDIS_URL"], ns) as client:
         for _ in range(messages):
             client.send_task("bench.noop", (counter,), queue=queue)
-    worker = JengaProcess([sys.executable, "-m", "celery", "-A", "bench.bench_delivery", "worker", "-P", "threads",
-                           "-c", str(concurrency), "-Q", queue, "--without-mingle", "--without-gossip",
-                           "--loglevel=INFO"], env, "bench-noop").start()
+    worker = JengaProcess(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.bench_delivery",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(concurrency),
+            "-Q",
+            queue,
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=INFO",
+        ],
+        env,
+        "bench-noop",
+    ).start()
     try:
         return time_noops(env["REDIS_URL"], counter, messages)
     finally:
@@ -141,7 +177,9 @@ def run_jenga_baseline(settings_env: dict[str, str], messages: int, concurrency:
 WORKER_EXTRA_ARGS = ("-I", "bench.bench_delivery")
 
 
-def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) -> tuple[float, list[float]]:
+def run_delivery(
+    settings_env: dict[str, str], messages: int, concurrency: int
+) -> tuple[float, list[float]]:
     import psycopg
 
     from tests.support.receiver import WebhookReceiver
@@ -158,7 +196,9 @@ def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) 
     with ExitStack() as stack, WebhookReceiver() as receiver:
         database_url = stack.enter_context(fresh_database())
         # The product's dispatch interval, not the tests' quicker one: deliveries here are enqueued by the API.
-        env = stack_env(settings_env, database_url, LOG_LEVEL="WARNING", DELIVERY_DISPATCH_INTERVAL_SECONDS="1")
+        env = stack_env(
+            settings_env, database_url, LOG_LEVEL="WARNING", DELIVERY_DISPATCH_INTERVAL_SECONDS="1"
+        )
         client = start_api(stack, env)
         start_beat(stack, env)
         # The receiver does not verify signatures here (the tests do): its CPU is not ours to count.
@@ -167,8 +207,15 @@ def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) 
 
         def post(seq: int) -> None:
             started = time.perf_counter()
-            response = client.post("/v1/messages", headers=AUTH, json={
-                "endpoint_id": endpoint["id"], "event_type": "bench.event", "payload": {"seq": seq, "pad": "x" * 200}})
+            response = client.post(
+                "/v1/messages",
+                headers=AUTH,
+                json={
+                    "endpoint_id": endpoint["id"],
+                    "event_type": "bench.event",
+                    "payload": {"seq": seq, "pad": "x" * 200},
+                },
+            )
             latencies.append(time.perf_counter() - started)
             assert response.status_code == 202, response.text
 
@@ -180,7 +227,9 @@ def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) 
         poll = stack.enter_context(psycopg.connect(database_url, autocommit=True))
 
         def delivered() -> int:
-            return poll.execute("SELECT count(*) FROM webhook_messages WHERE status = 'delivered'").fetchone()[0]
+            return poll.execute(
+                "SELECT count(*) FROM webhook_messages WHERE status = 'delivered'"
+            ).fetchone()[0]
 
         start_worker(stack, {**env, "LOG_LEVEL": "INFO"}, "bench", concurrency, *WORKER_EXTRA_ARGS)
         wait_for(lambda: delivered() >= messages, 600, interval=0.1, what="deliveries")
@@ -188,7 +237,8 @@ def run_delivery(settings_env: dict[str, str], messages: int, concurrency: int) 
             # First attempt's start to last attempt's end, from the attempts PostgreSQL recorded.
             elapsed = conn.execute(
                 "SELECT extract(epoch FROM max(started_at + duration_ms * interval '1 ms') - min(started_at))"
-                " FROM webhook_attempts").fetchone()[0]
+                " FROM webhook_attempts"
+            ).fetchone()[0]
         assert len(receiver.accepted_ids()) == messages
         return messages / float(elapsed), latencies
 
@@ -204,8 +254,12 @@ def main() -> None:
 
     def fresh_settings() -> dict[str, str]:
         """Each run its own namespace: queues, breaker and AIMD limit state start afresh."""
-        return {"DATABASE_URL": base_database_url(), "REDIS_URL": base_redis_url(),
-                "JENGA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}", "CONFIG_WAIT_SECONDS": "0"}
+        return {
+            "DATABASE_URL": base_database_url(),
+            "REDIS_URL": base_redis_url(),
+            "JENGA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}",
+            "CONFIG_WAIT_SECONDS": "0",
+        }
 
     # Rounds interleave the three runs, so that other load on the machine hits all of them alike.
     rounds = []
@@ -216,19 +270,29 @@ def main() -> None:
         rate, accepted = run_delivery(fresh_settings(), args.messages, args.concurrency)
         latencies += accepted
         rounds.append((bare, same_worker, rate))
-        print(f"round {number}: bare Celery {bare:7.1f} /s, Jenga worker no-op {same_worker:7.1f} /s,"
-              f" deliveries {rate:7.1f} /s ({rate / same_worker:.2f}x, {rate / bare:.2f}x)", flush=True)
+        print(
+            f"round {number}: bare Celery {bare:7.1f} /s, Jenga worker no-op {same_worker:7.1f} /s,"
+            f" deliveries {rate:7.1f} /s ({rate / same_worker:.2f}x, {rate / bare:.2f}x)",
+            flush=True,
+        )
     bare, same_worker, rate = (statistics.median(column) for column in zip(*rounds, strict=True))
     ratio = statistics.median(r / s for _, s, r in rounds)
     ratio_bare = statistics.median(r / b for b, _, r in rounds)
-    print(f"machine: {os.cpu_count()} cores; {args.messages} tasks/messages; worker -P threads -c {args.concurrency};"
-          f" median of {args.rounds} rounds")
+    print(
+        f"machine: {os.cpu_count()} cores; {args.messages} tasks/messages; worker -P threads -c {args.concurrency};"
+        f" median of {args.rounds} rounds"
+    )
     print(f"baseline: bare Celery no-op tasks       {bare:8.1f} /s")
     print(f"baseline: Jenga worker no-op tasks      {same_worker:8.1f} /s")
-    print(f"webhook deliveries end to end           {rate:8.1f} /s   ({ratio:.2f}x the Jenga worker's"
-          f" no-op rate, {ratio_bare:.2f}x bare Celery's)")
-    print(f"API accept latency (4 client threads)   p50 {statistics.median(latencies) * 1000:.1f} ms"
-          f"   p99 {percentile(latencies, 0.99) * 1000:.1f} ms")
+    print(
+        f"webhook deliveries end to end           {rate:8.1f} /s   ({ratio:.2f}x the Jenga worker's"
+        f" no-op rate, {ratio_bare:.2f}x bare Celery's)"
+    )
+    print(
+        f"API accept latency (4 client threads)   p50 {statistics.median(latencies) * 1000:.1f} ms"
+        f"   p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -33,19 +33,38 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def start_worker(env: dict, pool: list[str], node: str) -> JengaProcess:
-    worker = JengaProcess.celery("worker", *pool, "--without-mingle", "--without-gossip", "-n", node,
-                                 "-Q", f"{env['JENGA_NAMESPACE']}.default", "-I", "bench.bench_guarded_tasks",
-                                 "--loglevel=WARNING", env=jenga_env(**env), name="bench-worker").start()
+    worker = JengaProcess.celery(
+        "worker",
+        *pool,
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        node,
+        "-Q",
+        f"{env['JENGA_NAMESPACE']}.default",
+        "-I",
+        "bench.bench_guarded_tasks",
+        "--loglevel=WARNING",
+        env=jenga_env(**env),
+        name="bench-worker",
+    ).start()
     wait_for(lambda: "ready" in worker.output() or not worker.alive(), 60, interval=0.2)
     time.sleep(1.0)
     return worker
 
 
-def drain(producer: Celery, client: redis.Redis, node: str, queue: str, counter: str, expected: int) -> float:
+def drain(
+    producer: Celery, client: redis.Redis, node: str, queue: str, counter: str, expected: int
+) -> float:
     reply = producer.control.add_consumer(queue, destination=[node], reply=True, timeout=5)
     assert reply, "worker did not answer add_consumer"
     started = time.perf_counter()
-    wait_for(lambda: int(client.get(counter) or 0) >= expected, 600, interval=0.01, what=f"{expected} tasks")
+    wait_for(
+        lambda: int(client.get(counter) or 0) >= expected,
+        600,
+        interval=0.01,
+        what=f"{expected} tasks",
+    )
     elapsed = time.perf_counter() - started
     producer.control.cancel_consumer(queue, destination=[node], reply=True, timeout=5)
     return elapsed
@@ -90,8 +109,14 @@ class DelayedService(FakeHTTPServer):
 
 def bench_outage(m: int, base_env: dict) -> dict[bool, float]:
     hanging, healthy = DelayedService(5.0).start(), DelayedService(0.0).start()
-    env = {**base_env, "JENGA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}", "BREAKER_FAILURE_THRESHOLD": "5",
-           "BREAKER_FAILURE_RATE": "0", "BREAKER_OPEN_SECONDS": "60", "BREAKER_OPEN_MAX_SECONDS": "60"}
+    env = {
+        **base_env,
+        "JENGA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}",
+        "BREAKER_FAILURE_THRESHOLD": "5",
+        "BREAKER_FAILURE_RATE": "0",
+        "BREAKER_OPEN_SECONDS": "60",
+        "BREAKER_OPEN_MAX_SECONDS": "60",
+    }
     settings = load_settings(env, wait_seconds=0)
     node = f"bench-{uuid.uuid4().hex[:6]}@localhost"
     worker = start_worker(env, ["-P", "threads", "-c", "4"], node)
@@ -105,8 +130,18 @@ def bench_outage(m: int, base_env: dict) -> dict[bool, float]:
             key = f"{settings.jenga_namespace}:bench:outage:{guarded}"
             with producer.producer_or_acquire() as pub:
                 for _ in range(m):
-                    producer.send_task("bench.outage_call", args=[hanging.url, "hang", key, guarded, 1.0], queue=queue, producer=pub)
-                    producer.send_task("bench.outage_call", args=[healthy.url, "healthy", key, guarded, 1.0], queue=queue, producer=pub)
+                    producer.send_task(
+                        "bench.outage_call",
+                        args=[hanging.url, "hang", key, guarded, 1.0],
+                        queue=queue,
+                        producer=pub,
+                    )
+                    producer.send_task(
+                        "bench.outage_call",
+                        args=[healthy.url, "healthy", key, guarded, 1.0],
+                        queue=queue,
+                        producer=pub,
+                    )
             rates[guarded] = m / drain(producer, client, node, queue, f"{key}:healthy", m)
     finally:
         worker.stop()
@@ -122,17 +157,26 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--outage-tasks", type=int, default=40)
     args = parser.parse_args()
-    base_env = {"REDIS_URL": REDIS_URL, "DATABASE_URL": "postgresql://bench@127.0.0.1:5432/postgres",
-                "CONFIG_WAIT_SECONDS": "0"}
+    base_env = {
+        "REDIS_URL": REDIS_URL,
+        "DATABASE_URL": "postgresql://bench@127.0.0.1:5432/postgres",
+        "CONFIG_WAIT_SECONDS": "0",
+    }
     print(f"cores: {os.cpu_count()}")
     rates = bench_throughput(args.tasks, base_env)
     plain, guarded = statistics.mean(rates["plain"]), statistics.mean(rates["guarded"])
     print(f"\n2. throughput, {args.tasks} no-op tasks x 3 rounds, prefork -c 2\n")
     print("| tasks | tasks/s (rounds) | mean |\n|---|---|---|")
-    print(f"| plain Celery (baseline) | {', '.join(f'{r:.0f}' for r in rates['plain'])} | {plain:.0f} |")
-    print(f"| GuardedTask | {', '.join(f'{r:.0f}' for r in rates['guarded'])} | {guarded:.0f} ({guarded / plain:.2f}x) |")
+    print(
+        f"| plain Celery (baseline) | {', '.join(f'{r:.0f}' for r in rates['plain'])} | {plain:.0f} |"
+    )
+    print(
+        f"| GuardedTask | {', '.join(f'{r:.0f}' for r in rates['guarded'])} | {guarded:.0f} ({guarded / plain:.2f}x) |"
+    )
     outage = bench_outage(args.outage_tasks, base_env)
-    print(f"\n4. outage: {args.outage_tasks} tasks to a hanging service (timeout 1 s) + {args.outage_tasks} to a healthy one, threads -c 4\n")
+    print(
+        f"\n4. outage: {args.outage_tasks} tasks to a hanging service (timeout 1 s) + {args.outage_tasks} to a healthy one, threads -c 4\n"
+    )
     print("| | healthy tasks/s |\n|---|---|")
     print(f"| no breaker (baseline) | {outage[False]:.1f} |")
     print(f"| breaker (threshold 5) | {outage[True]:.1f} ({outage[True] / outage[False]:.1f}x) |")

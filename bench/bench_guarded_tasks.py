@@ -30,8 +30,10 @@ class Outcome:
 def guarded_call(self, url: str, tag: str):
     """Call ``url``; note tag, status, retries and deferrals in ``{ns}:test:runs``."""
     response = httpx.get(url, timeout=2)
-    redis().rpush(f"{get_settings().jenga_namespace}:test:runs",
-                  f"{tag}:{response.status_code}:{self.request.retries}:{self.deferrals()}")
+    redis().rpush(
+        f"{get_settings().jenga_namespace}:test:runs",
+        f"{tag}:{response.status_code}:{self.request.retries}:{self.deferrals()}",
+    )
     return Outcome(response.status_code)  # 5xx counts as a failure of "flaky"
 
 

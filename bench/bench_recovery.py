@@ -39,7 +39,9 @@ def latencies(client: httpx.Client, path: str, n: int) -> tuple[float, float]:
         client.get(path)
         samples.append(time.perf_counter() - started)
     samples.sort()
-    return samples[len(samples) // 2] * 1000, samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000
+    return samples[len(samples) // 2] * 1000, samples[
+        min(len(samples) - 1, int(len(samples) * 0.99))
+    ] * 1000
 
 
 def time_until(client: httpx.Client, status: int, timeout: float = 60) -> float:
@@ -60,8 +62,14 @@ def main() -> None:
 
     postgres, redis_server = PostgresServer().start(), RedisServer().start()
     port = free_port()
-    env = jenga_env(DATABASE_URL=postgres.url, REDIS_URL=redis_server.url, BROKER_URL=base_redis_url(),
-                    JENGA_NAMESPACE=f"bench{uuid.uuid4().hex[:6]}", PORT=str(port), LOG_LEVEL="WARNING")
+    env = jenga_env(
+        DATABASE_URL=postgres.url,
+        REDIS_URL=redis_server.url,
+        BROKER_URL=base_redis_url(),
+        JENGA_NAMESPACE=f"bench{uuid.uuid4().hex[:6]}",
+        PORT=str(port),
+        LOG_LEVEL="WARNING",
+    )
     api = JengaProcess.api(env).start()
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
@@ -79,15 +87,19 @@ def main() -> None:
                 time.sleep(args.outage_seconds)  # an outage long enough for the backoff to grow
                 server.start()
                 results["to_200"][name].append(time_until(client, 200))
-        print(f"machine: {os.cpu_count()} cores; defaults RECONNECT_BASE_SECONDS=0.5 RECONNECT_CAP_SECONDS=5 "
-              f"CHECK_INTERVAL_SECONDS=1 CHECK_TIMEOUT_SECONDS=1; {args.trials} trials, {args.outage_seconds}s outages")
+        print(
+            f"machine: {os.cpu_count()} cores; defaults RECONNECT_BASE_SECONDS=0.5 RECONNECT_CAP_SECONDS=5 "
+            f"CHECK_INTERVAL_SECONDS=1 CHECK_TIMEOUT_SECONDS=1; {args.trials} trials, {args.outage_seconds}s outages"
+        )
         print(f"/live (baseline), all up:  p50 {live[0]:.2f} ms  p99 {live[1]:.2f} ms")
         print(f"/up, all up:               p50 {up[0]:.2f} ms  p99 {up[1]:.2f} ms")
         print(f"/up, PostgreSQL down:      p50 {down_up[0]:.2f} ms  p99 {down_up[1]:.2f} ms")
         for kind, label in (("to_503", "dies -> /up 503"), ("to_200", "back -> /up 200")):
             for name, values in results[kind].items():
-                print(f"{name} {label}: mean {statistics.mean(values):.2f} s  max {max(values):.2f} s  "
-                      f"({', '.join(f'{v:.2f}' for v in values)})")
+                print(
+                    f"{name} {label}: mean {statistics.mean(values):.2f} s  max {max(values):.2f} s  "
+                    f"({', '.join(f'{v:.2f}' for v in values)})"
+                )
     finally:
         api.stop()
         postgres.close()

@@ -57,8 +57,11 @@ def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
     timeout = settings.check_timeout_seconds
     options: dict[str, Any] = {"visibility_timeout": 3600}
     if settings.effective_broker_url.startswith(("redis", "rediss")):
-        options.update(global_keyprefix=RedisKeys(settings.jenga_namespace).broker_prefix(),
-                       socket_timeout=timeout, socket_connect_timeout=timeout)
+        options.update(
+            global_keyprefix=RedisKeys(settings.jenga_namespace).broker_prefix(),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
     sender = Celery(name, set_as_current=False)
     sender.conf.update(
         broker_url=settings.effective_broker_url,
@@ -69,4 +72,3 @@ def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
         accept_content=["json"],
     )
     return sender
-

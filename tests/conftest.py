@@ -38,8 +38,6 @@ def database_url():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-
-
 @pytest.fixture(scope="session")
 def migrated_database_url(database_url) -> str:
     """The session database with the webhook tables (Alembic ``upgrade head``)."""

@@ -31,8 +31,11 @@ def caused_by_lost_connection(error: BaseException | None) -> bool:
 
 class BeatOutageFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if (record.exc_info and str(record.msg).startswith("Message Error")
-                and caused_by_lost_connection(record.exc_info[1])):
+        if (
+            record.exc_info
+            and str(record.msg).startswith("Message Error")
+            and caused_by_lost_connection(record.exc_info[1])
+        ):
             error = record.exc_info[1]
             record.msg, record.args = "Message Error: %s (broker unreachable)", (error,)
             record.exc_info, record.exc_text = None, None

@@ -64,7 +64,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": beat_schedule(settings),
         # Beat's last-run bookkeeping is scratch state: keep it out of the
         # working tree (and out of a read-only image), one file per namespace.
-        "beat_schedule_filename": os.path.join(tempfile.gettempdir(), f"jenga-{settings.jenga_namespace}-celerybeat-schedule"),
+        "beat_schedule_filename": os.path.join(
+            tempfile.gettempdir(), f"jenga-{settings.jenga_namespace}-celerybeat-schedule"
+        ),
         # A backstop: every blocking call a task makes has its own deadline.
         "task_soft_time_limit": settings.task_time_limit_seconds * 0.9,
         "task_time_limit": settings.task_time_limit_seconds,

@@ -59,11 +59,18 @@ def _log_worker_banner(instance, **_kwargs) -> None:
         return
     app = instance.app
     pool = instance.pool_cls if isinstance(instance.pool_cls, str) else instance.pool_cls.__module__
-    log_event(log, "worker.starting", hostname=instance.hostname, celery=VERSION_BANNER,
-              broker=app.connection().as_uri(), pool=pool.rsplit(".", 1)[-1],
-              concurrency=instance.concurrency, task_events=bool(instance.task_events),
-              queues=sorted(app.amqp.queues.consume_from or app.amqp.queues),
-              tasks=sorted(name for name in app.tasks if not name.startswith("celery.")))
+    log_event(
+        log,
+        "worker.starting",
+        hostname=instance.hostname,
+        celery=VERSION_BANNER,
+        broker=app.connection().as_uri(),
+        pool=pool.rsplit(".", 1)[-1],
+        concurrency=instance.concurrency,
+        task_events=bool(instance.task_events),
+        queues=sorted(app.amqp.queues.consume_from or app.amqp.queues),
+        tasks=sorted(name for name in app.tasks if not name.startswith("celery.")),
+    )
 
 
 class Beat(CeleryBeat):
@@ -78,6 +85,12 @@ def _log_beat_banner(sender, **_kwargs) -> None:
     if not json_mode():
         return
     scheduler = sender.scheduler
-    log_event(beat_log, "beat.starting", celery=VERSION_BANNER, broker=sender.app.connection().as_uri(),
-              scheduler=qualname(scheduler), schedule=sender.schedule_filename,
-              max_interval=scheduler.max_interval)
+    log_event(
+        beat_log,
+        "beat.starting",
+        celery=VERSION_BANNER,
+        broker=sender.app.connection().as_uri(),
+        scheduler=qualname(scheduler),
+        schedule=sender.schedule_filename,
+        max_interval=scheduler.max_interval,
+    )

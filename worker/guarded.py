@@ -63,7 +63,11 @@ class GuardRefused(Exception):
         self.retry_in = retry_in
         self.reason = reason
         self.detail = detail
-        what = f"circuit breaker {service!r} is open" if reason == "open" else f"concurrency limit of {service!r} is full"
+        what = (
+            f"circuit breaker {service!r} is open"
+            if reason == "open"
+            else f"concurrency limit of {service!r} is full"
+        )
         super().__init__(f"{what}: retry in {retry_in:.1f} s{detail}")
 
     def __reduce__(self):
@@ -78,7 +82,9 @@ class ServiceUnavailableError(Exception):
         self.reason = reason
         self.deferrals = deferrals
         what = "circuit breaker open" if reason == "open" else "concurrency limit full"
-        super().__init__(f"service {service!r} unavailable ({what}) after {deferrals} deferrals; giving up")
+        super().__init__(
+            f"service {service!r} unavailable ({what}) after {deferrals} deferrals; giving up"
+        )
 
     def __reduce__(self):
         return (type(self), (self.service, self.reason, self.deferrals))
@@ -102,6 +108,7 @@ class GuardedCall:
 
 
 # --- this process's breakers and limits -------------------------------------------
+
 
 class ServiceLimits:
     """This process's handle on each service's shared limit, built on first use."""
@@ -158,7 +165,9 @@ class GuardedTask(Task):
 
     service: str | None = None  # static service: the whole run is guarded
     max_deferrals: int | None = None  # default GUARD_MAX_DEFERRALS
-    breaker_exceptions: tuple[type[BaseException], ...] = (Exception,)  # exceptions that count as failures
+    breaker_exceptions: tuple[type[BaseException], ...] = (
+        Exception,
+    )  # exceptions that count as failures
     breaker_ignore: tuple[type[BaseException], ...] = ()  # exceptions that pass through uncounted
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -233,14 +242,30 @@ class GuardedTask(Task):
         done = self.deferrals()
         limit = settings.guard_max_deferrals if self.max_deferrals is None else self.max_deferrals
         if done >= limit:
-            log_event(log, "guard.gave_up", logging.ERROR, task=self.name, task_id=self.request.id,
-                      service=service, reason=reason, deferrals=done)
+            log_event(
+                log,
+                "guard.gave_up",
+                logging.ERROR,
+                task=self.name,
+                task_id=self.request.id,
+                service=service,
+                reason=reason,
+                deferrals=done,
+            )
             raise ServiceUnavailableError(service, reason, done)
         jitter = random.uniform(0, min(5.0, 0.1 * retry_in + 0.5))
         countdown = min(settings.guard_max_countdown_seconds, max(0.0, retry_in) + jitter)
         refusal = GuardRefused(service, retry_in, reason, f" (deferral {done + 1} of {limit})")
-        log_event(log, "guard.deferred", task=self.name, task_id=self.request.id, service=service,
-                  reason=reason, countdown=round(countdown, 3), deferral=done + 1)
+        log_event(
+            log,
+            "guard.deferred",
+            task=self.name,
+            task_id=self.request.id,
+            service=service,
+            reason=reason,
+            countdown=round(countdown, 3),
+            deferral=done + 1,
+        )
         raise self._defer(countdown, refusal, done + 1)
 
     def _defer(self, countdown: float, refusal: GuardRefused, deferrals: int) -> BaseException:
@@ -250,7 +275,8 @@ class GuardedTask(Task):
         headers = dict(getattr(request, "headers", None) or {})
         headers[DEFERRALS_HEADER] = deferrals
         # retries stays as it was: a deferral is not an attempt.
-        signature = self.signature_from_request(request, None, None, countdown=countdown,
-                                                retries=request.retries, headers=headers)
+        signature = self.signature_from_request(
+            request, None, None, countdown=countdown, retries=request.retries, headers=headers
+        )
         signature.apply_async()
         return Retry(str(refusal), exc=refusal, when=countdown, sig=signature)

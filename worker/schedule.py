@@ -21,7 +21,9 @@ DEPENDENCY_WATCHDOGS = ("postgres", "redis")
 BEAT_WATCHDOGS = ("broker",)
 
 
-def watchdog_entries(settings: Settings, alarm_ids: tuple[str, ...] | list[str]) -> dict[str, dict[str, Any]]:
+def watchdog_entries(
+    settings: Settings, alarm_ids: tuple[str, ...] | list[str]
+) -> dict[str, dict[str, Any]]:
     """One beat entry per watchdog alarm id."""
     interval = settings.watchdog_interval_seconds
     queue = queue_names(settings.jenga_namespace)["alarms"]
@@ -45,7 +47,10 @@ def delivery_entries(settings: Settings) -> dict[str, dict[str, Any]]:
         "delivery-dispatch": {
             "task": DISPATCH_TASK,
             "schedule": interval,
-            "options": {"queue": queue_names(settings.jenga_namespace)["default"], "expires": max(interval * 2, 1.0)},
+            "options": {
+                "queue": queue_names(settings.jenga_namespace)["default"],
+                "expires": max(interval * 2, 1.0),
+            },
         }
     }
 

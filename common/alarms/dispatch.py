@@ -47,15 +47,25 @@ RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 600.0
 DIRECT_MAX_ATTEMPTS = 8  # in-process fallback: a few minutes, then give up loudly
 ENQUEUE_TIMEOUT_SECONDS = 2.0
-ENQUEUE_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
-                        "timeout": ENQUEUE_TIMEOUT_SECONDS}
+ENQUEUE_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "timeout": ENQUEUE_TIMEOUT_SECONDS,
+}
 
 
 def log_transition(transition: Transition) -> None:
     """The "log" notifier: always on."""
     level = logging.WARNING if transition.kind == "set" else logging.INFO
-    log_event(log, f"alarm.{transition.kind}", level=level, alarm_id=transition.alarm_id,
-              severity=transition.severity, summary=summary(transition))
+    log_event(
+        log,
+        f"alarm.{transition.kind}",
+        level=level,
+        alarm_id=transition.alarm_id,
+        severity=transition.severity,
+        summary=summary(transition),
+    )
 
 
 def retry_delay(attempt: int, failure: RetryableFailure) -> float:
@@ -65,11 +75,19 @@ def retry_delay(attempt: int, failure: RetryableFailure) -> float:
     return full_jitter_backoff(attempt, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS)
 
 
-def log_notification(event: str, notifier: str, transition: Transition, level: int = logging.INFO,
-                     **fields) -> None:
+def log_notification(
+    event: str, notifier: str, transition: Transition, level: int = logging.INFO, **fields
+) -> None:
     """One notification event, with the fields every such event carries."""
-    log_event(log, event, level=level, notifier=notifier, alarm_id=transition.alarm_id,
-              kind=transition.kind, **fields)
+    log_event(
+        log,
+        event,
+        level=level,
+        notifier=notifier,
+        alarm_id=transition.alarm_id,
+        kind=transition.kind,
+        **fields,
+    )
 
 
 def notify(transition: Transition, *, direct: bool = False, app: Celery | None = None) -> None:
@@ -84,13 +102,23 @@ def notify(transition: Transition, *, direct: bool = False, app: Celery | None =
     for notifier in notifier_urls(settings):
         if not direct:
             try:
-                _sender(app).send_task(NOTIFY_TASK, (notifier, transition.to_dict()), queue=queue,
-                                       retry=True, retry_policy=ENQUEUE_RETRY_POLICY)
+                _sender(app).send_task(
+                    NOTIFY_TASK,
+                    (notifier, transition.to_dict()),
+                    queue=queue,
+                    retry=True,
+                    retry_policy=ENQUEUE_RETRY_POLICY,
+                )
                 continue
             except Exception as error:  # broker unreachable: fall back rather than lose it
-                log_event(log, "alarm.notify_enqueue_failed", level=logging.WARNING,
-                          notifier=notifier, alarm_id=transition.alarm_id,
-                          error=describe_error(error))
+                log_event(
+                    log,
+                    "alarm.notify_enqueue_failed",
+                    level=logging.WARNING,
+                    notifier=notifier,
+                    alarm_id=transition.alarm_id,
+                    error=describe_error(error),
+                )
         send_in_background(notifier, transition)
 
 
@@ -104,8 +132,12 @@ def _sender(app: Celery | None) -> Celery:
 
 def send_in_background(notifier: str, transition: Transition) -> threading.Thread:
     """Deliver from a daemon thread of this process, retrying with backoff."""
-    thread = threading.Thread(target=_send_directly, args=(notifier, transition),
-                              name=f"jenga-notify-{notifier}", daemon=True)
+    thread = threading.Thread(
+        target=_send_directly,
+        args=(notifier, transition),
+        name=f"jenga-notify-{notifier}",
+        daemon=True,
+    )
     thread.start()
     return thread
 
@@ -118,15 +150,23 @@ def _send_directly(notifier: str, transition: Transition) -> None:
         try:
             send(notifier, url, transition, timeout=SEND_TIMEOUT_SECONDS)
         except PermanentFailure as error:
-            log_notification("alarm.notify_failed", notifier, transition, logging.ERROR,
-                             error=str(error))
+            log_notification(
+                "alarm.notify_failed", notifier, transition, logging.ERROR, error=str(error)
+            )
             return
         except RetryableFailure as error:
             if attempt + 1 >= DIRECT_MAX_ATTEMPTS:
                 break  # give up now, not after one more wait
             delay = retry_delay(attempt, error)
-            log_notification("alarm.notify_retry", notifier, transition, logging.WARNING,
-                             error=str(error), retry_in_seconds=round(delay, 2), direct=True)
+            log_notification(
+                "alarm.notify_retry",
+                notifier,
+                transition,
+                logging.WARNING,
+                error=str(error),
+                retry_in_seconds=round(delay, 2),
+                direct=True,
+            )
             time.sleep(delay)
             continue
         log_notification("alarm.notified", notifier, transition, direct=True)
@@ -145,12 +185,18 @@ def send_notify_tasks(settings: Settings, transition: Transition) -> int:
     sent = 0
     try:
         for notifier in notifiers:
-            sender.send_task(NOTIFY_TASK, (notifier, transition.to_dict()), queue=queue,
-                             retry=False)
+            sender.send_task(
+                NOTIFY_TASK, (notifier, transition.to_dict()), queue=queue, retry=False
+            )
             sent += 1
     except Exception as error:  # broker unreachable: say so, never fail the operator's action
-        log_event(log, "alarm.notify_enqueue_failed", logging.WARNING,
-                  alarm_id=transition.alarm_id, error=describe_error(error))
+        log_event(
+            log,
+            "alarm.notify_enqueue_failed",
+            logging.WARNING,
+            alarm_id=transition.alarm_id,
+            error=describe_error(error),
+        )
     finally:
         sender.close()
     return sent

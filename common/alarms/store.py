@@ -114,8 +114,12 @@ class AlarmStore:
     def for_settings(cls, redis_client: redis.Redis, settings: Settings) -> AlarmStore:
         """The store as configured: ``JENGA_NAMESPACE``, ``ALARM_CLEAR_AFTER``,
         ``ALARM_HISTORY_MAX``."""
-        return cls(redis_client, settings.jenga_namespace, clear_after=settings.alarm_clear_after,
-                   history_max=settings.alarm_history_max)
+        return cls(
+            redis_client,
+            settings.jenga_namespace,
+            clear_after=settings.alarm_clear_after,
+            history_max=settings.alarm_history_max,
+        )
 
     def _run(
         self,
@@ -132,19 +136,44 @@ class AlarmStore:
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
         now = self.clock() if at is None else at
-        reply = TransitionReply.decode(self._script(
-            keys=[self.keys.alarms_active(), self.keys.alarm(alarm_id),
-                  self.keys.alarms_history()],
-            args=[mode, alarm_id, "1" if ok else "0", description, severity,
-                  _details_json(details), repr(float(now)), self.clear_after, self.history_max],
-        ))
+        reply = TransitionReply.decode(
+            self._script(
+                keys=[
+                    self.keys.alarms_active(),
+                    self.keys.alarm(alarm_id),
+                    self.keys.alarms_history(),
+                ],
+                args=[
+                    mode,
+                    alarm_id,
+                    "1" if ok else "0",
+                    description,
+                    severity,
+                    _details_json(details),
+                    repr(float(now)),
+                    self.clear_after,
+                    self.history_max,
+                ],
+            )
+        )
         if reply is None:
             return None
-        return Transition(alarm_id, reply.kind, reply.description, reply.severity, float(now),
-                          dict(details or {}), reply.set_at)
+        return Transition(
+            alarm_id,
+            reply.kind,
+            reply.description,
+            reply.severity,
+            float(now),
+            dict(details or {}),
+            reply.set_at,
+        )
 
     def record_check(
-        self, alarm_id: str, ok: bool, description: str, severity: str = "critical",
+        self,
+        alarm_id: str,
+        ok: bool,
+        description: str,
+        severity: str = "critical",
         details: dict | None = None,
     ) -> Transition | None:
         """Record one watchdog check; returns the transition it caused, if any
@@ -180,15 +209,17 @@ class AlarmStore:
         for alarm_id, raw in zip(ids, pipe.execute(), strict=True):
             if not raw:  # removed between the two reads
                 continue
-            alarms.append({
-                "id": alarm_id,
-                "description": raw.get("description", ""),
-                "severity": raw.get("severity", "critical"),
-                "set_at": float(raw.get("set_at", 0)),
-                "passes": int(raw.get("passes", 0)),
-                "last_check_at": float(raw.get("last_check_at", 0)),
-                "last_check": _loads(raw.get("details")),
-            })
+            alarms.append(
+                {
+                    "id": alarm_id,
+                    "description": raw.get("description", ""),
+                    "severity": raw.get("severity", "critical"),
+                    "set_at": float(raw.get("set_at", 0)),
+                    "passes": int(raw.get("passes", 0)),
+                    "last_check_at": float(raw.get("last_check_at", 0)),
+                    "last_check": _loads(raw.get("details")),
+                }
+            )
         return sorted(alarms, key=lambda a: (a["set_at"], a["id"]))
 
     def history(self, limit: int = 100) -> list[dict]:

@@ -17,6 +17,15 @@ from common.config.loading import (
 )
 from common.config.settings import Settings, describe_settings
 
-__all__ = ["EX_CONFIG", "ConfigError", "Settings", "describe_settings", "get_settings",
-           "load_settings", "load_settings_or_exit", "read_settings", "set_settings",
-           "settings_table"]
+__all__ = [
+    "EX_CONFIG",
+    "ConfigError",
+    "Settings",
+    "describe_settings",
+    "get_settings",
+    "load_settings",
+    "load_settings_or_exit",
+    "read_settings",
+    "set_settings",
+    "settings_table",
+]

@@ -24,8 +24,15 @@ from common.support.logs import print_config_error
 from common.support.masking import SECRETS
 from common.support.per_process import ProcessSlot
 
-__all__ = ["EX_CONFIG", "ConfigError", "get_settings", "load_settings", "load_settings_or_exit",
-           "read_settings", "set_settings"]
+__all__ = [
+    "EX_CONFIG",
+    "ConfigError",
+    "get_settings",
+    "load_settings",
+    "load_settings_or_exit",
+    "read_settings",
+    "set_settings",
+]
 
 EX_CONFIG = 78  # sysexits.h: configuration error; supervisors can tell it from a crash
 
@@ -40,7 +47,9 @@ class ConfigError(Exception):
     def message(self) -> str:
         lines = [f"Jenga cannot start: {len(self.problems)} configuration problem(s):"]
         lines += [f"  - {problem}" for problem in self.problems]
-        lines.append("Set these in the environment (see the settings table in README.md), then start again.")
+        lines.append(
+            "Set these in the environment (see the settings table in README.md), then start again."
+        )
         return "\n".join(lines)
 
 

@@ -59,90 +59,232 @@ class Settings(BaseSettings):
         return init_settings, dotenv_settings, file_secret_settings
 
     # --- connections ---------------------------------------------------------
-    database_url: str = Field(description="PostgreSQL URL, `postgresql://user:password@host:5432/db`. Required.")
-    redis_url: str = Field(description="Redis URL for alarms, breakers, limits and heartbeats, `redis://host:6379/0`. Required.")
+    database_url: str = Field(
+        description="PostgreSQL URL, `postgresql://user:password@host:5432/db`. Required."
+    )
+    redis_url: str = Field(
+        description="Redis URL for alarms, breakers, limits and heartbeats, `redis://host:6379/0`. Required."
+    )
     broker_url: str | None = Field(
-        default=None, description="Celery broker: `redis://...` or `amqp://...` (RabbitMQ). Defaults to `REDIS_URL`."
+        default=None,
+        description="Celery broker: `redis://...` or `amqp://...` (RabbitMQ). Defaults to `REDIS_URL`.",
     )
     jenga_namespace: str = Field(
         default="jenga",
         description="Prefix of every Redis key and queue name, so several deployments can share one Redis.",
     )
-    reconnect_base_seconds: float = Field(default=0.5, gt=0, description="First reconnect delay ceiling (full-jitter backoff base).")
-    reconnect_cap_seconds: float = Field(default=5.0, gt=0, description="Largest delay between reconnect attempts.")
-    check_timeout_seconds: float = Field(default=1.0, gt=0, le=30, description="Timeout of one dependency check (connect + ping).")
-    check_interval_seconds: float = Field(default=1.0, gt=0, description="How often a connected dependency is re-checked, to notice a lost server.")
+    reconnect_base_seconds: float = Field(
+        default=0.5, gt=0, description="First reconnect delay ceiling (full-jitter backoff base)."
+    )
+    reconnect_cap_seconds: float = Field(
+        default=5.0, gt=0, description="Largest delay between reconnect attempts."
+    )
+    check_timeout_seconds: float = Field(
+        default=1.0, gt=0, le=30, description="Timeout of one dependency check (connect + ping)."
+    )
+    check_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a connected dependency is re-checked, to notice a lost server.",
+    )
 
     # --- processes -------------------------------------------------------------
-    port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API (`web` process).")
+    port: int = Field(
+        default=8000, ge=1, le=65535, description="Port of the HTTP API (`web` process)."
+    )
     jenga_env: Literal["development", "production"] = Field(
-        default="development", description="`production` refuses unsafe settings (Flower without auth, private webhook destinations)."
+        default="development",
+        description="`production` refuses unsafe settings (Flower without auth, private webhook destinations).",
     )
     jenga_admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for write and admin API calls (at least 16 characters). Unset: those calls are refused with 401/403.",
     )
-    flower_port: int = Field(default=5555, ge=1, le=65535, description="Port of the Flower dashboard.")
-    flower_basic_auth: SecretStr | None = Field(
-        default=None, description="`user:password` for Flower's basic auth. Required when `JENGA_ENV=production`."
+    flower_port: int = Field(
+        default=5555, ge=1, le=65535, description="Port of the Flower dashboard."
     )
-    log_format: Literal["text", "json"] = Field(default="text", description="`json` for one JSON object per log line, `text` for people.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Lowest level logged.")
+    flower_basic_auth: SecretStr | None = Field(
+        default=None,
+        description="`user:password` for Flower's basic auth. Required when `JENGA_ENV=production`.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json` for one JSON object per log line, `text` for people."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level logged."
+    )
 
     # --- health and watchdogs -------------------------------------------------
-    heartbeat_interval_seconds: float = Field(default=5.0, gt=0, description="How often a worker writes its heartbeat (file and Redis key).")
-    heartbeat_dir: str = Field(
-        default="/tmp/jenga-heartbeat", description="Folder of the worker heartbeat files read by `jenga worker health`."
+    heartbeat_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a worker writes its heartbeat (file and Redis key).",
     )
-    watchdog_interval_seconds: float = Field(default=10.0, gt=0, description="How often beat runs each watchdog.")
-    alarm_clear_after: int = Field(default=3, ge=1, description="Consecutive passing checks before an open alarm clears.")
-    alarm_history_max: int = Field(default=1000, ge=10, description="About how many alarm set/clear events Redis keeps (`XADD MAXLEN ~`).")
-    slack_webhook_url: SecretStr | None = Field(default=None, description="Slack incoming-webhook URL for alarm notifications.")
-    alarm_webhook_url: SecretStr | None = Field(default=None, description="Generic JSON webhook that receives every alarm set/clear.")
+    heartbeat_dir: str = Field(
+        default="/tmp/jenga-heartbeat",
+        description="Folder of the worker heartbeat files read by `jenga worker health`.",
+    )
+    watchdog_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often beat runs each watchdog."
+    )
+    alarm_clear_after: int = Field(
+        default=3, ge=1, description="Consecutive passing checks before an open alarm clears."
+    )
+    alarm_history_max: int = Field(
+        default=1000,
+        ge=10,
+        description="About how many alarm set/clear events Redis keeps (`XADD MAXLEN ~`).",
+    )
+    slack_webhook_url: SecretStr | None = Field(
+        default=None, description="Slack incoming-webhook URL for alarm notifications."
+    )
+    alarm_webhook_url: SecretStr | None = Field(
+        default=None, description="Generic JSON webhook that receives every alarm set/clear."
+    )
 
     # --- circuit breakers (level 4) -------------------------------------------
-    breaker_failure_threshold: int = Field(default=5, ge=0, description="Consecutive failed calls that open a service's breaker (0 = rule off).")
-    breaker_failure_rate: float = Field(default=0.5, ge=0, le=1, description="Share of failed calls in the window that opens the breaker (0 = rule off).")
-    breaker_min_calls: int = Field(default=10, ge=1, description="Calls the window must hold before the failure and slow-call rates are judged.")
-    breaker_window_seconds: float = Field(default=30.0, gt=0, description="Length of the breaker's sliding window.")
-    breaker_slow_call_seconds: float = Field(default=10.0, gt=0, description="A call slower than this counts as slow.")
-    breaker_slow_call_rate: float = Field(default=0.0, ge=0, le=1, description="Share of slow calls in the window that opens the breaker (0 = rule off).")
-    breaker_open_seconds: float = Field(default=5.0, gt=0, description="How long a breaker stays open after its first trip; doubles with each further trip.")
-    breaker_open_max_seconds: float = Field(default=300.0, gt=0, le=1800, description="Longest open time, however often the breaker trips (kept well below the broker's 3600 s visibility timeout).")
-    breaker_half_open_calls: int = Field(default=1, ge=1, description="Trial calls admitted fleet-wide when the open time is over; all must succeed to close.")
-    breaker_probe_lease_seconds: float = Field(default=30.0, gt=0, description="A trial call that never reports (its worker died) frees its slot after this.")
-    guard_max_deferrals: int = Field(default=50, ge=0, description="Times a guarded task is deferred (breaker open, no limiter slot) before it fails with `ServiceUnavailableError`.")
-    guard_max_countdown_seconds: float = Field(default=600.0, gt=0, le=1800, description="Longest deferral of a guarded task (kept well below the broker's 3600 s visibility timeout).")
+    breaker_failure_threshold: int = Field(
+        default=5,
+        ge=0,
+        description="Consecutive failed calls that open a service's breaker (0 = rule off).",
+    )
+    breaker_failure_rate: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of failed calls in the window that opens the breaker (0 = rule off).",
+    )
+    breaker_min_calls: int = Field(
+        default=10,
+        ge=1,
+        description="Calls the window must hold before the failure and slow-call rates are judged.",
+    )
+    breaker_window_seconds: float = Field(
+        default=30.0, gt=0, description="Length of the breaker's sliding window."
+    )
+    breaker_slow_call_seconds: float = Field(
+        default=10.0, gt=0, description="A call slower than this counts as slow."
+    )
+    breaker_slow_call_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of slow calls in the window that opens the breaker (0 = rule off).",
+    )
+    breaker_open_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a breaker stays open after its first trip; doubles with each further trip.",
+    )
+    breaker_open_max_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=1800,
+        description="Longest open time, however often the breaker trips (kept well below the broker's 3600 s visibility timeout).",
+    )
+    breaker_half_open_calls: int = Field(
+        default=1,
+        ge=1,
+        description="Trial calls admitted fleet-wide when the open time is over; all must succeed to close.",
+    )
+    breaker_probe_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A trial call that never reports (its worker died) frees its slot after this.",
+    )
+    guard_max_deferrals: int = Field(
+        default=50,
+        ge=0,
+        description="Times a guarded task is deferred (breaker open, no limiter slot) before it fails with `ServiceUnavailableError`.",
+    )
+    guard_max_countdown_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=1800,
+        description="Longest deferral of a guarded task (kept well below the broker's 3600 s visibility timeout).",
+    )
 
     # --- adaptive concurrency limit (AIMD), one per external service ----------
-    limit_initial: int = Field(default=20, ge=1, description="Concurrency limit of a service with no history yet (fleet-wide calls in flight).")
-    limit_min: int = Field(default=1, ge=1, description="Lowest the limit goes; also each process's own limit while Redis is unreachable.")
+    limit_initial: int = Field(
+        default=20,
+        ge=1,
+        description="Concurrency limit of a service with no history yet (fleet-wide calls in flight).",
+    )
+    limit_min: int = Field(
+        default=1,
+        ge=1,
+        description="Lowest the limit goes; also each process's own limit while Redis is unreachable.",
+    )
     limit_max: int = Field(default=200, ge=1, description="Highest the limit goes.")
-    limit_backoff_ratio: float = Field(default=0.9, gt=0, lt=1, description="On a drop (error, timeout, 429/503, slow window) the limit is multiplied by this.")
-    limit_step: int = Field(default=1, ge=1, description="Slots added after a window that used at least half the limit without a drop.")
-    limit_latency_target_seconds: float = Field(default=5.0, gt=0, description="A window whose average call latency is above this counts as a drop.")
-    limit_window_seconds: float = Field(default=1.0, gt=0, description="How long samples are collected before the limit is updated once.")
-    limit_lease_ttl_seconds: float = Field(default=10.0, gt=0, description="A slot not renewed for this long (its worker died) returns to the fleet.")
+    limit_backoff_ratio: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="On a drop (error, timeout, 429/503, slow window) the limit is multiplied by this.",
+    )
+    limit_step: int = Field(
+        default=1,
+        ge=1,
+        description="Slots added after a window that used at least half the limit without a drop.",
+    )
+    limit_latency_target_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="A window whose average call latency is above this counts as a drop.",
+    )
+    limit_window_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How long samples are collected before the limit is updated once.",
+    )
+    limit_lease_ttl_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A slot not renewed for this long (its worker died) returns to the fleet.",
+    )
 
     # --- webhook delivery (level 5) --------------------------------------------
-    max_payload_bytes: int = Field(default=262144, ge=1024, description="Largest accepted message `payload` (serialized JSON, bytes); larger ones get 413.")
-    allow_private_destinations: bool = Field(
-        default=False, description="Let webhooks go to loopback/private/link-local addresses (local development, tests). Refused when `JENGA_ENV=production`."
+    max_payload_bytes: int = Field(
+        default=262144,
+        ge=1024,
+        description="Largest accepted message `payload` (serialized JSON, bytes); larger ones get 413.",
     )
-    delivery_connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Connect timeout of one webhook delivery attempt.")
-    delivery_timeout_seconds: float = Field(default=15.0, gt=0, description="Total time one delivery attempt may take; a later answer counts as a timeout.")
+    allow_private_destinations: bool = Field(
+        default=False,
+        description="Let webhooks go to loopback/private/link-local addresses (local development, tests). Refused when `JENGA_ENV=production`.",
+    )
+    delivery_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connect timeout of one webhook delivery attempt."
+    )
+    delivery_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Total time one delivery attempt may take; a later answer counts as a timeout.",
+    )
     delivery_retry_schedule: str = Field(
         default="5s,5m,30m,2h,5h,10h,10h",
         description="Delays between delivery attempts (ms/s/m/h/d); after the last one the message is `failed`.",
     )
-    delivery_retry_jitter: float = Field(default=0.2, ge=0, le=1, description="Each retry delay grows by a random fraction up to this, so retries spread out.")
-    delivery_dispatch_interval_seconds: float = Field(default=1.0, gt=0, description="How often beat enqueues the messages that are due.")
-    delivery_redispatch_seconds: float = Field(
-        default=300.0, gt=0, description="A due message whose task has not started this long after enqueueing (broker or worker lost) is enqueued again."
+    delivery_retry_jitter: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Each retry delay grows by a random fraction up to this, so retries spread out.",
     )
-    delivery_dispatch_batch: int = Field(default=500, ge=1, description="Most messages one dispatch run enqueues.")
+    delivery_dispatch_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often beat enqueues the messages that are due."
+    )
+    delivery_redispatch_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A due message whose task has not started this long after enqueueing (broker or worker lost) is enqueued again.",
+    )
+    delivery_dispatch_batch: int = Field(
+        default=500, ge=1, description="Most messages one dispatch run enqueues."
+    )
     task_time_limit_seconds: float = Field(
-        default=300.0, gt=0,
+        default=300.0,
+        gt=0,
         description="Backstop for every task: past 90% of this the task is interrupted (soft limit), past it the pool process is replaced (hard limit, prefork pool only). A delivery attempt itself ends within `DELIVERY_TIMEOUT_SECONDS`.",
     )
 
@@ -212,11 +354,15 @@ class Settings(BaseSettings):
         if self.breaker_open_max_seconds < self.breaker_open_seconds:
             raise ValueError("BREAKER_OPEN_MAX_SECONDS must be >= BREAKER_OPEN_SECONDS")
         if self.task_time_limit_seconds < 2 * self.delivery_timeout_seconds:
-            raise ValueError("TASK_TIME_LIMIT_SECONDS must be at least twice DELIVERY_TIMEOUT_SECONDS")
+            raise ValueError(
+                "TASK_TIME_LIMIT_SECONDS must be at least twice DELIVERY_TIMEOUT_SECONDS"
+            )
         if self.jenga_env == "production" and self.flower_basic_auth is None:
             raise ValueError("FLOWER_BASIC_AUTH is required when JENGA_ENV=production")
         if self.jenga_env == "production" and self.allow_private_destinations:
-            raise ValueError("ALLOW_PRIVATE_DESTINATIONS must be false when JENGA_ENV=production (SSRF protection)")
+            raise ValueError(
+                "ALLOW_PRIVATE_DESTINATIONS must be false when JENGA_ENV=production (SSRF protection)"
+            )
         return self
 
     # --- derived values --------------------------------------------------------
@@ -241,7 +387,12 @@ class Settings(BaseSettings):
             password = urlsplit(url).password
             if password:
                 values.append(password)
-        for secret in (self.jenga_admin_token, self.slack_webhook_url, self.alarm_webhook_url, self.flower_basic_auth):
+        for secret in (
+            self.jenga_admin_token,
+            self.slack_webhook_url,
+            self.alarm_webhook_url,
+            self.flower_basic_auth,
+        ):
             if secret is not None:
                 values.append(secret.get_secret_value())
         if self.flower_basic_auth is not None:

@@ -149,15 +149,30 @@ class DependencyMonitor:
         if new.state != old.state:
             self._announce(old, new)
         elif not result.ok and new.attempt in (10, 100, 1000):
-            log_event(log, "dependency.still_down", logging.WARNING, dependency=self.name,
-                      target=self.target, attempts=new.attempt, error=new.last_error)
+            log_event(
+                log,
+                "dependency.still_down",
+                logging.WARNING,
+                dependency=self.name,
+                target=self.target,
+                attempts=new.attempt,
+                error=new.last_error,
+            )
         return next_delay(new, self.interval, self.base, self.cap, self._rand)
 
     def _announce(self, old: DependencyState, new: DependencyState) -> None:
         fields = {"error": new.last_error} if new.state == "down" else {}
         level = logging.WARNING if new.state == "down" else logging.INFO
-        log_event(log, "dependency.state", level, dependency=self.name, target=self.target,
-                  state=new.state, previous=old.state, **fields)
+        log_event(
+            log,
+            "dependency.state",
+            level,
+            dependency=self.name,
+            target=self.target,
+            state=new.state,
+            previous=old.state,
+            **fields,
+        )
         for listener in list(self._listeners):
             try:
                 listener(old, new)
@@ -175,7 +190,9 @@ class DependencyMonitor:
 
     def start(self) -> DependencyMonitor:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"jenga-dependency-{self.name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"jenga-dependency-{self.name}", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -193,9 +210,16 @@ class Dependencies:
         self.monitors = {m.name: m for m in monitors}
 
     @classmethod
-    def from_settings(cls, settings, *, engine=None, redis=None, names: Iterable[str] = NAMES,
-                      clock: Callable[[], float] = time.time,
-                      rand: Callable[[float, float], float] = random.uniform) -> Dependencies:
+    def from_settings(
+        cls,
+        settings,
+        *,
+        engine=None,
+        redis=None,
+        names: Iterable[str] = NAMES,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[float, float], float] = random.uniform,
+    ) -> Dependencies:
         """Monitors for ``names``, checking ``engine`` (SQLAlchemy), ``redis``
         (redis-py client) and a fresh connection to the broker URL."""
         timeout = settings.check_timeout_seconds
@@ -204,7 +228,10 @@ class Dependencies:
             if name == "postgres":
                 if engine is None:
                     raise ValueError("the postgres monitor needs an engine")
-                checks[name] = (lambda: check_postgres(engine, timeout), mask_url(settings.database_url))
+                checks[name] = (
+                    lambda: check_postgres(engine, timeout),
+                    mask_url(settings.database_url),
+                )
             elif name == "redis":
                 if redis is None:
                     raise ValueError("the redis monitor needs a client")
@@ -215,9 +242,16 @@ class Dependencies:
             else:
                 raise ValueError(f"unknown dependency {name!r}; expected one of {', '.join(NAMES)}")
         return cls(
-            DependencyMonitor(name, check, interval=settings.check_interval_seconds,
-                              base=settings.reconnect_base_seconds, cap=settings.reconnect_cap_seconds,
-                              target=target, clock=clock, rand=rand)
+            DependencyMonitor(
+                name,
+                check,
+                interval=settings.check_interval_seconds,
+                base=settings.reconnect_base_seconds,
+                cap=settings.reconnect_cap_seconds,
+                target=target,
+                clock=clock,
+                rand=rand,
+            )
             for name, (check, target) in checks.items()
         )
 

@@ -60,15 +60,23 @@ def check_broker(broker_url: str, timeout: float) -> CheckResult:
     the AMQP handshake for RabbitMQ."""
 
     if broker_url.startswith(("redis://", "rediss://")):
+
         def run() -> None:
-            client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            client = redis.Redis.from_url(
+                broker_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
             try:
                 client.ping()
             finally:
                 client.close()
     else:
+
         def run() -> None:
-            with Connection(broker_url, connect_timeout=timeout, transport_options={"max_retries": 0}) as conn:
-                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+            with Connection(
+                broker_url, connect_timeout=timeout, transport_options={"max_retries": 0}
+            ) as conn:
+                conn.ensure_connection(
+                    max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+                )
 
     return _timed(run)

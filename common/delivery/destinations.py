@@ -74,7 +74,12 @@ def refusal_for_address(address: IPAddress) -> str | None:
         return "a link-local address"
     if address.is_private:
         return "a private address"
-    if address.is_multicast or address.is_unspecified or address.is_reserved or not address.is_global:
+    if (
+        address.is_multicast
+        or address.is_unspecified
+        or address.is_reserved
+        or not address.is_global
+    ):
         return "not a public address"
     return None
 
@@ -91,7 +96,9 @@ def system_resolver(host: str, port: int) -> list[str]:
     return [info[4][0] for info in infos]
 
 
-def resolve_destination(url: str, *, allow_private: bool, resolver: Resolver = system_resolver) -> Destination:
+def resolve_destination(
+    url: str, *, allow_private: bool, resolver: Resolver = system_resolver
+) -> Destination:
     """The checked destination of ``url``: every address it resolves to must be
     allowed (one private address among public ones is enough to refuse, or an
     attacker's DNS could alternate between them)."""

@@ -58,14 +58,20 @@ class Endpoint(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
 
 
 class Message(Base):
     __tablename__ = "webhook_messages"
     __table_args__ = (
         # The dispatcher's scan: only pending rows, in due order.
-        Index("ix_webhook_messages_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index(
+            "ix_webhook_messages_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
         Index("ix_webhook_messages_endpoint", "endpoint_id", "created_at"),
     )
 
@@ -90,7 +96,10 @@ class Message(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     attempts: Mapped[list[Attempt]] = relationship(
-        back_populates="message", order_by="Attempt.number", cascade="all, delete-orphan", passive_deletes=True
+        back_populates="message",
+        order_by="Attempt.number",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
 
 

@@ -20,8 +20,16 @@ from datetime import datetime
 from common.support.durations import parse_schedule
 from common.support.retry_after import retry_after_seconds
 
-__all__ = ["DEFAULT_SCHEDULE", "MAX_RETRY_AFTER_SECONDS", "Decision", "Outcome", "decide",
-           "jittered", "parse_retry_after", "parse_schedule"]
+__all__ = [
+    "DEFAULT_SCHEDULE",
+    "MAX_RETRY_AFTER_SECONDS",
+    "Decision",
+    "Outcome",
+    "decide",
+    "jittered",
+    "parse_retry_after",
+    "parse_schedule",
+]
 
 DEFAULT_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 # A Retry-After beyond this is treated as this: a receiver must not park a
@@ -29,7 +37,9 @@ DEFAULT_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
 
 
-def jittered(delay: float, jitter: float, rand: Callable[[float, float], float] = random.uniform) -> float:
+def jittered(
+    delay: float, jitter: float, rand: Callable[[float, float], float] = random.uniform
+) -> float:
     """``delay`` plus up to ``jitter`` (a fraction) of itself, so retries of
     messages that failed together (a receiver outage) do not return together."""
     return delay + rand(0.0, delay * jitter)

@@ -48,8 +48,9 @@ def check_breaker_name(name: str) -> None:
         raise InvalidBreakerName(name)
 
 
-def force_breaker(client: redis.Redis, settings: Settings, name: str,
-                  action: Action) -> dict[str, Any]:
+def force_breaker(
+    client: redis.Redis, settings: Settings, name: str, action: Action
+) -> dict[str, Any]:
     """Apply ``action`` to breaker ``name`` and return its new state for people
     (as :meth:`BreakerStore.read`). Raises :class:`InvalidBreakerName`,
     :class:`UnknownBreaker`, ``ValueError`` for an unknown action, ``redis.RedisError``."""
@@ -60,5 +61,6 @@ def force_breaker(client: redis.Redis, settings: Settings, name: str,
     _, change = store.force(name, action, policy_from_settings(settings))
     if change is not None:
         alarm_hook(client, settings, lambda transition: send_notify_tasks(settings, transition))(
-            name, change)
+            name, change
+        )
     return store.read(name)

@@ -25,5 +25,8 @@ def list_breakers(client: redis.Redis, namespace: str) -> list[dict[str, Any]]:
 
 def fleet_overview(client: redis.Redis, namespace: str) -> dict[str, Any]:
     """Every breaker and limit of ``namespace``: the body of ``GET /breakers``."""
-    return {"fallback": False, "breakers": list_breakers(client, namespace),
-            "limits": list_limits(client, namespace)}
+    return {
+        "fallback": False,
+        "breakers": list_breakers(client, namespace),
+        "limits": list_limits(client, namespace),
+    }

@@ -63,16 +63,23 @@ class MetricSpec:
 
 
 DELIVERIES = MetricSpec(
-    "jenga_deliveries", "counter",
-    "Webhook delivery attempts by outcome, whole fleet.", ("service", "outcome")
+    "jenga_deliveries",
+    "counter",
+    "Webhook delivery attempts by outcome, whole fleet.",
+    ("service", "outcome"),
 )
 DELIVERY_DURATION = MetricSpec(
-    "jenga_delivery_duration_seconds", "histogram",
-    "Duration of webhook delivery attempts, whole fleet.", ("service",), DURATION_BUCKETS
+    "jenga_delivery_duration_seconds",
+    "histogram",
+    "Duration of webhook delivery attempts, whole fleet.",
+    ("service",),
+    DURATION_BUCKETS,
 )
 DROPPED = MetricSpec(
-    "jenga_metrics_dropped", "counter",
-    "Metric events dropped because Redis was unreachable (reported once it is back).", ()
+    "jenga_metrics_dropped",
+    "counter",
+    "Metric events dropped because Redis was unreachable (reported once it is back).",
+    (),
 )
 
 METRICS: dict[str, MetricSpec] = {
@@ -101,8 +108,14 @@ def minute_of(timestamp: float) -> int:
 class FleetMetrics:
     """Records fleet-wide metrics into Redis. Thread-safe; cheap to create."""
 
-    def __init__(self, client: redis.Redis, namespace: str, clock: Callable[[], float] = time.time,
-                 retry_base: float = 0.5, retry_cap: float = 5.0):
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        clock: Callable[[], float] = time.time,
+        retry_base: float = 0.5,
+        retry_cap: float = 5.0,
+    ):
         self.client = client
         self.keys = RedisKeys(namespace)
         self._clock = clock
@@ -204,10 +217,12 @@ class FleetMetrics:
                 self.dropped += dropped + events
                 self._failures += 1
                 self._retry_at = self._clock() + full_jitter_backoff(
-                    self._failures - 1, self._retry_base, self._retry_cap)
+                    self._failures - 1, self._retry_base, self._retry_cap
+                )
             if self._failures == 1:
-                log_event(log, "metrics.redis_unreachable", logging.WARNING,
-                          error=describe_error(error))
+                log_event(
+                    log, "metrics.redis_unreachable", logging.WARNING, error=describe_error(error)
+                )
             return False
         if self._failures:
             log_event(log, "metrics.redis_back", dropped=dropped, failures=self._failures)
@@ -215,8 +230,12 @@ class FleetMetrics:
         return True
 
     # --- reading ------------------------------------------------------------------
-    def history(self, services: list[str] | None = None, now: float | None = None,
-                minutes: int = HISTORY_MINUTES) -> dict[str, list[dict]]:
+    def history(
+        self,
+        services: list[str] | None = None,
+        now: float | None = None,
+        minutes: int = HISTORY_MINUTES,
+    ) -> dict[str, list[dict]]:
         """Per service, the last ``minutes`` minutes oldest first:
         ``{"minute", "deliveries", "failures", "limit"}``. Raises ``redis.RedisError``
         when Redis is unreachable."""
@@ -234,12 +253,14 @@ class FleetMetrics:
             series = []
             for minute in minutes_:
                 raw = next(rows)
-                series.append({
-                    "minute": minute,
-                    "deliveries": int(raw.get("deliveries", 0)),
-                    "failures": int(raw.get("failures", 0)),
-                    "limit": int(raw["limit"]) if raw.get("limit") else None,
-                })
+                series.append(
+                    {
+                        "minute": minute,
+                        "deliveries": int(raw.get("deliveries", 0)),
+                        "failures": int(raw.get("failures", 0)),
+                        "limit": int(raw["limit"]) if raw.get("limit") else None,
+                    }
+                )
             if any(point["deliveries"] or point["limit"] is not None for point in series):
                 result[service] = series
         return result
@@ -291,14 +312,18 @@ def _bound_text(bound: float) -> str:
 
 # --- the process's recorder, for tasks -------------------------------------------
 
+
 def _metrics_from_settings() -> FleetMetrics:
     from common.config import get_settings
     from common.redis.client import redis_for
 
     settings = get_settings()
-    return FleetMetrics(redis_for(settings), settings.jenga_namespace,
-                        retry_base=settings.reconnect_base_seconds,
-                        retry_cap=settings.reconnect_cap_seconds)
+    return FleetMetrics(
+        redis_for(settings),
+        settings.jenga_namespace,
+        retry_base=settings.reconnect_base_seconds,
+        retry_cap=settings.reconnect_cap_seconds,
+    )
 
 
 _default: PerProcess[FleetMetrics] = PerProcess(_metrics_from_settings)

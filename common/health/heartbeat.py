@@ -55,8 +55,9 @@ def heartbeat_path(directory: str | os.PathLike, hostname: str) -> Path:
     return Path(directory) / f"{safe}.json"
 
 
-def write_heartbeat_file(directory: str | os.PathLike, hostname: str,
-                         payload: dict[str, Any]) -> Path:
+def write_heartbeat_file(
+    directory: str | os.PathLike, hostname: str, payload: dict[str, Any]
+) -> Path:
     """Write atomically, so a probe never reads half a file."""
     return _write_json(heartbeat_path(directory, hostname), payload)
 
@@ -91,20 +92,29 @@ def remove_heartbeat_file(directory: str | os.PathLike, hostname: str) -> None:
 
 # --- breaker fallback markers ------------------------------------------------------
 
+
 def fallback_dir(directory: str | os.PathLike, hostname: str) -> Path:
     return Path(directory) / f"{hostname.replace('/', '_')}.breakers"
 
 
-def mark_breaker_fallback(directory: str | os.PathLike, hostname: str, pid: int, error: str | None,
-                          now: float | None = None) -> None:
+def mark_breaker_fallback(
+    directory: str | os.PathLike,
+    hostname: str,
+    pid: int,
+    error: str | None,
+    now: float | None = None,
+) -> None:
     """Process ``pid`` runs its breakers per process since ``now`` (Redis
     unreachable: ``error``)."""
-    _write_json(fallback_dir(directory, hostname) / f"{pid}.json",
-                {"pid": pid, "error": error, "since": time.time() if now is None else now})
+    _write_json(
+        fallback_dir(directory, hostname) / f"{pid}.json",
+        {"pid": pid, "error": error, "since": time.time() if now is None else now},
+    )
 
 
-def clear_breaker_fallback(directory: str | os.PathLike, hostname: str,
-                           pid: int | None = None) -> None:
+def clear_breaker_fallback(
+    directory: str | os.PathLike, hostname: str, pid: int | None = None
+) -> None:
     """Process ``pid`` is back on the shared state; ``pid=None`` forgets every
     marker (worker start and stop)."""
     folder = fallback_dir(directory, hostname)
@@ -124,8 +134,9 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def read_breaker_fallback(directory: str | os.PathLike, hostname: str,
-                          alive: Callable[[int], bool] = pid_alive) -> list[dict[str, Any]]:
+def read_breaker_fallback(
+    directory: str | os.PathLike, hostname: str, alive: Callable[[int], bool] = pid_alive
+) -> list[dict[str, Any]]:
     """The markers of live processes, by pid; a dead process's marker (a pool child
     killed in fallback) is removed, since its breakers died with it."""
     markers = []
@@ -147,8 +158,11 @@ def read_breaker_fallback(directory: str | os.PathLike, hostname: str,
 
 def breakers_summary(markers: list[dict[str, Any]]) -> dict[str, Any]:
     """What the heartbeat and ``inspect stats`` say about breaker fallback (a pure function)."""
-    return {"fallback": bool(markers), "processes": [m["pid"] for m in markers],
-            "error": next((m.get("error") for m in markers if m.get("error")), None)}
+    return {
+        "fallback": bool(markers),
+        "processes": [m["pid"] for m in markers],
+        "error": next((m.get("error") for m in markers if m.get("error")), None),
+    }
 
 
 @dataclass(frozen=True)
@@ -157,8 +171,9 @@ class Verdict:
     reason: str
 
 
-def verdict(payload: dict[str, Any] | None, now: float, interval: float, *,
-            live_only: bool = False) -> Verdict:
+def verdict(
+    payload: dict[str, Any] | None, now: float, interval: float, *, live_only: bool = False
+) -> Verdict:
     """Whether a worker is live (``live_only``) or ready, from its last heartbeat."""
     if payload is None:
         return Verdict(False, "no heartbeat file: the worker has not started, or has stopped")
@@ -182,13 +197,20 @@ def _fallback_note(breakers: Any) -> str:
         return ""
     processes = breakers.get("processes") or []
     error = f": {breakers['error']}" if breakers.get("error") else ""
-    return (f"; degraded: circuit breakers run per process in {len(processes)} process(es) "
-            f"(Redis unreachable{error})")
+    return (
+        f"; degraded: circuit breakers run per process in {len(processes)} process(es) "
+        f"(Redis unreachable{error})"
+    )
 
 
-def beat_payload(hostname: str, interval: float, consumer_connected: bool,
-                 dependencies: dict[str, str], now: float | None = None,
-                 breakers: dict[str, Any] | None = None) -> dict[str, Any]:
+def beat_payload(
+    hostname: str,
+    interval: float,
+    consumer_connected: bool,
+    dependencies: dict[str, str],
+    now: float | None = None,
+    breakers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "hostname": hostname,
         "pid": os.getpid(),

@@ -77,11 +77,16 @@ def list_alarms(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(error.message(), file=sys.stderr)
         return 1
-    store = AlarmStore(redis_for(settings), settings.jenga_namespace, clear_after=settings.alarm_clear_after)
+    store = AlarmStore(
+        redis_for(settings), settings.jenga_namespace, clear_after=settings.alarm_clear_after
+    )
     try:
         active, history = store.active(), store.history(args.history)
     except redis.RedisError as error:
-        print(f"cannot read alarms: Redis is unreachable ({describe_error(error)}); check REDIS_URL", file=sys.stderr)
+        print(
+            f"cannot read alarms: Redis is unreachable ({describe_error(error)}); check REDIS_URL",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps({"active": active, "history": history}, indent=2))
@@ -93,11 +98,15 @@ def list_alarms(args: argparse.Namespace) -> int:
     print(f"active alarms: {len(active)}")
     for alarm in active:
         error = alarm["last_check"].get("error")
-        print(f"  {alarm['severity'].upper():8} {alarm['id']:20} since {when(alarm['set_at'])}  {alarm['description']}"
-              + (f" ({error})" if error else ""))
+        print(
+            f"  {alarm['severity'].upper():8} {alarm['id']:20} since {when(alarm['set_at'])}  {alarm['description']}"
+            + (f" ({error})" if error else "")
+        )
     print(f"recent events (newest first, up to {args.history}):")
     for event in history:
-        print(f"  {when(event['at'])}  {event['kind']:5} {event['alarm_id']:20} {event['description']}")
+        print(
+            f"  {when(event['at'])}  {event['kind']:5} {event['alarm_id']:20} {event['description']}"
+        )
     return 0
 
 
@@ -118,7 +127,10 @@ def breakers(args: argparse.Namespace) -> int:
     from common.redis.client import redis_for
 
     if args.action and not args.name:
-        print(f"jenga breakers {args.action} NAME: say which breaker (see `jenga breakers`)", file=sys.stderr)
+        print(
+            f"jenga breakers {args.action} NAME: say which breaker (see `jenga breakers`)",
+            file=sys.stderr,
+        )
         return 2
     if args.action:
         try:  # before the settings: a bad name is a usage error, whatever the configuration
@@ -143,8 +155,11 @@ def breakers(args: argparse.Namespace) -> int:
             return 0
         view = fleet_overview(client, settings.jenga_namespace)
     except redis.RedisError as error:
-        print(f"cannot read breakers: Redis is unreachable ({describe_error(error)}); check REDIS_URL. "
-              "Workers are running per-process breakers (fallback) until it answers.", file=sys.stderr)
+        print(
+            f"cannot read breakers: Redis is unreachable ({describe_error(error)}); check REDIS_URL. "
+            "Workers are running per-process breakers (fallback) until it answers.",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps(view, indent=2))
@@ -155,11 +170,15 @@ def breakers(args: argparse.Namespace) -> int:
         if b["open_remaining_seconds"] is not None:
             state += f" {b['open_remaining_seconds']:.1f}s left"
         window = b["window"]
-        print(f"  {b['name']:30} {state:22} trips={b['total_trips']} consecutive={b['consecutive_failures']} "
-              f"window={window['failures']}/{window['calls']} failed, {window['slow']} slow  {b['reason']}")
+        print(
+            f"  {b['name']:30} {state:22} trips={b['total_trips']} consecutive={b['consecutive_failures']} "
+            f"window={window['failures']}/{window['calls']} failed, {window['slow']} slow  {b['reason']}"
+        )
     print(f"limits: {len(view['limits'])}")
     for limit in view["limits"]:
-        print(f"  {limit.get('service', '?'):30} limit={limit.get('limit')} in_flight={limit.get('in_flight')}")
+        print(
+            f"  {limit.get('service', '?'):30} limit={limit.get('limit')} in_flight={limit.get('in_flight')}"
+        )
     return 0
 
 
@@ -169,23 +188,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="check or document the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    config_commands.add_parser("check", help="validate the environment; exit 1 on any problem").set_defaults(func=config_check)
-    config_commands.add_parser("docs", help="print the settings table (Markdown)").set_defaults(func=config_docs)
+    config_commands.add_parser(
+        "check", help="validate the environment; exit 1 on any problem"
+    ).set_defaults(func=config_check)
+    config_commands.add_parser("docs", help="print the settings table (Markdown)").set_defaults(
+        func=config_docs
+    )
 
     worker = commands.add_parser("worker", help="probe a worker on this host")
     worker_commands = worker.add_subparsers(dest="worker_command", required=True)
-    health = worker_commands.add_parser("health", help="exit 0 if the worker's heartbeat is fresh and it is connected to the broker")
-    health.add_argument("--hostname", help="the worker's node name (-n); default celery@<this host>")
-    health.add_argument("--live", action="store_true", help="liveness only: a fresh heartbeat, broker or not")
+    health = worker_commands.add_parser(
+        "health", help="exit 0 if the worker's heartbeat is fresh and it is connected to the broker"
+    )
+    health.add_argument(
+        "--hostname", help="the worker's node name (-n); default celery@<this host>"
+    )
+    health.add_argument(
+        "--live", action="store_true", help="liveness only: a fresh heartbeat, broker or not"
+    )
     health.set_defaults(func=worker_health)
 
     alarms = commands.add_parser("alarms", help="list active alarms and recent set/clear events")
-    alarms.add_argument("--history", type=int, default=20, metavar="N", help="how many recent events (default 20)")
+    alarms.add_argument(
+        "--history", type=int, default=20, metavar="N", help="how many recent events (default 20)"
+    )
     alarms.add_argument("--json", action="store_true", help="print JSON instead of text")
     alarms.set_defaults(func=list_alarms)
 
-    breaker = commands.add_parser("breakers", help="list circuit breakers and limits, or force a breaker")
-    breaker.add_argument("action", nargs="?", choices=["open", "close", "reset"], help="force a breaker (needs NAME)")
+    breaker = commands.add_parser(
+        "breakers", help="list circuit breakers and limits, or force a breaker"
+    )
+    breaker.add_argument(
+        "action", nargs="?", choices=["open", "close", "reset"], help="force a breaker (needs NAME)"
+    )
     breaker.add_argument("name", nargs="?", help="the breaker (service) to force")
     breaker.add_argument("--json", action="store_true", help="print JSON instead of text")
     breaker.set_defaults(func=breakers)

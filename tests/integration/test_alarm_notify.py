@@ -17,17 +17,28 @@ def test_every_dependency_watchdog_is_scheduled_with_expiry_on_the_alarms_queue(
         assert entry["options"] == {"queue": f"{settings.jenga_namespace}.alarms", "expires": 2.5}
 
 
-def test_direct_notify_retries_server_errors_and_reaches_both_notifiers(settings_env, slack, monkeypatch):
+def test_direct_notify_retries_server_errors_and_reaches_both_notifiers(
+    settings_env, slack, monkeypatch
+):
     from common.alarms import dispatch
 
     monkeypatch.setattr(dispatch, "RETRY_BASE_SECONDS", 0.05)
-    settings = load_settings({**settings_env, "SLACK_WEBHOOK_URL": slack.url, "ALARM_WEBHOOK_URL": slack.url + "/json"},
-                             wait_seconds=0)
+    settings = load_settings(
+        {**settings_env, "SLACK_WEBHOOK_URL": slack.url, "ALARM_WEBHOOK_URL": slack.url + "/json"},
+        wait_seconds=0,
+    )
     set_settings(settings)
     try:
         slack.script = [(503, {}, "unavailable"), (500, {}, "oops")]
-        transition = Transition("redis", "set", "Redis is unreachable", "critical", 1_700_000_000.0,
-                                {"error": "ConnectionError"}, 1_700_000_000.0)
+        transition = Transition(
+            "redis",
+            "set",
+            "Redis is unreachable",
+            "critical",
+            1_700_000_000.0,
+            {"error": "ConnectionError"},
+            1_700_000_000.0,
+        )
         dispatch.notify(transition, direct=True)
         wait_for(lambda: len(slack.messages) == 2, 10, what="both notifiers")
         assert len(slack.requests) == 4
@@ -50,7 +61,9 @@ def test_permanent_refusal_is_not_retried(settings_env, slack):
         set_settings(None)
 
 
-def test_direct_notify_gives_up_after_its_last_attempt_without_waiting_again(settings_env, slack, monkeypatch, caplog):
+def test_direct_notify_gives_up_after_its_last_attempt_without_waiting_again(
+    settings_env, slack, monkeypatch, caplog
+):
     from common.alarms import dispatch
 
     monkeypatch.setattr(dispatch, "DIRECT_MAX_ATTEMPTS", 2)

@@ -27,9 +27,16 @@ class FakeClock:
 def test_a_failed_check_sets_once_and_passing_checks_clear_once(redis_client, namespace):
     clock = FakeClock()
     store = AlarmStore(redis_client, namespace, clear_after=3, clock=clock)
-    first = store.record_check("postgres", False, "PostgreSQL is unreachable", details={"error": "refused"})
+    first = store.record_check(
+        "postgres", False, "PostgreSQL is unreachable", details={"error": "refused"}
+    )
     assert isinstance(first, Transition)
-    assert (first.kind, first.alarm_id, first.severity, first.at) == ("set", "postgres", "critical", clock.now)
+    assert (first.kind, first.alarm_id, first.severity, first.at) == (
+        "set",
+        "postgres",
+        "critical",
+        clock.now,
+    )
     assert store.record_check("postgres", False, "PostgreSQL is unreachable") is None
 
     [alarm] = store.active()
@@ -38,7 +45,10 @@ def test_a_failed_check_sets_once_and_passing_checks_clear_once(redis_client, na
     assert alarm["last_check"] == {}  # the last (second) check had no details
 
     clock.now += 10
-    assert store.record_check("postgres", True, "PostgreSQL is unreachable", details={"ok": True}) is None
+    assert (
+        store.record_check("postgres", True, "PostgreSQL is unreachable", details={"ok": True})
+        is None
+    )
     assert store.record_check("postgres", True, "x") is None
     assert store.active()[0]["passes"] == 2
     cleared = store.record_check("postgres", True, "x", details={"ok": True})
@@ -88,8 +98,12 @@ def test_history_is_bounded(redis_client, namespace):
 def test_concurrent_watchdogs_make_exactly_one_set_and_one_clear(redis_client, namespace):
     """Eight threads, each with its own connection, check the same failing and
     then recovering dependency at once: one set, one clear in total."""
-    stores = [AlarmStore(redis_client.__class__.from_url(base_redis_url(), decode_responses=True), namespace)
-              for _ in range(8)]
+    stores = [
+        AlarmStore(
+            redis_client.__class__.from_url(base_redis_url(), decode_responses=True), namespace
+        )
+        for _ in range(8)
+    ]
     transitions: list[Transition] = []
     lock = threading.Lock()
     barrier = threading.Barrier(len(stores))
@@ -162,6 +176,9 @@ class StoreMatchesPolicy(RuleBasedStateMachine):
 
 
 StoreMatchesPolicy.TestCase.settings = hsettings(
-    max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 TestStoreMatchesPolicy = StoreMatchesPolicy.TestCase

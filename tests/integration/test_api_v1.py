@@ -29,8 +29,6 @@ def client(api_settings):
         yield client
 
 
-
-
 def make_endpoint(client, url=PUBLIC_URL, **extra):
     response = client.post("/v1/endpoints", json={"url": url, **extra}, headers=AUTH)
     assert response.status_code == 201, response.text
@@ -46,14 +44,23 @@ def test_endpoint_lifecycle(client):
     assert shown["url"] == PUBLIC_URL and "secret" not in shown  # the secret is shown once only
     assert endpoint_id in [e["id"] for e in client.get("/v1/endpoints").json()["data"]]
 
-    updated = client.patch(f"/v1/endpoints/{endpoint_id}", json={"description": "billing"}, headers=AUTH).json()
+    updated = client.patch(
+        f"/v1/endpoints/{endpoint_id}", json={"description": "billing"}, headers=AUTH
+    ).json()
     assert updated["description"] == "billing" and updated["url"] == PUBLIC_URL
 
-    assert client.post(f"/v1/endpoints/{endpoint_id}/disable", headers=AUTH).json()["disabled"] is True
-    refused = client.post("/v1/messages", json={"endpoint_id": endpoint_id, "event_type": "a.b", "payload": {}},
-                          headers=AUTH)
+    assert (
+        client.post(f"/v1/endpoints/{endpoint_id}/disable", headers=AUTH).json()["disabled"] is True
+    )
+    refused = client.post(
+        "/v1/messages",
+        json={"endpoint_id": endpoint_id, "event_type": "a.b", "payload": {}},
+        headers=AUTH,
+    )
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "endpoint_disabled"
-    assert client.post(f"/v1/endpoints/{endpoint_id}/enable", headers=AUTH).json()["disabled"] is False
+    assert (
+        client.post(f"/v1/endpoints/{endpoint_id}/enable", headers=AUTH).json()["disabled"] is False
+    )
 
     assert client.delete(f"/v1/endpoints/{endpoint_id}", headers=AUTH).status_code == 204
     missing = client.get(f"/v1/endpoints/{endpoint_id}")
@@ -62,7 +69,9 @@ def test_endpoint_lifecycle(client):
 
 def test_writes_need_the_admin_token(client):
     assert client.post("/v1/endpoints", json={"url": PUBLIC_URL}).status_code == 401
-    wrong = client.post("/v1/endpoints", json={"url": PUBLIC_URL}, headers={"Authorization": "Bearer nope"})
+    wrong = client.post(
+        "/v1/endpoints", json={"url": PUBLIC_URL}, headers={"Authorization": "Bearer nope"}
+    )
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
     assert client.post("/v1/messages", json={}).status_code == 401
 
@@ -88,20 +97,29 @@ def test_bad_or_private_urls_are_refused(client, url, fragment):
 
 def test_private_url_refused_on_update_too(client):
     endpoint = make_endpoint(client)
-    response = client.patch(f"/v1/endpoints/{endpoint['id']}", json={"url": "http://192.168.1.1/"}, headers=AUTH)
+    response = client.patch(
+        f"/v1/endpoints/{endpoint['id']}", json={"url": "http://192.168.1.1/"}, headers=AUTH
+    )
     assert response.status_code == 422
     assert client.get(f"/v1/endpoints/{endpoint['id']}").json()["url"] == PUBLIC_URL
 
 
 def test_message_accepted_and_shown(client):
     endpoint = make_endpoint(client)
-    response = client.post("/v1/messages", headers=AUTH,
-                           json={"endpoint_id": endpoint["id"], "event_type": "invoice.paid", "payload": {"n": 1}})
+    response = client.post(
+        "/v1/messages",
+        headers=AUTH,
+        json={"endpoint_id": endpoint["id"], "event_type": "invoice.paid", "payload": {"n": 1}},
+    )
     assert response.status_code == 202, response.text
     message = response.json()
     assert message["id"].startswith("msg_") and message["status"] == "pending"
     shown = client.get(f"/v1/messages/{message['id']}").json()
-    assert shown["payload"] == {"n": 1} and shown["attempts"] == [] and shown["event_type"] == "invoice.paid"
+    assert (
+        shown["payload"] == {"n": 1}
+        and shown["attempts"] == []
+        and shown["event_type"] == "invoice.paid"
+    )
     listed = client.get("/v1/messages", params={"endpoint_id": endpoint["id"]}).json()["data"]
     assert [m["id"] for m in listed] == [message["id"]]
 
@@ -115,7 +133,9 @@ def test_idempotency_key(client):
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert len(client.get("/v1/messages", params={"endpoint_id": endpoint["id"]}).json()["data"]) == 1
+    assert (
+        len(client.get("/v1/messages", params={"endpoint_id": endpoint["id"]}).json()["data"]) == 1
+    )
 
     different = client.post("/v1/messages", json={**body, "payload": {"x": 3}}, headers=headers)
     assert different.status_code == 422
@@ -127,12 +147,22 @@ def test_idempotency_key(client):
     [
         (b"{not json", 400, "malformed_json"),
         (json.dumps({"event_type": "a", "payload": 1}).encode(), 422, "invalid_request"),
-        (json.dumps({"endpoint_id": "ep_nope", "event_type": "a", "payload": 1}).encode(), 422, "unknown_endpoint"),
-        (json.dumps({"endpoint_id": "ep_x", "event_type": "has space", "payload": 1}).encode(), 422, "invalid_request"),
+        (
+            json.dumps({"endpoint_id": "ep_nope", "event_type": "a", "payload": 1}).encode(),
+            422,
+            "unknown_endpoint",
+        ),
+        (
+            json.dumps({"endpoint_id": "ep_x", "event_type": "has space", "payload": 1}).encode(),
+            422,
+            "invalid_request",
+        ),
     ],
 )
 def test_bad_messages_get_clear_4xx(client, raw, status, code):
-    response = client.post("/v1/messages", content=raw, headers={**AUTH, "content-type": "application/json"})
+    response = client.post(
+        "/v1/messages", content=raw, headers={**AUTH, "content-type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
 
@@ -140,11 +170,31 @@ def test_bad_messages_get_clear_4xx(client, raw, status, code):
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        ("post", "/v1/messages", '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": {"x": NaN}}'),
-        ("post", "/v1/messages", '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": [Infinity]}'),
-        ("post", "/v1/messages", '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": {"x": "a\\u0000b"}}'),
-        ("post", "/v1/messages", '{"endpoint_id": "{ep}\\u0000", "event_type": "a.b", "payload": 1}'),
-        ("post", "/v1/endpoints", '{"url": "http://93.184.216.34/hook", "description": "a\\u0000b"}'),
+        (
+            "post",
+            "/v1/messages",
+            '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": {"x": NaN}}',
+        ),
+        (
+            "post",
+            "/v1/messages",
+            '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": [Infinity]}',
+        ),
+        (
+            "post",
+            "/v1/messages",
+            '{"endpoint_id": "{ep}", "event_type": "a.b", "payload": {"x": "a\\u0000b"}}',
+        ),
+        (
+            "post",
+            "/v1/messages",
+            '{"endpoint_id": "{ep}\\u0000", "event_type": "a.b", "payload": 1}',
+        ),
+        (
+            "post",
+            "/v1/endpoints",
+            '{"url": "http://93.184.216.34/hook", "description": "a\\u0000b"}',
+        ),
         ("patch", "/v1/endpoints/{ep}", '{"description": "a\\u0000b"}'),
         ("get", "/v1/endpoints/%00", None),
         ("get", "/v1/messages/%00", None),
@@ -155,11 +205,17 @@ def test_values_postgresql_cannot_store_get_422_not_500(client, method, path, bo
     """NaN/Infinity (Python's JSON parser takes them) and NUL characters (PostgreSQL refuses them)."""
     endpoint = make_endpoint(client)
     kwargs = {} if body is None else {"content": body.replace("{ep}", endpoint["id"]).encode()}
-    response = client.request(method.upper(), path.replace("{ep}", endpoint["id"]),
-                              headers={**AUTH, "content-type": "application/json"}, **kwargs)
+    response = client.request(
+        method.upper(),
+        path.replace("{ep}", endpoint["id"]),
+        headers={**AUTH, "content-type": "application/json"},
+        **kwargs,
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_request"
-    assert client.get(f"/v1/endpoints/{endpoint['id']}").json()["description"] == ""  # nothing changed
+    assert (
+        client.get(f"/v1/endpoints/{endpoint['id']}").json()["description"] == ""
+    )  # nothing changed
 
 
 def test_payload_over_the_limit_is_413(client):
@@ -173,14 +229,19 @@ def test_payload_over_the_limit_is_413(client):
 def test_huge_body_is_refused_before_it_is_read(client):
     """MAX_PAYLOAD_BYTES=2048: a body past 2 x 2048 + 64 KiB is refused from its
     Content-Length, and a chunked one (no Content-Length) as soon as it grows past it."""
-    declared = client.post("/v1/messages", content=b"{" + b" " * 200_000 + b"}",
-                           headers={**AUTH, "content-type": "application/json"})
+    declared = client.post(
+        "/v1/messages",
+        content=b"{" + b" " * 200_000 + b"}",
+        headers={**AUTH, "content-type": "application/json"},
+    )
     assert declared.status_code == 413 and declared.json()["error"]["code"] == "payload_too_large"
 
     def chunked():
         yield from (b" " * 10_000 for _ in range(100))
 
-    streamed = client.post("/v1/messages", content=chunked(), headers={**AUTH, "content-type": "application/json"})
+    streamed = client.post(
+        "/v1/messages", content=chunked(), headers={**AUTH, "content-type": "application/json"}
+    )
     assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "payload_too_large"
 
 
@@ -193,7 +254,9 @@ def test_database_down_is_503_with_retry_after(settings_env, postgres_server, re
     url = durable_url(postgres_server)
     migrate_database(url)
     env = {**settings_env, "DATABASE_URL": url, "JENGA_ADMIN_TOKEN": TOKEN}
-    with TestClient(create_app(load_settings(env, wait_seconds=0)), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(load_settings(env, wait_seconds=0)), raise_server_exceptions=False
+    ) as client:
         endpoint = make_endpoint(client)
         postgres_server.stop()
         body = {"endpoint_id": endpoint["id"], "event_type": "a.b", "payload": {}}

@@ -11,7 +11,9 @@ from common.guards.breaker.registry import BreakerRegistry
 
 
 def test_lists_a_tripped_breaker_with_its_counts(settings, redis_client, namespace):
-    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_threshold=3, failure_rate=0))
+    registry = BreakerRegistry(
+        redis_client, namespace, bp.BreakerPolicy(failure_threshold=3, failure_rate=0)
+    )
     breaker = registry.breaker("webhook:a.example")
     breaker.record(False)
     breaker.record(True)
@@ -19,7 +21,11 @@ def test_lists_a_tripped_breaker_with_its_counts(settings, redis_client, namespa
     with TestClient(create_app(settings)) as client:
         body = client.get("/breakers").json()
         (view,) = body["breakers"]
-        assert view["state"] == "closed" and view["window"] == {"calls": 2, "failures": 1, "slow": 0}
+        assert view["state"] == "closed" and view["window"] == {
+            "calls": 2,
+            "failures": 1,
+            "slow": 0,
+        }
         assert view["consecutive_failures"] == 1
         for _ in range(2):  # 1 + 2 consecutive failures
             breaker.record(True)
@@ -31,7 +37,11 @@ def test_lists_a_tripped_breaker_with_its_counts(settings, redis_client, namespa
 
 
 def test_redis_down_is_503_with_fallback(settings_env):
-    env = {**settings_env, "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0", "CHECK_TIMEOUT_SECONDS": "0.3"}
+    env = {
+        **settings_env,
+        "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",
+        "CHECK_TIMEOUT_SECONDS": "0.3",
+    }
     with TestClient(create_app(load_settings(env, wait_seconds=0))) as client:
         response = client.get("/breakers")
     assert response.status_code == 503

@@ -25,13 +25,31 @@ from common.guards.breaker.registry import BreakerRegistry
 from common.guards.breaker.store import BreakerStore
 from tests.support.servers import wait_for
 
-POLICY = bp.BreakerPolicy(failure_threshold=4, failure_rate=0.6, min_calls=6, window_seconds=10, slow_call_rate=0.7,
-                          open_seconds=1.0, open_max_seconds=5.0, half_open_calls=2, lease_seconds=2.0, jitter=0.3, buckets=5)
+POLICY = bp.BreakerPolicy(
+    failure_threshold=4,
+    failure_rate=0.6,
+    min_calls=6,
+    window_seconds=10,
+    slow_call_rate=0.7,
+    open_seconds=1.0,
+    open_max_seconds=5.0,
+    half_open_calls=2,
+    lease_seconds=2.0,
+    jitter=0.3,
+    buckets=5,
+)
 
 
 def comparable(state: bp.BreakerState) -> tuple:
-    return (state.state, state.open_until, state.trips, state.total_trips, state.consecutive, state.forced,
-            state.probe_successes)
+    return (
+        state.state,
+        state.open_until,
+        state.trips,
+        state.total_trips,
+        state.consecutive,
+        state.forced,
+        state.probe_successes,
+    )
 
 
 def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
@@ -54,14 +72,18 @@ def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
         def time_passes(self, dt):
             self.now += dt
 
-        @rule(outcomes=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=6),
-              u=st.floats(0, 0.999))
+        @rule(
+            outcomes=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=6),
+            u=st.floats(0, 0.999),
+        )
         def record(self, outcomes, u):
             batch = bp.Outcomes()
             for failed, slow in outcomes:
                 batch = batch.plus(failed, slow)
             self.pure, change = bp.record(POLICY, self.pure, batch, self.now, u)
-            reply = self.step("record", u, "", (batch.calls, batch.failures, batch.slow, batch.trailing_failures))
+            reply = self.step(
+                "record", u, "", (batch.calls, batch.failures, batch.slow, batch.trailing_failures)
+            )
             assert (reply.change is not None) == (change is not None)
 
         @rule()
@@ -92,17 +114,26 @@ def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
 
         @invariant()
         def agree(self):
-            assert comparable(bp.settle(POLICY, self.lua, self.now)) == comparable(bp.settle(POLICY, self.pure, self.now))
+            assert comparable(bp.settle(POLICY, self.lua, self.now)) == comparable(
+                bp.settle(POLICY, self.pure, self.now)
+            )
 
-    run_state_machine_as_test(LuaVsPure, settings=hsettings(max_examples=200, stateful_step_count=40, deadline=None))
+    run_state_machine_as_test(
+        LuaVsPure, settings=hsettings(max_examples=200, stateful_step_count=40, deadline=None)
+    )
 
 
 # --- several processes ---------------------------------------------------------
 
+
 def _hammer(redis_url, namespace, name, failures, counter_key, barrier):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    registry = BreakerRegistry(client, namespace, bp.BreakerPolicy(failure_threshold=5, failure_rate=0),
-                               on_transition=lambda n, c: client.incr(counter_key))
+    registry = BreakerRegistry(
+        client,
+        namespace,
+        bp.BreakerPolicy(failure_threshold=5, failure_rate=0),
+        on_transition=lambda n, c: client.incr(counter_key),
+    )
     breaker = registry.breaker(name)
     barrier.wait()
     for _ in range(failures):
@@ -112,7 +143,9 @@ def _hammer(redis_url, namespace, name, failures, counter_key, barrier):
 
 def _probe(redis_url, namespace, name, attempts, counter_key, barrier):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    registry = BreakerRegistry(client, namespace, bp.BreakerPolicy(half_open_calls=2, open_seconds=0.2))
+    registry = BreakerRegistry(
+        client, namespace, bp.BreakerPolicy(half_open_calls=2, open_seconds=0.2)
+    )
     breaker = registry.breaker(name)
     registry.refresh()
     barrier.wait()
@@ -138,7 +171,9 @@ def test_one_incident_trips_once_across_processes(redis_client, redis_url, names
     view = BreakerStore(redis_client, namespace).read("svc")
     assert view["state"] == "open"
     assert view["total_trips"] == 1
-    assert redis_client.get(counter) == "1"  # exactly one process saw the transition (and would alarm)
+    assert (
+        redis_client.get(counter) == "1"
+    )  # exactly one process saw the transition (and would alarm)
 
 
 def test_exactly_k_trial_calls_fleet_wide(redis_client, redis_url, namespace):
@@ -156,9 +191,14 @@ def test_exactly_k_trial_calls_fleet_wide(redis_client, redis_url, namespace):
 
 def test_expired_probe_lease_frees_the_slot(redis_client, namespace):
     now = [1000.0]
-    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
-                                                                         half_open_calls=1, lease_seconds=5),
-                               clock=lambda: now[0])
+    registry = BreakerRegistry(
+        redis_client,
+        namespace,
+        bp.BreakerPolicy(
+            failure_threshold=1, open_seconds=1, jitter=0, half_open_calls=1, lease_seconds=5
+        ),
+        clock=lambda: now[0],
+    )
     breaker = registry.breaker("svc")
     breaker.record(True)
     registry.flush()
@@ -178,9 +218,15 @@ def test_expired_probe_lease_frees_the_slot(redis_client, namespace):
 
 def test_refusals_with_every_trial_slot_taken_are_held_locally(redis_client, namespace):
     now = [1000.0]
-    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
-                                                                         half_open_calls=1, lease_seconds=5),
-                               clock=lambda: now[0], refusal_hold=0.01)
+    registry = BreakerRegistry(
+        redis_client,
+        namespace,
+        bp.BreakerPolicy(
+            failure_threshold=1, open_seconds=1, jitter=0, half_open_calls=1, lease_seconds=5
+        ),
+        clock=lambda: now[0],
+        refusal_hold=0.01,
+    )
     breaker = registry.breaker("svc")
     breaker.record(True)
     registry.flush()
@@ -189,11 +235,15 @@ def test_refusals_with_every_trial_slot_taken_are_held_locally(redis_client, nam
     assert probe.probe
     steps = []
     real_step = registry.store.step
-    registry.store.step = lambda *args, **kwargs: steps.append(args[2]) or real_step(*args, **kwargs)
+    registry.store.step = lambda *args, **kwargs: (
+        steps.append(args[2]) or real_step(*args, **kwargs)
+    )
     refusals = [breaker.admit() for _ in range(200)]
     assert not any(r.allowed for r in refusals)
     assert steps == ["admit"]  # one round trip for 200 refused calls
-    assert all(r.retry_in == pytest.approx(1.0) for r in refusals)  # as Redis said: open_seconds at most
+    assert all(
+        r.retry_in == pytest.approx(1.0) for r in refusals
+    )  # as Redis said: open_seconds at most
     now[0] += 0.011  # the hold is over: ask the fleet again
     assert not breaker.admit().allowed and steps == ["admit", "admit"]
     breaker.record(False, admission=probe)  # the trial call succeeds: closed, the hold forgotten
@@ -211,7 +261,12 @@ def test_every_process_learns_a_trip_through_pubsub(redis_client, namespace, set
         tripper = tripping.breaker("svc")
         tripper.record(True)
         tripper.record(True)  # the flush thread is woken by failures
-        wait_for(lambda: not watcher.admit().allowed, 2, interval=0.005, what="the trip to reach the other registry")
+        wait_for(
+            lambda: not watcher.admit().allowed,
+            2,
+            interval=0.005,
+            what="the trip to reach the other registry",
+        )
         # Open for 30 s shortened by up to the policy's jitter share (20%), minus the time spent here.
         assert 30 * (1 - policy.jitter) - 2 < watcher.admit().retry_in <= 30
     finally:
@@ -220,8 +275,12 @@ def test_every_process_learns_a_trip_through_pubsub(redis_client, namespace, set
 
 
 def test_redis_loss_falls_back_to_per_process_breaker(redis_server, namespace, caplog):
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=0.5, socket_connect_timeout=0.5)
-    registry = BreakerRegistry(client, namespace, bp.BreakerPolicy(failure_threshold=3, failure_rate=0, open_seconds=60))
+    client = redis.Redis.from_url(
+        redis_server.url, decode_responses=True, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    registry = BreakerRegistry(
+        client, namespace, bp.BreakerPolicy(failure_threshold=3, failure_rate=0, open_seconds=60)
+    )
     breaker = registry.breaker("svc")
     breaker.record(True)
     registry.flush()  # one failure known to the fleet
@@ -236,7 +295,9 @@ def test_redis_loss_falls_back_to_per_process_breaker(redis_server, namespace, c
         breaker.record(True)
     assert not breaker.admit().allowed  # never "closed forever": the local breaker trips
     redis_server.start()
-    wait_for(lambda: (registry.refresh(), not registry.fallback)[1], 10, what="Redis to answer again")
+    wait_for(
+        lambda: (registry.refresh(), not registry.fallback)[1], 10, what="Redis to answer again"
+    )
     assert breaker.admit().allowed  # back on the shared state, which never tripped
     client.close()
 
@@ -249,7 +310,13 @@ def test_drop_in_for_circuitbreaker(redis_client, namespace):
 
     name = f"dropin-{namespace}"
 
-    @circuit(cls=Shared, failure_threshold=2, recovery_timeout=30, expected_exception=ConnectionError, name=name)
+    @circuit(
+        cls=Shared,
+        failure_threshold=2,
+        recovery_timeout=30,
+        expected_exception=ConnectionError,
+        name=name,
+    )
     def call(fail: type[BaseException] | None = None):
         if fail:
             raise fail("down")
@@ -275,8 +342,12 @@ def test_drop_in_for_circuitbreaker(redis_client, namespace):
 
 def test_successful_probes_count_towards_k(redis_client, namespace):
     now = [1000.0]
-    registry = BreakerRegistry(redis_client, namespace, bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
-                                                                         half_open_calls=2), clock=lambda: now[0])
+    registry = BreakerRegistry(
+        redis_client,
+        namespace,
+        bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0, half_open_calls=2),
+        clock=lambda: now[0],
+    )
     breaker = registry.breaker("svc")
     breaker.record(True)
     registry.flush()
@@ -294,10 +365,12 @@ def test_successful_probes_count_towards_k(redis_client, namespace):
 def test_drop_in_with_blocks_in_threads_each_report_their_own_call(redis_client, namespace):
     """Threads inside ``with breaker:`` at once each report their own trial-call lease."""
     now = [1000.0]
-    registry = BreakerRegistry(redis_client, namespace,
-                               bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0,
-                                                half_open_calls=3),
-                               clock=lambda: now[0])
+    registry = BreakerRegistry(
+        redis_client,
+        namespace,
+        bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0, half_open_calls=3),
+        clock=lambda: now[0],
+    )
 
     class Shared(SharedCircuitBreaker):
         REGISTRY = registry

@@ -20,41 +20,67 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def conn():
-    with fresh_database() as url, psycopg.connect(url, autocommit=True, row_factory=dict_row) as connection:
+    with (
+        fresh_database() as url,
+        psycopg.connect(url, autocommit=True, row_factory=dict_row) as connection,
+    ):
         yield connection
 
 
 def new_message(conn) -> tuple[str, str]:
     endpoint_id, message_id = f"ep_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
-    conn.execute("INSERT INTO webhook_endpoints (id, url, secret) VALUES (%s, 'http://hooks.test/x', 'whsec_x')",
-                 (endpoint_id,))
-    conn.execute("""INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash, status,
+    conn.execute(
+        "INSERT INTO webhook_endpoints (id, url, secret) VALUES (%s, 'http://hooks.test/x', 'whsec_x')",
+        (endpoint_id,),
+    )
+    conn.execute(
+        """INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash, status,
                     next_attempt_at) VALUES (%s, %s, 't', '{}', '{"n":1}', 'h', 'pending', now())""",
-                 (message_id, endpoint_id))
+        (message_id, endpoint_id),
+    )
     return endpoint_id, message_id
 
 
 def claim(conn, message_id: str) -> tuple[str, dict | None]:
     token = uuid.uuid4().hex
-    return token, conn.execute(CLAIM_ONE, {"id": message_id, "token": token, "lease": 30}).fetchone()
+    return token, conn.execute(
+        CLAIM_ONE, {"id": message_id, "token": token, "lease": 30}
+    ).fetchone()
 
 
 def record(conn, message_id: str, token: str, status: str, code: int | None, disable: bool = False):
-    return conn.execute(RECORD, {
-        "id": message_id, "token": token, "status": status, "retry_in": 5.0,
-        "last_error": None if status == "delivered" else f"HTTP {code}",
-        "started_at": datetime.now(UTC), "duration_ms": 12, "status_code": code, "error": None, "excerpt": "ok",
-        "disable_endpoint": disable, "disabled_reason": "the receiver answered 410 Gone",
-    }).fetchone()
+    return conn.execute(
+        RECORD,
+        {
+            "id": message_id,
+            "token": token,
+            "status": status,
+            "retry_in": 5.0,
+            "last_error": None if status == "delivered" else f"HTTP {code}",
+            "started_at": datetime.now(UTC),
+            "duration_ms": 12,
+            "status_code": code,
+            "error": None,
+            "excerpt": "ok",
+            "disable_endpoint": disable,
+            "disabled_reason": "the receiver answered 410 Gone",
+        },
+    ).fetchone()
 
 
 def test_claim_loads_the_message_and_endpoint_and_holds_the_lease(conn):
     endpoint_id, message_id = new_message(conn)
     token, row = claim(conn, message_id)
-    assert row["body"] == '{"n":1}' and row["endpoint_id"] == endpoint_id and row["url"] == "http://hooks.test/x"
+    assert (
+        row["body"] == '{"n":1}'
+        and row["endpoint_id"] == endpoint_id
+        and row["url"] == "http://hooks.test/x"
+    )
     assert row["secret"] == "whsec_x" and row["disabled"] is False
     assert claim(conn, message_id)[1] is None  # a duplicate task finds the lease and does nothing
-    held = conn.execute("SELECT claim_token FROM webhook_messages WHERE id = %s", (message_id,)).fetchone()
+    held = conn.execute(
+        "SELECT claim_token FROM webhook_messages WHERE id = %s", (message_id,)
+    ).fetchone()
     assert held["claim_token"] == token
 
 
@@ -63,12 +89,23 @@ def test_record_writes_the_attempt_and_the_next_state_together(conn):
     token, _ = claim(conn, message_id)
     assert record(conn, message_id, token, "pending", 500)["attempt_count"] == 1
     message = conn.execute("SELECT * FROM webhook_messages WHERE id = %s", (message_id,)).fetchone()
-    assert message["status"] == "pending" and message["claim_token"] is None and message["last_error"] == "HTTP 500"
+    assert (
+        message["status"] == "pending"
+        and message["claim_token"] is None
+        and message["last_error"] == "HTTP 500"
+    )
     assert message["next_attempt_at"] > datetime.now(UTC)  # 5 s from now
-    attempts = conn.execute("SELECT number, status_code, duration_ms, response_excerpt FROM webhook_attempts"
-                            " WHERE message_id = %s", (message_id,)).fetchall()
-    assert attempts == [{"number": 1, "status_code": 500, "duration_ms": 12, "response_excerpt": "ok"}]
-    endpoint = conn.execute("SELECT disabled FROM webhook_endpoints WHERE id = %s", (endpoint_id,)).fetchone()
+    attempts = conn.execute(
+        "SELECT number, status_code, duration_ms, response_excerpt FROM webhook_attempts"
+        " WHERE message_id = %s",
+        (message_id,),
+    ).fetchall()
+    assert attempts == [
+        {"number": 1, "status_code": 500, "duration_ms": 12, "response_excerpt": "ok"}
+    ]
+    endpoint = conn.execute(
+        "SELECT disabled FROM webhook_endpoints WHERE id = %s", (endpoint_id,)
+    ).fetchone()
     assert endpoint["disabled"] is False
 
 
@@ -76,12 +113,20 @@ def test_record_without_the_lease_writes_nothing(conn):
     endpoint_id, message_id = new_message(conn)
     token, _ = claim(conn, message_id)
     assert record(conn, message_id, "someone-elses-token", "failed", 410, disable=True) is None
-    assert conn.execute("SELECT count(*) AS n FROM webhook_attempts WHERE message_id = %s",
-                        (message_id,)).fetchone()["n"] == 0
-    message = conn.execute("SELECT status, attempt_count, claim_token FROM webhook_messages WHERE id = %s",
-                           (message_id,)).fetchone()
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM webhook_attempts WHERE message_id = %s", (message_id,)
+        ).fetchone()["n"]
+        == 0
+    )
+    message = conn.execute(
+        "SELECT status, attempt_count, claim_token FROM webhook_messages WHERE id = %s",
+        (message_id,),
+    ).fetchone()
     assert message == {"status": "pending", "attempt_count": 0, "claim_token": token}
-    endpoint = conn.execute("SELECT disabled FROM webhook_endpoints WHERE id = %s", (endpoint_id,)).fetchone()
+    endpoint = conn.execute(
+        "SELECT disabled FROM webhook_endpoints WHERE id = %s", (endpoint_id,)
+    ).fetchone()
     assert endpoint["disabled"] is False  # not even the 410's endpoint change
     # The same record a second time (a commit whose answer was lost) finds the token gone.
     assert record(conn, message_id, token, "delivered", 200)["attempt_count"] == 1
@@ -92,9 +137,11 @@ def test_a_410_fails_the_message_and_disables_its_endpoint_in_the_same_statement
     endpoint_id, message_id = new_message(conn)
     token, _ = claim(conn, message_id)
     assert record(conn, message_id, token, "failed", 410, disable=True)["attempt_count"] == 1
-    message = conn.execute("SELECT status, next_attempt_at FROM webhook_messages WHERE id = %s",
-                           (message_id,)).fetchone()
+    message = conn.execute(
+        "SELECT status, next_attempt_at FROM webhook_messages WHERE id = %s", (message_id,)
+    ).fetchone()
     assert message == {"status": "failed", "next_attempt_at": None}
-    endpoint = conn.execute("SELECT disabled, disabled_reason FROM webhook_endpoints WHERE id = %s",
-                            (endpoint_id,)).fetchone()
+    endpoint = conn.execute(
+        "SELECT disabled, disabled_reason FROM webhook_endpoints WHERE id = %s", (endpoint_id,)
+    ).fetchone()
     assert endpoint == {"disabled": True, "disabled_reason": "the receiver answered 410 Gone"}

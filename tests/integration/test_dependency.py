@@ -39,12 +39,27 @@ def test_starts_connecting_then_follows_checks():
     state = initial_state("redis", now=100.0)
     assert (state.state, state.changed_at, state.attempt) == ("connecting", 100.0, 0)
     state = transition(state, failed("ConnectionError: refused"), now=101.0)
-    assert (state.state, state.changed_at, state.attempt, state.last_error) == ("down", 101.0, 1, "ConnectionError: refused")
+    assert (state.state, state.changed_at, state.attempt, state.last_error) == (
+        "down",
+        101.0,
+        1,
+        "ConnectionError: refused",
+    )
     state = transition(state, failed("ConnectionError: timeout"), now=102.0)
-    assert (state.state, state.changed_at, state.attempt, state.last_error) == ("down", 101.0, 2, "ConnectionError: timeout")
+    assert (state.state, state.changed_at, state.attempt, state.last_error) == (
+        "down",
+        101.0,
+        2,
+        "ConnectionError: timeout",
+    )
     state = transition(state, OK, now=103.0)
     # The last error is kept after recovery: operators ask "what was it?"
-    assert (state.state, state.changed_at, state.attempt, state.last_error) == ("up", 103.0, 0, "ConnectionError: timeout")
+    assert (state.state, state.changed_at, state.attempt, state.last_error) == (
+        "up",
+        103.0,
+        0,
+        "ConnectionError: timeout",
+    )
     assert state.latency_seconds == 0.002 and state.checked_at == 103.0
 
 
@@ -112,7 +127,9 @@ TestDependencyModel.settings = hsettings(max_examples=60, stateful_step_count=30
 
 def test_monitor_notices_loss_and_reconnects(redis_server):
     client = make_redis(redis_server.url, timeout=0.5)
-    monitor = DependencyMonitor("redis", lambda: check_redis(client), interval=0.1, base=0.05, cap=0.3)
+    monitor = DependencyMonitor(
+        "redis", lambda: check_redis(client), interval=0.1, base=0.05, cap=0.3
+    )
     changes = []
     monitor.on_change(lambda old, new: changes.append((old.state, new.state)))
     assert monitor.state.state == "connecting"
@@ -134,10 +151,12 @@ def test_monitor_notices_loss_and_reconnects(redis_server):
 
 def test_boot_never_waits_and_reports_every_missing_dependency(settings_env):
     dead = free_port()
-    env = dict(settings_env,
-               DATABASE_URL=f"postgresql://jenga:pgsecretpass@127.0.0.1:{dead}/jenga",
-               REDIS_URL=f"redis://:redissecretpass@127.0.0.1:{dead}/0",
-               BROKER_URL=f"redis://:brokersecretpass@127.0.0.1:{dead}/1")
+    env = dict(
+        settings_env,
+        DATABASE_URL=f"postgresql://jenga:pgsecretpass@127.0.0.1:{dead}/jenga",
+        REDIS_URL=f"redis://:redissecretpass@127.0.0.1:{dead}/0",
+        BROKER_URL=f"redis://:brokersecretpass@127.0.0.1:{dead}/1",
+    )
     settings = load_settings(env, wait_seconds=0)
     from common.connections.database import make_engine
 
@@ -147,7 +166,9 @@ def test_boot_never_waits_and_reports_every_missing_dependency(settings_env):
     deps = Dependencies.from_settings(settings, engine=engine, redis=client).start()
     try:
         assert time.perf_counter() - started < 0.2  # start() returns at once
-        wait_for(lambda: all(s.state == "down" for s in deps.snapshot().values()), 10, what="all down")
+        wait_for(
+            lambda: all(s.state == "down" for s in deps.snapshot().values()), 10, what="all down"
+        )
         assert not deps.ready()
         assert deps.missing() == ["postgres", "redis", "broker"]
         for state in deps.snapshot().values():
@@ -167,7 +188,13 @@ def test_retry_convention_covers_driver_connection_errors():
     options = retry_options()
     assert options["max_retries"] is None and options["retry_jitter"] is True
     assert isinstance(options["retry_backoff"], int)  # celery's jitter uses randrange
-    for error in (DependencyDown, redis.exceptions.ConnectionError, sqlalchemy.exc.OperationalError):
+    for error in (
+        DependencyDown,
+        redis.exceptions.ConnectionError,
+        sqlalchemy.exc.OperationalError,
+    ):
         assert issubclass(error, options["autoretry_for"])
     assert not issubclass(ValueError, connection_errors())
-    assert str(DependencyDown("postgres", "server closed")) == "postgres is unreachable: server closed"
+    assert (
+        str(DependencyDown("postgres", "server closed")) == "postgres is unreachable: server closed"
+    )

@@ -81,7 +81,9 @@ def test_counters_and_histograms_add_up_in_redis(redis_client, redis_url, namesp
     assert got[(bucket, (("le", "30.0"), ("service", "s1")))] == 3
     assert got[(bucket, (("le", "+Inf"), ("service", "s1")))] == 4
     assert got[("jenga_delivery_duration_seconds_count", (("service", "s1"),))] == 4
-    assert got[("jenga_delivery_duration_seconds_sum", (("service", "s1"),))] == pytest.approx(99.403)
+    assert got[("jenga_delivery_duration_seconds_sum", (("service", "s1"),))] == pytest.approx(
+        99.403
+    )
     assert got[("jenga_metrics_dropped_total", ())] == 0
 
 
@@ -133,40 +135,71 @@ def test_history_keeps_throughput_failures_and_limit_per_minute(redis_client, na
     series = history["hooks.example"]
     assert len(series) == 60 and series[-1]["minute"] == minute_of(clock.now)
     assert (series[-3]["deliveries"], series[-3]["failures"], series[-3]["limit"]) == (3, 1, 7)
-    assert series[-2] == {"minute": minute_of(clock.now) - 60, "deliveries": 0, "failures": 0, "limit": None}
+    assert series[-2] == {
+        "minute": minute_of(clock.now) - 60,
+        "deliveries": 0,
+        "failures": 0,
+        "limit": None,
+    }
     assert (series[-1]["deliveries"], series[-1]["limit"]) == (1, 9)
     ttl = redis_client.ttl(metrics.keys.history("hooks.example", minute_of(clock.now)))
     assert 3600 < ttl <= 3900
 
 
 def test_metrics_endpoint_shows_state_and_fleet_counters(settings, redis_client, namespace):
-    AlarmStore(redis_client, namespace).set("postgres", "PostgreSQL unreachable", severity="critical")
-    BreakerStore(redis_client, namespace).force("hooks.example", "open", policy_from_settings(settings))
-    limit = SharedLimit(redis_client, namespace, "hooks.example", AIMDOptions(initial=6, min=1, max=10), background=False)
+    AlarmStore(redis_client, namespace).set(
+        "postgres", "PostgreSQL unreachable", severity="critical"
+    )
+    BreakerStore(redis_client, namespace).force(
+        "hooks.example", "open", policy_from_settings(settings)
+    )
+    limit = SharedLimit(
+        redis_client,
+        namespace,
+        "hooks.example",
+        AIMDOptions(initial=6, min=1, max=10),
+        background=False,
+    )
     lease = limit.try_acquire()
     FleetMetrics(redis_client, namespace).record_delivery("delivered", 0.02, "hooks.example")
     sender = Celery("t", broker=settings.redis_url, set_as_current=False)
-    sender.conf.broker_transport_options = {"global_keyprefix": RedisKeys(namespace).broker_prefix()}
+    sender.conf.broker_transport_options = {
+        "global_keyprefix": RedisKeys(namespace).broker_prefix()
+    }
     for priority in (0, 9):  # kombu keeps priorities in separate lists; both count
-        sender.send_task("jenga.selftest", args=["x"], queue=f"{namespace}.default", priority=priority)
+        sender.send_task(
+            "jenga.selftest", args=["x"], queue=f"{namespace}.default", priority=priority
+        )
 
     with TestClient(create_app(settings)) as client:
-        wait_for(lambda: all(f'jenga_dependency_up{{dependency="{name}"}} 1.0' in text
-                             for text in [client.get("/metrics").text] for name in ("postgres", "redis", "broker")),
-                 15, what="every dependency up in /metrics")
+        wait_for(
+            lambda: all(
+                f'jenga_dependency_up{{dependency="{name}"}} 1.0' in text
+                for text in [client.get("/metrics").text]
+                for name in ("postgres", "redis", "broker")
+            ),
+            15,
+            what="every dependency up in /metrics",
+        )
         response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     got = samples(response.text)
     assert got[("jenga_alarms_active", (("severity", "critical"),))] == 1
-    assert ("jenga_alarm_active_seconds", (("alarm_id", "postgres"), ("severity", "critical"))) in got
+    assert (
+        "jenga_alarm_active_seconds",
+        (("alarm_id", "postgres"), ("severity", "critical")),
+    ) in got
     assert got[("jenga_breaker_state", (("breaker", "hooks.example"), ("state", "open")))] == 1
     assert got[("jenga_breaker_state", (("breaker", "hooks.example"), ("state", "closed")))] == 0
     assert got[("jenga_limit", (("service", "hooks.example"),))] == 6
     assert got[("jenga_limit_in_flight", (("service", "hooks.example"),))] == 1
     assert got[("jenga_queue_depth", (("queue", f"{namespace}.default"),))] == 2
     assert got[("jenga_queue_depth", (("queue", f"{namespace}.deliveries"),))] == 0
-    assert got[("jenga_deliveries_total", (("outcome", "delivered"), ("service", "hooks.example")))] == 1
+    assert (
+        got[("jenga_deliveries_total", (("outcome", "delivered"), ("service", "hooks.example")))]
+        == 1
+    )
     assert got[("jenga_metrics_source_up", (("source", "fleet"),))] == 1
     assert ("jenga_dependency_check_latency_seconds", (("dependency", "postgres"),)) in got
     lease.release()
@@ -177,12 +210,26 @@ def test_metrics_endpoint_shows_state_and_fleet_counters(settings, redis_client,
 def test_metrics_endpoint_answers_with_redis_down(settings_env, redis_server, namespace):
     from common.config import load_settings
 
-    settings = load_settings(dict(settings_env, REDIS_URL=redis_server.url, BROKER_URL=redis_server.url,
-                                  CHECK_INTERVAL_SECONDS="0.2", CHECK_TIMEOUT_SECONDS="0.5"), wait_seconds=0)
+    settings = load_settings(
+        dict(
+            settings_env,
+            REDIS_URL=redis_server.url,
+            BROKER_URL=redis_server.url,
+            CHECK_INTERVAL_SECONDS="0.2",
+            CHECK_TIMEOUT_SECONDS="0.5",
+        ),
+        wait_seconds=0,
+    )
     redis_server.stop()
     with TestClient(create_app(settings)) as client:
-        wait_for(lambda: 'jenga_dependency_state{dependency="redis",state="down"} 1.0' in client.get("/metrics").text,
-                 15, what="redis down in /metrics")
+        wait_for(
+            lambda: (
+                'jenga_dependency_state{dependency="redis",state="down"} 1.0'
+                in client.get("/metrics").text
+            ),
+            15,
+            what="redis down in /metrics",
+        )
         response = client.get("/metrics")
     assert response.status_code == 200
     got = samples(response.text)
@@ -196,25 +243,51 @@ def test_four_prefork_processes_add_up_exactly(settings, settings_env, redis_cli
     """40 tasks x 25 events on ``-P prefork -c 4``: /metrics shows exactly 1000."""
     tasks, per_task = 40, 25
     service, token = f"probe:{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    worker = JengaProcess.celery("worker", "-P", "prefork", "-c", "4", "-Q", f"{namespace}.default",
-                                 "--without-mingle", "--without-gossip", "-n", f"probe-{namespace}@%h",
-                                 env=jenga_env(**settings_env), name="worker-prefork").start()
+    worker = JengaProcess.celery(
+        "worker",
+        "-P",
+        "prefork",
+        "-c",
+        "4",
+        "-Q",
+        f"{namespace}.default",
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        f"probe-{namespace}@%h",
+        env=jenga_env(**settings_env),
+        name="worker-prefork",
+    ).start()
     sender = Celery("t", broker=settings.redis_url, set_as_current=False)
-    sender.conf.broker_transport_options = {"global_keyprefix": RedisKeys(namespace).broker_prefix()}
+    sender.conf.broker_transport_options = {
+        "global_keyprefix": RedisKeys(namespace).broker_prefix()
+    }
     try:
         worker.wait_for_output("ready", 60)
         for _ in range(tasks):
-            sender.send_task("jenga.metrics.probe", args=[token, per_task, service], queue=f"{namespace}.default")
+            sender.send_task(
+                "jenga.metrics.probe", args=[token, per_task, service], queue=f"{namespace}.default"
+            )
         key = ("jenga_deliveries_total", (("outcome", "probe"), ("service", service)))
         with TestClient(create_app(settings)) as client:
-            wait_for(lambda: samples(client.get("/metrics").text).get(key) == tasks * per_task
-                     and redis_client.llen(RedisKeys(namespace).broker_queue(f"{namespace}.default")) == 0, 90,
-                     interval=0.5, what="all probe events counted")
+            wait_for(
+                lambda: (
+                    samples(client.get("/metrics").text).get(key) == tasks * per_task
+                    and redis_client.llen(RedisKeys(namespace).broker_queue(f"{namespace}.default"))
+                    == 0
+                ),
+                90,
+                interval=0.5,
+                what="all probe events counted",
+            )
             # Every task also marks its process: the count must not be a single process's.
             processes = redis_client.smembers(RedisKeys(namespace).metrics_probe(token))
             got = samples(client.get("/metrics").text)
         assert got[key] == tasks * per_task
-        assert got[("jenga_delivery_duration_seconds_count", (("service", service),))] == tasks * per_task
+        assert (
+            got[("jenga_delivery_duration_seconds_count", (("service", service),))]
+            == tasks * per_task
+        )
         assert len(processes) >= 2, processes
     finally:
         sender.close()

@@ -18,13 +18,23 @@ def test_a_broker_that_never_answers_costs_a_bounded_wait(settings_env):
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     port = silent.getsockname()[1]
-    settings = load_settings({**settings_env, "BROKER_URL": f"redis://127.0.0.1:{port}/0",
-                              "SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hook", "CHECK_TIMEOUT_SECONDS": "0.5"},
-                             wait_seconds=0)
-    transition = Transition("breaker:x", "set", "circuit breaker 'x' is open", "warning", 1.0, {}, 1.0)
+    settings = load_settings(
+        {
+            **settings_env,
+            "BROKER_URL": f"redis://127.0.0.1:{port}/0",
+            "SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hook",
+            "CHECK_TIMEOUT_SECONDS": "0.5",
+        },
+        wait_seconds=0,
+    )
+    transition = Transition(
+        "breaker:x", "set", "circuit breaker 'x' is open", "warning", 1.0, {}, 1.0
+    )
     sent: list[int] = []
     started = time.monotonic()
-    thread = threading.Thread(target=lambda: sent.append(send_notify_tasks(settings, transition)), daemon=True)
+    thread = threading.Thread(
+        target=lambda: sent.append(send_notify_tasks(settings, transition)), daemon=True
+    )
     thread.start()
     try:
         thread.join(20)

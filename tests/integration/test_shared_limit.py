@@ -70,7 +70,10 @@ HOLDER = textwrap.dedent(
 def _holder(redis_url, namespace, wanted) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", HOLDER, redis_url, namespace, str(wanted)],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -80,7 +83,9 @@ def _held(proc: subprocess.Popen) -> int:
     return int(line[1])
 
 
-def test_leases_are_exclusive_across_processes_and_a_killed_one_is_reclaimed(redis_client, redis_url, namespace):
+def test_leases_are_exclusive_across_processes_and_a_killed_one_is_reclaimed(
+    redis_client, redis_url, namespace
+):
     procs = [_holder(redis_url, namespace, 4) for _ in range(3)]
     try:
         held = [_held(proc) for proc in procs]
@@ -107,7 +112,10 @@ def test_leases_are_exclusive_across_processes_and_a_killed_one_is_reclaimed(red
 
 
 def test_threads_in_two_processes_never_exceed_the_limit(redis_client, namespace):
-    limits = [make(redis_client, namespace, options=fixed(4), clock=time.time, background=True) for _ in range(2)]
+    limits = [
+        make(redis_client, namespace, options=fixed(4), clock=time.time, background=True)
+        for _ in range(2)
+    ]
     lock = threading.Lock()
     in_flight = [0]
     peak = [0]
@@ -203,6 +211,7 @@ def test_release_is_idempotent_and_records_one_sample(redis_client, namespace):
 
 # --- the limit moves ----------------------------------------------------------------
 
+
 def test_limit_decreases_on_drops(redis_client, namespace, caplog):
     clock = FakeClock()
     opts = AIMDOptions(initial=20, min=2, max=50, window=1.0)
@@ -276,18 +285,25 @@ def test_a_lower_limit_takes_idle_slots_back(redis_client, namespace):
 
 # --- Lua and Python agree -------------------------------------------------------------
 
+
 @st.composite
 def aimd_options(draw) -> AIMDOptions:
     low = draw(st.integers(1, 50))
     high = draw(st.integers(low, 400))
     return AIMDOptions(
-        initial=draw(st.integers(low, high)), min=low, max=high,
-        backoff_ratio=draw(st.floats(0.05, 0.99)), step=draw(st.integers(1, 20)),
-        latency_target=draw(st.floats(0.001, 10.0)), window=1.0,
+        initial=draw(st.integers(low, high)),
+        min=low,
+        max=high,
+        backoff_ratio=draw(st.floats(0.05, 0.99)),
+        step=draw(st.integers(1, 20)),
+        latency_target=draw(st.floats(0.001, 10.0)),
+        window=1.0,
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     opts=aimd_options(),
     limit=st.integers(1, 500),
@@ -296,14 +312,24 @@ def aimd_options(draw) -> AIMDOptions:
     latency_us=st.integers(0, 10**10),
     peaks=st.lists(st.integers(1, 300), max_size=4),
 )
-def test_lua_rule_agrees_with_python_rule(redis_client, namespace, opts, limit, count, drops_share, latency_us, peaks):
+def test_lua_rule_agrees_with_python_rule(
+    redis_client, namespace, opts, limit, count, drops_share, latency_us, peaks
+):
     drops = int(count * drops_share)
     latency_us = latency_us if count else 0
     keys = RedisKeys(namespace)
     state, peaks_key = keys.key("limit", "svc"), keys.key("limit", "svc", "peaks")
     redis_client.delete(state, peaks_key, keys.key("limit", "svc", "leases"))
-    redis_client.hset(state, mapping={"limit": limit, "window_start": 0, "count": count, "drops": drops,
-                                      "latency_us": latency_us})
+    redis_client.hset(
+        state,
+        mapping={
+            "limit": limit,
+            "window_start": 0,
+            "count": count,
+            "drops": drops,
+            "latency_us": latency_us,
+        },
+    )
     if peaks:
         redis_client.hset(peaks_key, mapping={f"p{i}": p for i, p in enumerate(peaks)})
 
@@ -317,11 +343,14 @@ def test_lua_rule_agrees_with_python_rule(redis_client, namespace, opts, limit, 
 
 # --- Redis unreachable ---------------------------------------------------------------
 
+
 def test_redis_unreachable_falls_back_to_a_local_limit(redis_server, caplog):
     client = make_redis(redis_server.url, timeout=0.5)
     clock = FakeClock()
     opts = AIMDOptions(initial=10, min=2, max=20)
-    limit = SharedLimit(client, "fb", "svc", opts, clock, background=False, retry_base=1.0, retry_cap=1.0)
+    limit = SharedLimit(
+        client, "fb", "svc", opts, clock, background=False, retry_base=1.0, retry_cap=1.0
+    )
     held = limit.try_acquire()
     assert held is not None and not held.fallback
     assert limit.snapshot()["fallback"] is False
@@ -331,7 +360,9 @@ def test_redis_unreachable_falls_back_to_a_local_limit(redis_server, caplog):
         first = limit.try_acquire()
         refused = limit.try_acquire()
     assert first is not None and first.fallback
-    assert refused is None  # conservative: options.min calls in flight per process, Redis slots included
+    assert (
+        refused is None
+    )  # conservative: options.min calls in flight per process, Redis slots included
     snap = limit.snapshot()
     assert snap["fallback"] is True and snap["limit"] == 2 and snap["in_flight"] == 2
     events = [r for r in caplog.records if getattr(r, "event", None) == "limit.fallback"]
@@ -357,7 +388,16 @@ def test_redis_unreachable_falls_back_to_a_local_limit(redis_server, caplog):
 def test_redis_is_not_retried_on_every_call(redis_server):
     client = make_redis(redis_server.url, timeout=0.5)
     clock = FakeClock()
-    limit = SharedLimit(client, "fb", "svc", AIMDOptions(min=1), clock, background=False, retry_base=5.0, retry_cap=5.0)
+    limit = SharedLimit(
+        client,
+        "fb",
+        "svc",
+        AIMDOptions(min=1),
+        clock,
+        background=False,
+        retry_base=5.0,
+        retry_cap=5.0,
+    )
     redis_server.stop()
     lease = limit.try_acquire()
     assert lease is not None and lease.fallback
@@ -371,16 +411,28 @@ def test_redis_is_not_retried_on_every_call(redis_server):
 
 # --- reading ---------------------------------------------------------------------------
 
+
 def test_snapshot_and_list_limits(redis_client, namespace):
     clock = FakeClock()
-    a = make(redis_client, namespace, "hooks.example.com", options=AIMDOptions(initial=7, min=3, max=9), clock=clock)
+    a = make(
+        redis_client,
+        namespace,
+        "hooks.example.com",
+        options=AIMDOptions(initial=7, min=3, max=9),
+        clock=clock,
+    )
     b = make(redis_client, namespace, "api.other:8443", clock=clock)
     lease = a.try_acquire()
     b.try_acquire().release(False, 0.1)
     b.sync()
     snap = a.snapshot()
     assert {k: snap[k] for k in ("service", "limit", "in_flight", "min", "max", "fallback")} == {
-        "service": "hooks.example.com", "limit": 7, "in_flight": 1, "min": 3, "max": 9, "fallback": False,
+        "service": "hooks.example.com",
+        "limit": 7,
+        "in_flight": 1,
+        "min": 3,
+        "max": 9,
+        "fallback": False,
     }
     assert snap["window"]["seconds"] == 1.0
     listed = list_limits(redis_client, namespace, now=clock.now)
@@ -405,7 +457,9 @@ def test_from_settings(redis_client, settings):
 
 
 def test_background_thread_renews_and_returns_idle_slots(redis_client, namespace):
-    limit = make(redis_client, namespace, options=fixed(3), clock=time.time, background=True, lease_ttl=0.5)
+    limit = make(
+        redis_client, namespace, options=fixed(3), clock=time.time, background=True, lease_ttl=0.5
+    )
     other = make(redis_client, namespace, options=fixed(3), clock=time.time, lease_ttl=0.5)
     try:
         busy = limit.try_acquire()

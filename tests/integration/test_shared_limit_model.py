@@ -17,7 +17,9 @@ from common.guards.limit.shared import SharedLimit
 from common.redis.keys import RedisKeys
 from tests.support import servers
 
-OPTIONS = AIMDOptions(initial=4, min=1, max=8, backoff_ratio=0.5, step=1, latency_target=0.3, window=1.0)
+OPTIONS = AIMDOptions(
+    initial=4, min=1, max=8, backoff_ratio=0.5, step=1, latency_target=0.3, window=1.0
+)
 LATENCIES = [0.0, 0.1, 0.25, 0.5, 1.0]
 
 
@@ -35,8 +37,15 @@ class LimitModel(RuleBasedStateMachine):
         self.client = redis.Redis.from_url(servers.base_redis_url(), decode_responses=True)
         self.namespace = f"m{uuid.uuid4().hex[:10]}"
         self.clock = Clock()
-        self.shared = SharedLimit(self.client, self.namespace, "svc", OPTIONS, self.clock,
-                                  lease_ttl=1000.0, background=False)
+        self.shared = SharedLimit(
+            self.client,
+            self.namespace,
+            "svc",
+            OPTIONS,
+            self.clock,
+            lease_ttl=1000.0,
+            background=False,
+        )
         self.in_flight: list = []
         self.released: list = []
         # the model
@@ -55,7 +64,9 @@ class LimitModel(RuleBasedStateMachine):
         self.window[2] += latency_us
         self.window[3] = max(self.window[3], peak)
         if now >= self.window_start + OPTIONS.window:
-            self.limit = update(self.limit, Window.from_counters(*[self.window[i] for i in (0, 1, 3, 2)]), OPTIONS)
+            self.limit = update(
+                self.limit, Window.from_counters(*[self.window[i] for i in (0, 1, 3, 2)]), OPTIONS
+            )
             self.window = [0, 0, 0, 0]
             self.window_start = now
         self.pending = [0, 0, 0, len(self.in_flight)]

@@ -59,7 +59,9 @@ def waiting(broker_url: str, queue: str, transport_options: dict | None = None) 
     # arguments. Kombu's Redis transport refuses a passive declare of an empty
     # (absent) list, and its plain declare creates nothing.
     passive = not broker_url.startswith(("redis", "rediss"))
-    with Connection(broker_url, transport_options=transport_options or {}, connect_timeout=5) as conn:
+    with Connection(
+        broker_url, transport_options=transport_options or {}, connect_timeout=5
+    ) as conn:
         return conn.default_channel.queue_declare(queue, passive=passive).message_count
 
 

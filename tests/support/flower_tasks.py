@@ -8,8 +8,14 @@ from worker.app import app
 from worker.guarded import GuardedTask
 
 
-@app.task(name="tests.flower.guarded", bind=True, base=GuardedTask, service="flower-svc", max_deferrals=2,
-          ignore_result=True)
+@app.task(
+    name="tests.flower.guarded",
+    bind=True,
+    base=GuardedTask,
+    service="flower-svc",
+    max_deferrals=2,
+    ignore_result=True,
+)
 def guarded(self) -> None:
     return None
 

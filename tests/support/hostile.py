@@ -27,8 +27,13 @@ class HostileReceiver:
     with ``read_head=False``). ``stop`` is set when the server stops, so endless
     behaviours end with the test."""
 
-    def __init__(self, behaviour: Behaviour, tls: ssl.SSLContext | None = None,
-                 read_head: bool = True, scheme: str | None = None):
+    def __init__(
+        self,
+        behaviour: Behaviour,
+        tls: ssl.SSLContext | None = None,
+        read_head: bool = True,
+        scheme: str | None = None,
+    ):
         self.behaviour = behaviour
         self.tls = tls
         self.read_head = read_head
@@ -151,9 +156,12 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "reset mid-response": reset_mid_response,
     "1 GB promised, nothing sent": promise_and_hang,
     "NUL in the body": answer(b"HTTP/1.1 500 Oops\r\nContent-Length: 9", b"bad\x00\x00byte"),
-    "invalid UTF-8 in the body": answer(b"HTTP/1.1 500 Oops\r\nContent-Length: 6", b"\xff\xfe\xc3(ok"),
+    "invalid UTF-8 in the body": answer(
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 6", b"\xff\xfe\xc3(ok"
+    ),
     "NUL in a header": answer(b"HTTP/1.1 503 Busy\r\nX-Bad: a\x00b\r\nContent-Length: 0"),
     "redirect to the metadata address": answer(
         b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\n"
-        b"Content-Length: 0"),
+        b"Content-Length: 0"
+    ),
 }

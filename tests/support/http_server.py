@@ -60,8 +60,9 @@ class FakeHTTPServer:
         self.tls = tls
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.fake = self
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def answer(self, request: Request) -> Reply:
         raise NotImplementedError(f"{type(self).__name__} must say how it answers")

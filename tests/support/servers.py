@@ -40,7 +40,9 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     return False
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"):
+def wait_for(
+    predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"
+):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -52,10 +54,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         except Exception as error:  # the thing polled may not be up yet
             last_error = error
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})"
+    )
 
 
 # --- binaries ----------------------------------------------------------------
+
 
 def redis_server_binary(system: bool = True) -> str:
     """The machine's redis-server, else (or with ``system=False``) the
@@ -105,6 +110,7 @@ def _postgres_user() -> dict:
 
 # --- throwaway servers -------------------------------------------------------
 
+
 class RedisServer:
     """A redis-server on a free port, with no persistence, that a test may kill."""
 
@@ -120,9 +126,23 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--logfile",
+                os.path.join(self.dir, "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: port_open("127.0.0.1", self.port), 10, what=f"redis on {self.port}")
         return self
@@ -157,8 +177,23 @@ class PostgresServer:
 
     def _init(self) -> None:
         subprocess.run(
-            [str(self.bin / "initdb"), "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
-            check=True, cwd=self.dir, **_postgres_user(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                self.data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            cwd=self.dir,
+            **_postgres_user(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         self._initialised = True
 
@@ -168,16 +203,33 @@ class PostgresServer:
         self.proc = subprocess.Popen(
             # fsync=off is safe for a server a test kills: the OS keeps what was
             # written. synchronous_commit stays on, or a SIGKILL loses acknowledged commits.
-            [str(self.bin / "postgres"), "-D", self.data, "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", self.dir, "-c", "fsync=off", "-c", "full_page_writes=off"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "pg.log"), "ab"),
-            cwd=self.dir, **_postgres_user(),
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                self.data,
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                self.dir,
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.dir, "pg.log"), "ab"),
+            cwd=self.dir,
+            **_postgres_user(),
         )
         wait_for(self._accepts, 30, interval=0.1, what=f"postgres on {self.port}")
         if not getattr(self, "_created", False):
             import psycopg
 
-            with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            with psycopg.connect(
+                f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+            ) as conn:
                 conn.execute("CREATE DATABASE jenga")
             self._created = True
         return self
@@ -185,7 +237,9 @@ class PostgresServer:
     def _accepts(self) -> bool:
         import psycopg
 
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", connect_timeout=1):
+        with psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", connect_timeout=1
+        ):
             return True
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
@@ -197,7 +251,9 @@ class PostgresServer:
             # After a SIGKILL of the postmaster its backends linger a moment; they
             # hold the port and shared memory, so end them too.
             subprocess.run(["pkill", "-KILL", "-f", "--", f"-D {self.data}"], check=False)
-            wait_for(lambda: not port_open("127.0.0.1", self.port, 0.2), 10, what="postgres to stop")
+            wait_for(
+                lambda: not port_open("127.0.0.1", self.port, 0.2), 10, what="postgres to stop"
+            )
         self.proc = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.data, "postmaster.pid"))
@@ -248,10 +304,15 @@ def stop_embedded() -> None:
 
 # --- Jenga processes ---------------------------------------------------------
 
+
 def jenga_env(**settings: str) -> dict[str, str]:
     """A clean environment for a Jenga subprocess: this one, minus any Jenga
     setting inherited from the caller, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JENGA_", "DATABASE_URL", "REDIS_URL", "BROKER_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JENGA_", "DATABASE_URL", "REDIS_URL", "BROKER_URL"))
+    }
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
     env["C_FORCE_ROOT"] = "1"
@@ -279,8 +340,13 @@ class JengaProcess:
 
     def start(self) -> JengaProcess:
         self.proc = subprocess.Popen(
-            self.args, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.log_path, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
@@ -295,7 +361,9 @@ class JengaProcess:
             if text in self.output():
                 return True
             if not self.alive():
-                raise AssertionError(f"process exited ({self.proc.returncode}) before printing {text!r}:\n{self.output()[-3000:]}")
+                raise AssertionError(
+                    f"process exited ({self.proc.returncode}) before printing {text!r}:\n{self.output()[-3000:]}"
+                )
             return False
 
         wait_for(seen, timeout, interval=0.1, what=f"{text!r} in output")

@@ -33,6 +33,7 @@ def migrate_database(url: str) -> None:
     config.set_main_option("sqlalchemy.url", f"postgresql+psycopg://{rest}".replace("%", "%%"))
     command.upgrade(config, "head")
 
+
 def durable_url(server) -> str:
     """The throwaway server runs with synchronous_commit=off (command line, so
     ALTER SYSTEM cannot change it), which loses the last commits on SIGKILL. A
@@ -62,41 +63,70 @@ def fresh_database():
 
 
 def stack_env(settings_env: dict[str, str], database_url: str, **extra: str) -> dict[str, str]:
-    return jenga_env(**{
-        **settings_env,
-        "DATABASE_URL": database_url,
-        "JENGA_ADMIN_TOKEN": TOKEN,
-        "ALLOW_PRIVATE_DESTINATIONS": "true",
-        "PORT": str(free_port()),
-        "DELIVERY_RETRY_SCHEDULE": "200ms,300ms",
-        "DELIVERY_RETRY_JITTER": "0",
-        "DELIVERY_DISPATCH_INTERVAL_SECONDS": "0.3",
-        **extra,
-    })
+    return jenga_env(
+        **{
+            **settings_env,
+            "DATABASE_URL": database_url,
+            "JENGA_ADMIN_TOKEN": TOKEN,
+            "ALLOW_PRIVATE_DESTINATIONS": "true",
+            "PORT": str(free_port()),
+            "DELIVERY_RETRY_SCHEDULE": "200ms,300ms",
+            "DELIVERY_RETRY_JITTER": "0",
+            "DELIVERY_DISPATCH_INTERVAL_SECONDS": "0.3",
+            **extra,
+        }
+    )
 
 
 def start_api(stack: ExitStack, env: dict[str, str]) -> httpx.Client:
     api = stack.enter_context(running(JengaProcess.api(env)))
-    client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{env['PORT']}", timeout=10))
+    client = stack.enter_context(
+        httpx.Client(base_url=f"http://127.0.0.1:{env['PORT']}", timeout=10)
+    )
     wait_for(lambda: api.alive() and client.get("/live").status_code == 200, 30, what="the API")
     return client
 
 
-def start_worker(stack: ExitStack, env: dict[str, str], name: str = "worker", concurrency: int = 4,
-                 *extra_args: str) -> JengaProcess:
+def start_worker(
+    stack: ExitStack,
+    env: dict[str, str],
+    name: str = "worker",
+    concurrency: int = 4,
+    *extra_args: str,
+) -> JengaProcess:
     ns = env["JENGA_NAMESPACE"]
-    worker = stack.enter_context(running(JengaProcess.celery(
-        "worker", "-P", "threads", "-c", str(concurrency), "-Q", f"{ns}.default,{ns}.deliveries",
-        "--without-mingle", "--without-gossip", "--loglevel=INFO", "-n", f"{name}-{ns}@%h", *extra_args,
-        env=env, name=name)))
+    worker = stack.enter_context(
+        running(
+            JengaProcess.celery(
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                str(concurrency),
+                "-Q",
+                f"{ns}.default,{ns}.deliveries",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel=INFO",
+                "-n",
+                f"{name}-{ns}@%h",
+                *extra_args,
+                env=env,
+                name=name,
+            )
+        )
+    )
     worker.wait_for_output("ready.", timeout=60)
     return worker
 
 
 def start_beat(stack: ExitStack, env: dict[str, str]) -> JengaProcess:
     schedule = os.path.join(tempfile.mkdtemp(prefix="jenga-beat-"), "schedule")
-    return stack.enter_context(running(JengaProcess.celery("beat", "-s", schedule, "--loglevel=INFO", env=env,
-                                                           name="beat")))
+    return stack.enter_context(
+        running(
+            JengaProcess.celery("beat", "-s", schedule, "--loglevel=INFO", env=env, name="beat")
+        )
+    )
 
 
 @contextmanager
@@ -121,8 +151,11 @@ def create_endpoint(client: httpx.Client, receiver: WebhookReceiver, path: str =
 
 def send(client: httpx.Client, endpoint_id: str, payload, key: str | None = None) -> dict:
     headers = {**AUTH, **({"Idempotency-Key": key} if key else {})}
-    response = client.post("/v1/messages", json={"endpoint_id": endpoint_id, "event_type": "test.event",
-                                                  "payload": payload}, headers=headers)
+    response = client.post(
+        "/v1/messages",
+        json={"endpoint_id": endpoint_id, "event_type": "test.event", "payload": payload},
+        headers=headers,
+    )
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -137,4 +170,3 @@ def settled(client: httpx.Client, message_id: str, status: str = "delivered") ->
         return shown if shown["status"] == status else None
 
     return wait_for(done, 60, interval=0.1, what=f"message {message_id} {status}")
-

@@ -31,20 +31,46 @@ from worker.celeryconfig import celery_config, queue_names
 pytestmark = pytest.mark.slow
 
 
-def start_worker(env: dict[str, str], hostname: str, queues: list[str]) -> tuple[JengaProcess, Celery]:
-    worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "-n", hostname, "-Q", ",".join(queues),
-                                 "-I", "tests.support.breaker_tasks", "--without-mingle", "--without-gossip",
-                                 "--loglevel=INFO", env=jenga_env(**env), name="breaker-worker").start()
+def start_worker(
+    env: dict[str, str], hostname: str, queues: list[str]
+) -> tuple[JengaProcess, Celery]:
+    worker = JengaProcess.celery(
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        "2",
+        "-n",
+        hostname,
+        "-Q",
+        ",".join(queues),
+        "-I",
+        "tests.support.breaker_tasks",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel=INFO",
+        env=jenga_env(**env),
+        name="breaker-worker",
+    ).start()
     producer = Celery("test-producer", set_as_current=False)
     producer.conf.update(celery_config(load_settings(env, wait_seconds=0)))
     return worker, producer
 
 
-def test_breaker_alarm_notifies_when_a_shared_circuit_breaker_builds_the_registry(broker_env, slack, tmp_path):
-    env = {**broker_env, "SLACK_WEBHOOK_URL": slack.url, "BREAKER_FAILURE_RATE": "0", "BREAKER_OPEN_SECONDS": "30",
-           "HEARTBEAT_DIR": str(tmp_path)}
+def test_breaker_alarm_notifies_when_a_shared_circuit_breaker_builds_the_registry(
+    broker_env, slack, tmp_path
+):
+    env = {
+        **broker_env,
+        "SLACK_WEBHOOK_URL": slack.url,
+        "BREAKER_FAILURE_RATE": "0",
+        "BREAKER_OPEN_SECONDS": "30",
+        "HEARTBEAT_DIR": str(tmp_path),
+    }
     queues = queue_names(load_settings(env, wait_seconds=0))
-    worker, producer = start_worker(env, f"brk-{uuid.uuid4().hex[:6]}@test", [queues["default"], queues["alarms"]])
+    worker, producer = start_worker(
+        env, f"brk-{uuid.uuid4().hex[:6]}@test", [queues["default"], queues["alarms"]]
+    )
     try:
         worker.wait_for_output("ready.", 60)
         for _ in range(2):  # failure_threshold=2 on the decorator
@@ -58,16 +84,28 @@ def test_breaker_alarm_notifies_when_a_shared_circuit_breaker_builds_the_registr
 
 
 def worker_health(env: dict[str, str], hostname: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.ops.cli", "worker", "health", "--hostname", hostname],
-                          env=jenga_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "common.ops.cli", "worker", "health", "--hostname", hostname],
+        env=jenga_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
-def test_breaker_fallback_shows_in_heartbeat_health_and_stats(settings_env, broker, redis_server, redis_url,
-                                                             tmp_path):
+def test_breaker_fallback_shows_in_heartbeat_health_and_stats(
+    settings_env, broker, redis_server, redis_url, tmp_path
+):
     # Breakers on a Redis of their own that the test kills; the broker stays up.
-    env = {**settings_env, "REDIS_URL": redis_server.url, "BROKER_URL": broker.url or redis_url,
-           "HEARTBEAT_DIR": str(tmp_path),
-           "HEARTBEAT_INTERVAL_SECONDS": "0.5", "CHECK_TIMEOUT_SECONDS": "0.5"}
+    env = {
+        **settings_env,
+        "REDIS_URL": redis_server.url,
+        "BROKER_URL": broker.url or redis_url,
+        "HEARTBEAT_DIR": str(tmp_path),
+        "HEARTBEAT_INTERVAL_SECONDS": "0.5",
+        "CHECK_TIMEOUT_SECONDS": "0.5",
+    }
     queues = queue_names(load_settings(env, wait_seconds=0))
     hostname = f"brk-{uuid.uuid4().hex[:6]}@test"
     worker, producer = start_worker(env, hostname, [queues["default"]])
@@ -79,23 +117,36 @@ def test_breaker_fallback_shows_in_heartbeat_health_and_stats(settings_env, brok
     try:
         worker.wait_for_output("ready.", 60)
         producer.send_task("tests.breaker_call", args=[False], queue=queues["default"])
-        wait_for(lambda: "tests.breaker_call" in worker.output() and "succeeded" in worker.output(), 30,
-                 what="a call through the breaker")
+        wait_for(
+            lambda: "tests.breaker_call" in worker.output() and "succeeded" in worker.output(),
+            30,
+            what="a call through the breaker",
+        )
         assert beat()["breakers"] == {"fallback": False, "processes": [], "error": None}
         assert "degraded" not in worker_health(env, hostname).stdout
 
         redis_server.stop()
-        wait_for(lambda: beat().get("breakers", {}).get("fallback"), 20, what="the heartbeat to report fallback")
+        wait_for(
+            lambda: beat().get("breakers", {}).get("fallback"),
+            20,
+            what="the heartbeat to report fallback",
+        )
         assert beat()["breakers"]["processes"] == [worker.proc.pid]
         health = worker_health(env, hostname)
-        assert health.returncode == 0  # degraded, still ready: deliveries go on under local breakers
-        assert "circuit breakers run per process in 1 process(es) (Redis unreachable" in health.stdout
+        assert (
+            health.returncode == 0
+        )  # degraded, still ready: deliveries go on under local breakers
+        assert (
+            "circuit breakers run per process in 1 process(es) (Redis unreachable" in health.stdout
+        )
         stats = producer.control.inspect(destination=[hostname], timeout=5).stats()
         assert stats[hostname]["jenga_breakers"]["fallback"] is True
         assert stats[hostname]["jenga_heartbeat"]["breakers"]["fallback"] is True
 
         redis_server.start()
-        wait_for(lambda: beat().get("breakers", {}).get("fallback") is False, 30, what="fallback to end")
+        wait_for(
+            lambda: beat().get("breakers", {}).get("fallback") is False, 30, what="fallback to end"
+        )
         assert "breaker.fallback_ended" in worker.output()
     finally:
         worker.stop()
@@ -105,12 +156,24 @@ def test_fallback_markers_of_dead_processes_are_dropped(tmp_path):
     mark_breaker_fallback(tmp_path, "w@h", 101, "ConnectionError: refused", now=5.0)
     mark_breaker_fallback(tmp_path, "w@h", 102, None, now=6.0)
     mark_breaker_fallback(tmp_path, "other@h", 103, None)
-    markers = read_breaker_fallback(tmp_path, "w@h", alive=lambda pid: pid != 102)  # 102 died in fallback
-    assert breakers_summary(markers) == {"fallback": True, "processes": [101], "error": "ConnectionError: refused"}
-    assert [m["pid"] for m in read_breaker_fallback(tmp_path, "w@h", alive=lambda pid: True)] == [101]
+    markers = read_breaker_fallback(
+        tmp_path, "w@h", alive=lambda pid: pid != 102
+    )  # 102 died in fallback
+    assert breakers_summary(markers) == {
+        "fallback": True,
+        "processes": [101],
+        "error": "ConnectionError: refused",
+    }
+    assert [m["pid"] for m in read_breaker_fallback(tmp_path, "w@h", alive=lambda pid: True)] == [
+        101
+    ]
     payload = beat_payload("w@h", 1.0, True, {}, now=10.0, breakers=breakers_summary(markers))
     ready = verdict(payload, 10.5, 1.0)
-    assert ready.ok and "per process in 1 process(es) (Redis unreachable: ConnectionError: refused)" in ready.reason
+    assert (
+        ready.ok
+        and "per process in 1 process(es) (Redis unreachable: ConnectionError: refused)"
+        in ready.reason
+    )
     clear_breaker_fallback(tmp_path, "w@h", 101)
     assert read_breaker_fallback(tmp_path, "w@h") == []
     assert verdict(beat_payload("w@h", 1.0, True, {}, now=10.0), 10.5, 1.0).reason.endswith("ago")
@@ -120,11 +183,19 @@ def test_fallback_markers_of_dead_processes_are_dropped(tmp_path):
 TOKEN = "s3cret-admin-token-0123456789"
 
 
-def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(broker_env, slack, tmp_path,
-                                                                          monkeypatch):
-    env = {**broker_env, "SLACK_WEBHOOK_URL": slack.url, "JENGA_ADMIN_TOKEN": TOKEN, "HEARTBEAT_DIR": str(tmp_path)}
+def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(
+    broker_env, slack, tmp_path, monkeypatch
+):
+    env = {
+        **broker_env,
+        "SLACK_WEBHOOK_URL": slack.url,
+        "JENGA_ADMIN_TOKEN": TOKEN,
+        "HEARTBEAT_DIR": str(tmp_path),
+    }
     settings = load_settings(env, wait_seconds=0)
-    worker, _ = start_worker(env, f"brk-{uuid.uuid4().hex[:6]}@test", [queue_names(settings)["alarms"]])
+    worker, _ = start_worker(
+        env, f"brk-{uuid.uuid4().hex[:6]}@test", [queue_names(settings)["alarms"]]
+    )
     admin = {"Authorization": f"Bearer {TOKEN}"}
 
     def seen(n: int) -> list[str]:
@@ -136,7 +207,9 @@ def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(broker_
         with TestClient(create_app(settings)) as client:
             assert client.post("/breakers/api-svc/open", headers=admin).json()["state"] == "open"
             assert "ALARM SET [critical] breaker:api-svc" in seen(1)[0]
-            assert client.post("/breakers/api-svc/open", headers=admin).status_code == 200  # no transition: no message
+            assert (
+                client.post("/breakers/api-svc/open", headers=admin).status_code == 200
+            )  # no transition: no message
             assert client.post("/breakers/api-svc/close", headers=admin).json()["state"] == "closed"
             assert "ALARM CLEARED breaker:api-svc" in seen(2)[1]
 
@@ -152,8 +225,9 @@ def test_forcing_a_breaker_notifies_once_per_transition_from_api_and_cli(broker_
         worker.stop()
 
 
-def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_closes(broker_env, slack,
-                                                                                      tmp_path):
+def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_closes(
+    broker_env, slack, tmp_path
+):
     """Slack is a service we don't control: while its breaker is open the
     notification is deferred (no request reaches Slack, no worker slot held),
     and it is delivered exactly once after the breaker closes."""
@@ -173,9 +247,19 @@ def test_notifications_wait_behind_an_open_slack_breaker_and_are_sent_once_it_cl
     worker, producer = start_worker(env, f"ntf-{uuid.uuid4().hex[:6]}@test", [queues["alarms"]])
     try:
         worker.wait_for_output("ready.", 60)
-        transition = Transition("postgres", "set", "PostgreSQL is unreachable", "critical", 1_700_000_000.0, {}, 1_700_000_000.0)
+        transition = Transition(
+            "postgres",
+            "set",
+            "PostgreSQL is unreachable",
+            "critical",
+            1_700_000_000.0,
+            {},
+            1_700_000_000.0,
+        )
         assert send_notify_tasks(settings, transition) == 1
-        wait_for(lambda: "guard.deferred" in worker.output(), 30, what="the notification to be deferred")
+        wait_for(
+            lambda: "guard.deferred" in worker.output(), 30, what="the notification to be deferred"
+        )
         assert slack.requests == []
         store.force("notify:slack", "close", policy_from_settings(settings))
         wait_for(lambda: slack.texts(), 60, what="the deferred notification to reach Slack")

@@ -64,9 +64,13 @@ def bad_env(port: int) -> dict[str, str]:
 COMMANDS = {
     "worker": lambda env: JengaProcess.celery("worker", "--loglevel=INFO", env=env, name="worker"),
     "beat": lambda env: JengaProcess.celery("beat", "--loglevel=INFO", env=env, name="beat"),
-    "flower": lambda env: JengaProcess.celery("flower", "--conf=worker/flowerconfig.py", env=env, name="flower"),
+    "flower": lambda env: JengaProcess.celery(
+        "flower", "--conf=worker/flowerconfig.py", env=env, name="flower"
+    ),
     "api": lambda env: JengaProcess.api(env),
-    "migrations": lambda env: JengaProcess([sys.executable, "-m", "alembic", "upgrade", "head"], env, "alembic"),
+    "migrations": lambda env: JengaProcess(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], env, "alembic"
+    ),
 }
 
 
@@ -82,7 +86,9 @@ def test_bad_config_stops_process_before_any_connection(process, listener):
     output = proc.output()
     assert proc.proc.returncode != 0, output
     assert elapsed < 5.0, f"{process} took {elapsed:.1f}s to give up"  # the contract
-    assert listener.accepted == 0, f"{process} connected {listener.accepted} time(s) despite bad config"
+    assert listener.accepted == 0, (
+        f"{process} connected {listener.accepted} time(s) despite bad config"
+    )
     assert "JENGA_ADMIN_TOKEN: too short" in output, output
     assert "Traceback" not in output, output
     for secret in ("dbsecret99", "redissecret99", "brokersecret99", "tooshort"):

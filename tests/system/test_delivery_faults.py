@@ -72,13 +72,20 @@ def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
     with ExitStack() as stack, WebhookReceiver() as receiver:
         receiver.respond = respond
         env = stack_env(
-            broker_env, database_url,
-            DELIVERY_RETRY_SCHEDULE=SCHEDULE, DELIVERY_RETRY_JITTER="0.2",
-            DELIVERY_TIMEOUT_SECONDS="3", DELIVERY_CONNECT_TIMEOUT_SECONDS="1",
-            DELIVERY_REDISPATCH_SECONDS="10", DELIVERY_DISPATCH_INTERVAL_SECONDS="0.5",
+            broker_env,
+            database_url,
+            DELIVERY_RETRY_SCHEDULE=SCHEDULE,
+            DELIVERY_RETRY_JITTER="0.2",
+            DELIVERY_TIMEOUT_SECONDS="3",
+            DELIVERY_CONNECT_TIMEOUT_SECONDS="1",
+            DELIVERY_REDISPATCH_SECONDS="10",
+            DELIVERY_DISPATCH_INTERVAL_SECONDS="0.5",
             # Not what this test is about: a 50% failing receiver would (rightly) open the
             # breaker and shrink the AIMD limit; keep both out of the way.
-            BREAKER_FAILURE_THRESHOLD="0", BREAKER_FAILURE_RATE="0", LIMIT_MIN="50", LIMIT_INITIAL="50",
+            BREAKER_FAILURE_THRESHOLD="0",
+            BREAKER_FAILURE_RATE="0",
+            LIMIT_MIN="50",
+            LIMIT_INITIAL="50",
         )
         client = start_api(stack, env)
         victim = start_worker(stack, env, "victim", concurrency=6)
@@ -110,15 +117,20 @@ def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
 
         def unsettled() -> int:
             with psycopg.connect(database_url) as conn:
-                return conn.execute("SELECT count(*) FROM webhook_messages WHERE status = 'pending'").fetchone()[0]
+                return conn.execute(
+                    "SELECT count(*) FROM webhook_messages WHERE status = 'pending'"
+                ).fetchone()[0]
 
-        wait_for(lambda: unsettled() == 0, 150, interval=1, what="every message delivered or failed")
+        wait_for(
+            lambda: unsettled() == 0, 150, interval=1, what="every message delivered or failed"
+        )
         elapsed = time.monotonic() - started
 
         with psycopg.connect(database_url) as conn:
             rows = conn.execute("SELECT id, status, attempt_count FROM webhook_messages").fetchall()
             attempts = conn.execute(
-                "SELECT message_id, array_agg(status_code ORDER BY number) FROM webhook_attempts GROUP BY 1").fetchall()
+                "SELECT message_id, array_agg(status_code ORDER BY number) FROM webhook_attempts GROUP BY 1"
+            ).fetchall()
         status = {row[0]: row[1] for row in rows}
         codes = dict(attempts)
 
@@ -133,7 +145,9 @@ def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
         # Failed only where the schedule says so: every attempt of the round failed.
         attempts_allowed = len(SCHEDULE.split(",")) + 1
         for message_id in failed:
-            assert len(codes[message_id]) == attempts_allowed and 200 not in codes[message_id], message_id
+            assert len(codes[message_id]) == attempts_allowed and 200 not in codes[message_id], (
+                message_id
+            )
 
         # Signatures verified (standardwebhooks) on every request the receiver got.
         assert all(r.verified for r in receiver.requests)
@@ -144,9 +158,13 @@ def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
         assert all(ids == {accepted[seq]} for seq, ids in ids_per_seq.items())
         # Duplicates (2xx twice) only across a crash: at most what was in flight then
         # (the victim's 6 threads, and both workers' deliveries when PostgreSQL died).
-        duplicates = [m for m, got in receiver.by_id().items() if sum(200 <= r.status < 300 for r in got) > 1]
+        duplicates = [
+            m for m, got in receiver.by_id().items() if sum(200 <= r.status < 300 for r in got) > 1
+        ]
         assert len(duplicates) <= 30, duplicates
 
-        print(f"\nfault run: {MESSAGES} messages accepted in {posted_in:.1f}s, all settled after {elapsed:.1f}s; "
-              f"{len(delivered)} delivered, {len(failed)} failed, {len(receiver.requests)} requests, "
-              f"{len(duplicates)} duplicate deliveries, {len(REFUSED)} POSTs refused with 503")
+        print(
+            f"\nfault run: {MESSAGES} messages accepted in {posted_in:.1f}s, all settled after {elapsed:.1f}s; "
+            f"{len(delivered)} delivered, {len(failed)} failed, {len(receiver.requests)} requests, "
+            f"{len(duplicates)} duplicate deliveries, {len(REFUSED)} POSTs refused with 503"
+        )

@@ -21,20 +21,45 @@ AUTH = ("ops", "flower-pass-1234")
 
 def test_flower_auth_metrics_and_task_states(settings, settings_env, namespace, redis_client):
     port = free_port()
-    env = jenga_env(**settings_env, FLOWER_BASIC_AUTH=":".join(AUTH), FLOWER_PORT=str(port),
-                    GUARD_MAX_COUNTDOWN_SECONDS="1")
-    BreakerStore(redis_client, namespace).force("flower-svc", "open", policy_from_settings(settings))
-    worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "-Q", f"{namespace}.default",
-                                 "-I", "tests.support.flower_tasks", "-n", f"flower-{namespace}@%h",
-                                 env=env, name="worker-flower").start()
-    flower = JengaProcess.celery("flower", "--conf=worker/flowerconfig.py", env=env, name="flower").start()
+    env = jenga_env(
+        **settings_env,
+        FLOWER_BASIC_AUTH=":".join(AUTH),
+        FLOWER_PORT=str(port),
+        GUARD_MAX_COUNTDOWN_SECONDS="1",
+    )
+    BreakerStore(redis_client, namespace).force(
+        "flower-svc", "open", policy_from_settings(settings)
+    )
+    worker = JengaProcess.celery(
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        "2",
+        "-Q",
+        f"{namespace}.default",
+        "-I",
+        "tests.support.flower_tasks",
+        "-n",
+        f"flower-{namespace}@%h",
+        env=env,
+        name="worker-flower",
+    ).start()
+    flower = JengaProcess.celery(
+        "flower", "--conf=worker/flowerconfig.py", env=env, name="flower"
+    ).start()
     base = f"http://127.0.0.1:{port}"
     sender = Celery("t", broker=settings.redis_url, set_as_current=False)
     sender.conf.broker_transport_options = {
-        "global_keyprefix": RedisKeys(namespace).broker_prefix()}
+        "global_keyprefix": RedisKeys(namespace).broker_prefix()
+    }
     try:
         worker.wait_for_output("ready", 60)
-        wait_for(lambda: httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200, 60, what="Flower up")
+        wait_for(
+            lambda: httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200,
+            60,
+            what="Flower up",
+        )
 
         for path in ("/", "/tasks", "/api/tasks", "/api/workers"):
             assert httpx.get(base + path, timeout=5).status_code == 401, path
@@ -66,9 +91,11 @@ def test_flower_auth_metrics_and_task_states(settings, settings_env, namespace, 
 
         def seen() -> bool:
             t = tasks()
-            return (t.get(ids["selftest"], {}).get("state") == "SUCCESS"
-                    and t.get(ids["broken"], {}).get("state") == "FAILURE"
-                    and t.get(ids["guarded"], {}).get("state") in ("RETRY", "FAILURE"))
+            return (
+                t.get(ids["selftest"], {}).get("state") == "SUCCESS"
+                and t.get(ids["broken"], {}).get("state") == "FAILURE"
+                and t.get(ids["guarded"], {}).get("state") in ("RETRY", "FAILURE")
+            )
 
         wait_for(seen, 60, interval=0.5, what="task states in Flower")
         t = tasks()
@@ -76,8 +103,14 @@ def test_flower_auth_metrics_and_task_states(settings, settings_env, namespace, 
         assert t[ids["broken"]]["name"] == "tests.flower.broken"
         assert "ValueError" in t[ids["broken"]]["exception"]
         # Deferred by the breaker: a RETRY that names the refusal, never confused with a bug.
-        wait_for(lambda: "GuardRefused" in str(tasks()[ids["guarded"]].get("exception")) or
-                 tasks()[ids["guarded"]]["state"] == "FAILURE", 30, what="deferral in Flower")
+        wait_for(
+            lambda: (
+                "GuardRefused" in str(tasks()[ids["guarded"]].get("exception"))
+                or tasks()[ids["guarded"]]["state"] == "FAILURE"
+            ),
+            30,
+            what="deferral in Flower",
+        )
         guarded = tasks()[ids["guarded"]]
         assert guarded["name"] == "tests.flower.guarded"
         # RETRY names the refusal; once the deferrals are used up the terminal error
@@ -85,7 +118,8 @@ def test_flower_auth_metrics_and_task_states(settings, settings_env, namespace, 
         # still show the last retry's exception: either one must name the breaker.
         assert "flower-svc" in guarded["exception"]
         assert "GuardRefused" in guarded["exception"] or (
-            guarded["state"] == "FAILURE" and "ServiceUnavailableError" in guarded["exception"])
+            guarded["state"] == "FAILURE" and "ServiceUnavailableError" in guarded["exception"]
+        )
         assert "GuardRefused" not in t[ids["broken"]]["exception"]
         for text in (flower.output(), worker.output()):
             assert AUTH[1] not in text

@@ -57,9 +57,22 @@ def service():
 
 def start_worker(settings_env, **extra):
     env = {**settings_env, **extra}
-    worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "--without-mingle", "--without-gossip",
-                                 "-Q", f"{settings_env['JENGA_NAMESPACE']}.default", "-I", "bench.bench_guarded_tasks",
-                                 "--loglevel=INFO", env=jenga_env(**env), name="guarded-worker").start()
+    worker = JengaProcess.celery(
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        "2",
+        "--without-mingle",
+        "--without-gossip",
+        "-Q",
+        f"{settings_env['JENGA_NAMESPACE']}.default",
+        "-I",
+        "bench.bench_guarded_tasks",
+        "--loglevel=INFO",
+        env=jenga_env(**env),
+        name="guarded-worker",
+    ).start()
     settings = load_settings(env, wait_seconds=0)
     producer = Celery("test-producer", set_as_current=False)
     producer.conf.update(celery_config(settings))
@@ -71,8 +84,13 @@ def runs(redis_client, namespace):
 
 
 def test_open_breaker_defers_without_spending_retries(broker_env, redis_client, namespace, service):
-    worker, producer, _ = start_worker(broker_env, BREAKER_FAILURE_THRESHOLD="2", BREAKER_FAILURE_RATE="0",
-                                       BREAKER_OPEN_SECONDS="2", GUARD_MAX_DEFERRALS="20")
+    worker, producer, _ = start_worker(
+        broker_env,
+        BREAKER_FAILURE_THRESHOLD="2",
+        BREAKER_FAILURE_RATE="0",
+        BREAKER_OPEN_SECONDS="2",
+        GUARD_MAX_DEFERRALS="20",
+    )
     try:
         worker.wait_for_output("ready.", timeout=60)
         service.failing = True
@@ -84,20 +102,34 @@ def test_open_breaker_defers_without_spending_retries(broker_env, redis_client, 
         service.failing = False
         hits_before = service.hits
         producer.send_task("tests.guarded_call", args=[service.url, "c"])
-        wait_for(lambda: len(runs(redis_client, namespace)) == 3, 30, what="the deferred call to run")
+        wait_for(
+            lambda: len(runs(redis_client, namespace)) == 3, 30, what="the deferred call to run"
+        )
         tag, status, retries, deferrals = runs(redis_client, namespace)[2].split(":")
-        assert (tag, status, retries) == ("c", "200", "0")  # max_retries=0, yet it ran: deferral is not a retry
+        assert (tag, status, retries) == (
+            "c",
+            "200",
+            "0",
+        )  # max_retries=0, yet it ran: deferral is not a retry
         assert int(deferrals) >= 1
         assert service.hits == hits_before + 1  # no call reached the service while it was open
-        wait_for(lambda: store.read("flaky")["state"] == "closed", 10, what="the trial call to close it")
+        wait_for(
+            lambda: store.read("flaky")["state"] == "closed", 10, what="the trial call to close it"
+        )
         output = worker.output()
-        assert "circuit breaker 'flaky' is open" in output  # what Flower/the log shows for the deferral
+        assert (
+            "circuit breaker 'flaky' is open" in output
+        )  # what Flower/the log shows for the deferral
     finally:
         worker.stop()
 
 
-def test_exhausted_deferrals_end_in_service_unavailable(broker_env, redis_client, namespace, service, settings):
-    worker, producer, _ = start_worker(broker_env, BREAKER_OPEN_SECONDS="0.3", GUARD_MAX_DEFERRALS="2")
+def test_exhausted_deferrals_end_in_service_unavailable(
+    broker_env, redis_client, namespace, service, settings
+):
+    worker, producer, _ = start_worker(
+        broker_env, BREAKER_OPEN_SECONDS="0.3", GUARD_MAX_DEFERRALS="2"
+    )
     try:
         BreakerStore(redis_client, namespace).force("flaky", "open", policy_from_settings(settings))
         worker.wait_for_output("ready.", timeout=60)
@@ -117,8 +149,11 @@ def test_exhausted_deferrals_end_in_service_unavailable(broker_env, redis_client
 @pytest.fixture
 def in_process(settings, redis_client):
     set_settings(settings)
-    registry = BreakerRegistry(redis_client, settings.jenga_namespace,
-                               bp.BreakerPolicy(failure_threshold=2, failure_rate=0, open_seconds=30))
+    registry = BreakerRegistry(
+        redis_client,
+        settings.jenga_namespace,
+        bp.BreakerPolicy(failure_threshold=2, failure_rate=0, open_seconds=30),
+    )
     set_default_registry(registry)
     yield registry
     set_default_registry(None)

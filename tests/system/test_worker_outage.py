@@ -34,15 +34,47 @@ def sender(env: dict[str, str]) -> Celery:
 
 
 def worker_health(env: dict[str, str], hostname: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.ops.cli", "worker", "health", "--hostname", hostname, *extra],
-                          env=jenga_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "common.ops.cli",
+            "worker",
+            "health",
+            "--hostname",
+            hostname,
+            *extra,
+        ],
+        env=jenga_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
-def start_worker(env: dict[str, str], hostname: str, queues: str, *extra: str, pool: str = "threads") -> JengaProcess:
+def start_worker(
+    env: dict[str, str], hostname: str, queues: str, *extra: str, pool: str = "threads"
+) -> JengaProcess:
     concurrency = "2" if pool == "threads" else "1"
-    return JengaProcess.celery("worker", "-P", pool, "-c", concurrency, "-n", hostname, "-Q", queues,
-                               "-I", "tests.support.outage_tasks", "--without-mingle", "--without-gossip", *extra,
-                               env=jenga_env(**env), name="worker").start()
+    return JengaProcess.celery(
+        "worker",
+        "-P",
+        pool,
+        "-c",
+        concurrency,
+        "-n",
+        hostname,
+        "-Q",
+        queues,
+        "-I",
+        "tests.support.outage_tasks",
+        "--without-mingle",
+        "--without-gossip",
+        *extra,
+        env=jenga_env(**env),
+        name="worker",
+    ).start()
 
 
 def rows(url: str, namespace: str) -> set[int]:
@@ -53,10 +85,17 @@ def rows(url: str, namespace: str) -> set[int]:
         return {n for (n,) in conn.execute(f"SELECT n FROM outage_{namespace}")}
 
 
-def test_postgres_outage_pauses_deliveries_and_loses_nothing(broker_env, postgres_server, redis_client, tmp_path):
+def test_postgres_outage_pauses_deliveries_and_loses_nothing(
+    broker_env, postgres_server, redis_client, tmp_path
+):
     ns = broker_env["JENGA_NAMESPACE"]
-    env = dict(broker_env, DATABASE_URL=postgres_server.url, CHECK_INTERVAL_SECONDS="0.2",
-               HEARTBEAT_DIR=str(tmp_path), HEARTBEAT_INTERVAL_SECONDS="0.5")
+    env = dict(
+        broker_env,
+        DATABASE_URL=postgres_server.url,
+        CHECK_INTERVAL_SECONDS="0.2",
+        HEARTBEAT_DIR=str(tmp_path),
+        HEARTBEAT_INTERVAL_SECONDS="0.5",
+    )
     settings = load_settings(env, wait_seconds=0)
     queues = queue_names(settings)
     broker_options = celery_config(settings)["broker_transport_options"]
@@ -90,14 +129,20 @@ def test_postgres_outage_pauses_deliveries_and_loses_nothing(broker_env, postgre
         for n in range(10):
             app.send_task("tests.mark", args=[n], queue=queues["default"])
         # Tasks that don't need PostgreSQL keep flowing ...
-        wait_for(lambda: redis_client.scard(f"{ns}:test:marked") == 15, 20, what="default queue flowing")
+        wait_for(
+            lambda: redis_client.scard(f"{ns}:test:marked") == 15, 20, what="default queue flowing"
+        )
         # ... and those that do wait in the broker, not as retries in the worker.
         wait_for(lambda: waiting_deliveries() >= 10, 10, what="deliveries waiting in the broker")
         assert worker_health(env, hostname).returncode == 0  # still consuming the broker
         assert worker.alive()
 
         postgres_server.start()
-        wait_for(lambda: rows(postgres_server.url, ns) == set(range(16)), 60, what="every row after recovery")
+        wait_for(
+            lambda: rows(postgres_server.url, ns) == set(range(16)),
+            60,
+            what="every row after recovery",
+        )
         assert "worker.queues_resumed" in worker.output().split("worker.queues_paused", 1)[1]
         assert waiting_deliveries() == 0
         assert worker.alive()
@@ -110,28 +155,49 @@ def test_postgres_outage_pauses_deliveries_and_loses_nothing(broker_env, postgre
     assert not heartbeat_path(tmp_path, hostname).exists()  # removed on a clean stop
 
 
-def test_broker_down_at_boot_retries_with_jitter_then_consumes(settings_env, redis_client, tmp_path):
+def test_broker_down_at_boot_retries_with_jitter_then_consumes(
+    settings_env, redis_client, tmp_path
+):
     ns = settings_env["JENGA_NAMESPACE"]
     broker = RedisServer()  # its port is known; it is started later
-    env = dict(settings_env, BROKER_URL=broker.url, HEARTBEAT_DIR=str(tmp_path),
-               HEARTBEAT_INTERVAL_SECONDS="0.5", RECONNECT_BASE_SECONDS="0.2", RECONNECT_CAP_SECONDS="1")
+    env = dict(
+        settings_env,
+        BROKER_URL=broker.url,
+        HEARTBEAT_DIR=str(tmp_path),
+        HEARTBEAT_INTERVAL_SECONDS="0.5",
+        RECONNECT_BASE_SECONDS="0.2",
+        RECONNECT_CAP_SECONDS="1",
+    )
     queues = queue_names(load_settings(env, wait_seconds=0))
     hostname = f"nobroker-{uuid.uuid4().hex[:6]}@test"
     worker = start_worker(env, hostname, queues["default"])
     try:
-        wait_for(lambda: worker.output().count("event=broker.connect_failed") >= 8, 30, what="8 broker retries")
-        delays = [float(d) for d in re.findall(r"broker\.connect_failed .*?retry_in=([0-9.]+)", worker.output())]
+        wait_for(
+            lambda: worker.output().count("event=broker.connect_failed") >= 8,
+            30,
+            what="8 broker retries",
+        )
+        delays = [
+            float(d)
+            for d in re.findall(r"broker\.connect_failed .*?retry_in=([0-9.]+)", worker.output())
+        ]
         assert len(delays) >= 8
         assert all(0 <= d <= 1.0 for d in delays)  # bounded by RECONNECT_CAP_SECONDS
         assert len(set(delays)) > len(delays) // 2  # jittered, not a fixed schedule
         # Alive but not ready, for a liveness probe and a readiness probe.
         assert worker_health(env, hostname).returncode == 1
         assert worker_health(env, hostname, "--live").returncode == 0
-        assert json.loads(redis_client.get(heartbeat_key(ns, hostname)))["consumer_connected"] is False
+        assert (
+            json.loads(redis_client.get(heartbeat_key(ns, hostname)))["consumer_connected"] is False
+        )
 
         broker.start()
         came_back = time.monotonic()
-        wait_for(lambda: worker_health(env, hostname).returncode == 0, 20, what="ready after the broker came back")
+        wait_for(
+            lambda: worker_health(env, hostname).returncode == 0,
+            20,
+            what="ready after the broker came back",
+        )
         # Cap (1 s) + heartbeat interval + probe start-ups, with room for a loaded machine;
         # kombu's own schedule would be 16 s or more between tries by now.
         assert time.monotonic() - came_back < 10
@@ -140,63 +206,128 @@ def test_broker_down_at_boot_retries_with_jitter_then_consumes(settings_env, red
         app = sender(env)
         for _ in range(2):
             app.send_task("tests.hold", args=[4.0], queue=queues["default"])
-        wait_for(lambda: "tests.hold" in worker.output() and "received" in worker.output(), 10, what="holds started")
+        wait_for(
+            lambda: "tests.hold" in worker.output() and "received" in worker.output(),
+            10,
+            what="holds started",
+        )
         first = json.loads(heartbeat_path(tmp_path, hostname).read_text())["time"]
         # Within the 4 s holds: the beats come from the main process, not a pool slot.
-        wait_for(lambda: json.loads(heartbeat_path(tmp_path, hostname).read_text())["time"] >= first + 1.0, 3,
-                 what="heartbeats while every pool slot is busy")
+        wait_for(
+            lambda: (
+                json.loads(heartbeat_path(tmp_path, hostname).read_text())["time"] >= first + 1.0
+            ),
+            3,
+            what="heartbeats while every pool slot is busy",
+        )
         app.send_task("tests.mark", args=[1], queue=queues["default"])
         wait_for(lambda: redis_client.scard(f"{ns}:test:marked") == 1, 20, what="task consumed")
 
         # Broker lost after connecting: not ready while away, ready again after.
         broker.stop()
-        wait_for(lambda: worker_health(env, hostname).returncode == 1, 20, what="not ready without the broker")
+        wait_for(
+            lambda: worker_health(env, hostname).returncode == 1,
+            20,
+            what="not ready without the broker",
+        )
         assert worker_health(env, hostname, "--live").returncode == 0
         broker.start()
-        wait_for(lambda: worker_health(env, hostname).returncode == 0, 20, what="ready after the broker returned")
+        wait_for(
+            lambda: worker_health(env, hostname).returncode == 0,
+            20,
+            what="ready after the broker returned",
+        )
 
-        stats = subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "inspect", "stats", "-j", "-d", hostname],
-                               env=jenga_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=60)
-        assert '"jenga_connections"' in stats.stdout and '"jenga_heartbeat"' in stats.stdout, stats.stdout + stats.stderr
+        stats = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "inspect",
+                "stats",
+                "-j",
+                "-d",
+                hostname,
+            ],
+            env=jenga_env(**env),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert '"jenga_connections"' in stats.stdout and '"jenga_heartbeat"' in stats.stdout, (
+            stats.stdout + stats.stderr
+        )
         assert worker.alive()
     finally:
         worker.stop()
         broker.close()
 
 
-def test_prefork_worker_boots_with_everything_down_then_climbs(settings_env, postgres_server, redis_server, tmp_path):
+def test_prefork_worker_boots_with_everything_down_then_climbs(
+    settings_env, postgres_server, redis_server, tmp_path
+):
     ns = settings_env["JENGA_NAMESPACE"]
     postgres_server.stop()
     redis_server.stop()
     broker = RedisServer()
-    env = dict(settings_env, DATABASE_URL=postgres_server.url, REDIS_URL=redis_server.url, BROKER_URL=broker.url,
-               CHECK_INTERVAL_SECONDS="0.2", HEARTBEAT_DIR=str(tmp_path), HEARTBEAT_INTERVAL_SECONDS="0.5")
+    env = dict(
+        settings_env,
+        DATABASE_URL=postgres_server.url,
+        REDIS_URL=redis_server.url,
+        BROKER_URL=broker.url,
+        CHECK_INTERVAL_SECONDS="0.2",
+        HEARTBEAT_DIR=str(tmp_path),
+        HEARTBEAT_INTERVAL_SECONDS="0.5",
+    )
     queues = queue_names(load_settings(env, wait_seconds=0))
     hostname = f"climb-{uuid.uuid4().hex[:6]}@test"
-    worker = start_worker(env, hostname, f"{queues['default']},{queues['deliveries']}", pool="prefork")
+    worker = start_worker(
+        env, hostname, f"{queues['default']},{queues['deliveries']}", pool="prefork"
+    )
 
     def beat() -> dict:
         return json.loads(heartbeat_path(tmp_path, hostname).read_text())
 
     try:
-        wait_for(lambda: beat()["dependencies"] == {"postgres": "down", "redis": "down", "broker": "down"}, 30,
-                 what="every dependency seen down")
+        wait_for(
+            lambda: (
+                beat()["dependencies"] == {"postgres": "down", "redis": "down", "broker": "down"}
+            ),
+            30,
+            what="every dependency seen down",
+        )
         assert worker_health(env, hostname, "--live").returncode == 0
         assert worker_health(env, hostname).returncode == 1
 
         broker.start()
-        wait_for(lambda: worker_health(env, hostname).returncode == 0, 20, what="ready once the broker is up")
-        assert "worker.queues_resumed" not in worker.output()  # PostgreSQL still down: deliveries stay paused
+        wait_for(
+            lambda: worker_health(env, hostname).returncode == 0,
+            20,
+            what="ready once the broker is up",
+        )
+        assert (
+            "worker.queues_resumed" not in worker.output()
+        )  # PostgreSQL still down: deliveries stay paused
 
         redis_server.start()
         client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-        wait_for(lambda: client.get(heartbeat_key(ns, hostname)), 10, what="heartbeat key once Redis is up")
+        wait_for(
+            lambda: client.get(heartbeat_key(ns, hostname)),
+            10,
+            what="heartbeat key once Redis is up",
+        )
         assert client.ttl(heartbeat_key(ns, hostname)) > 0
 
         postgres_server.start()
         wait_for(lambda: "worker.queues_resumed" in worker.output(), 20, what="deliveries resumed")
-        wait_for(lambda: beat()["dependencies"] == {"postgres": "up", "redis": "up", "broker": "up"}, 10,
-                 what="every dependency up")
+        wait_for(
+            lambda: beat()["dependencies"] == {"postgres": "up", "redis": "up", "broker": "up"},
+            10,
+            what="every dependency up",
+        )
 
         # Redis lost under a running worker: it stays live and ready (the file is the probe).
         redis_server.stop()
@@ -204,7 +335,9 @@ def test_prefork_worker_boots_with_everything_down_then_climbs(settings_env, pos
         assert worker_health(env, hostname).returncode == 0
         redis_server.start()
         client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-        wait_for(lambda: client.get(heartbeat_key(ns, hostname)), 10, what="heartbeat key rewritten")
+        wait_for(
+            lambda: client.get(heartbeat_key(ns, hostname)), 10, what="heartbeat key rewritten"
+        )
         assert worker.alive()
     finally:
         code = worker.stop()

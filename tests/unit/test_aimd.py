@@ -46,7 +46,9 @@ def test_limit_always_within_bounds(opts, limit, window):
 @given(options(), windows())
 def test_a_drop_never_increases_the_limit(opts, window):
     limit = opts.initial
-    dropped = Window(max(window.count, 1), max(window.drops, 1), window.max_in_flight, window.avg_latency)
+    dropped = Window(
+        max(window.count, 1), max(window.drops, 1), window.max_in_flight, window.avg_latency
+    )
     new = update(limit, dropped, opts)
     assert new <= limit
     assert new == max(opts.min, math.floor(limit * opts.backoff_ratio))
@@ -75,7 +77,9 @@ def test_an_empty_window_changes_nothing_but_bounds(opts, limit, in_flight):
 def test_slow_window_backs_off_like_a_drop(opts, window):
     slow = Window(max(window.count, 1), 0, window.max_in_flight, opts.latency_target * 2 + 0.001)
     assert classify(opts.initial, slow, opts) == "latency"
-    assert update(opts.initial, slow, opts) == max(opts.min, math.floor(opts.initial * opts.backoff_ratio))
+    assert update(opts.initial, slow, opts) == max(
+        opts.min, math.floor(opts.initial * opts.backoff_ratio)
+    )
 
 
 @given(options())
@@ -124,8 +128,16 @@ def test_bad_options_are_named(kwargs, problem):
 
 def test_options_from_settings(settings_env):
     settings = load_settings(
-        {**settings_env, "LIMIT_INITIAL": "7", "LIMIT_MIN": "2", "LIMIT_MAX": "9", "LIMIT_BACKOFF_RATIO": "0.5",
-         "LIMIT_STEP": "3", "LIMIT_LATENCY_TARGET_SECONDS": "0.25", "LIMIT_WINDOW_SECONDS": "2"},
+        {
+            **settings_env,
+            "LIMIT_INITIAL": "7",
+            "LIMIT_MIN": "2",
+            "LIMIT_MAX": "9",
+            "LIMIT_BACKOFF_RATIO": "0.5",
+            "LIMIT_STEP": "3",
+            "LIMIT_LATENCY_TARGET_SECONDS": "0.25",
+            "LIMIT_WINDOW_SECONDS": "2",
+        },
         wait_seconds=0,
     )
     assert AIMDOptions.from_settings(settings) == AIMDOptions(

@@ -15,15 +15,29 @@ def beat_error_record(cause: BaseException) -> logging.LogRecord:
         try:
             raise cause
         except Exception as exc:
-            raise SchedulingError(f"Couldn't apply scheduled task delivery-dispatch: {exc}") from exc
+            raise SchedulingError(
+                f"Couldn't apply scheduled task delivery-dispatch: {exc}"
+            ) from exc
     except SchedulingError as error:
         logger = logging.getLogger("celery.beat")
-        return logger.makeRecord("celery.beat", logging.ERROR, __file__, 1, "Message Error: %s\n%s",
-                                 (error, ["  File ...stack...\n"]), (type(error), error, error.__traceback__))
+        return logger.makeRecord(
+            "celery.beat",
+            logging.ERROR,
+            __file__,
+            1,
+            "Message Error: %s\n%s",
+            (error, ["  File ...stack...\n"]),
+            (type(error), error, error.__traceback__),
+        )
 
 
-@pytest.mark.parametrize("cause", [OperationalError("Error 111 connecting to 127.0.0.1:6379"),
-                                   ConnectionRefusedError(111, "Connection refused")])
+@pytest.mark.parametrize(
+    "cause",
+    [
+        OperationalError("Error 111 connecting to 127.0.0.1:6379"),
+        ConnectionRefusedError(111, "Connection refused"),
+    ],
+)
 def test_broker_unreachable_is_one_line(cause):
     record = beat_error_record(cause)
     assert BeatOutageFilter().filter(record)

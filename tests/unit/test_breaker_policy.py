@@ -12,8 +12,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from common.guards.breaker import policy as bp
 
 THRESHOLD, OPEN, OPEN_MAX, K, LEASE = 3, 1.0, 4.0, 2, 2.5
-POLICY = bp.BreakerPolicy(failure_threshold=THRESHOLD, failure_rate=0, open_seconds=OPEN, open_max_seconds=OPEN_MAX,
-                          half_open_calls=K, lease_seconds=LEASE, jitter=0.0)
+POLICY = bp.BreakerPolicy(
+    failure_threshold=THRESHOLD,
+    failure_rate=0,
+    open_seconds=OPEN,
+    open_max_seconds=OPEN_MAX,
+    half_open_calls=K,
+    lease_seconds=LEASE,
+    jitter=0.0,
+)
 
 
 class Model:
@@ -122,20 +129,30 @@ TestBreakerVsModel.settings = settings(max_examples=300, stateful_step_count=40,
 
 @given(st.lists(st.booleans(), min_size=1, max_size=60))
 def test_failure_rate_trips_exactly_when_rate_reached(outcomes):
-    policy = bp.BreakerPolicy(failure_threshold=0, failure_rate=0.5, min_calls=10, window_seconds=60)
+    policy = bp.BreakerPolicy(
+        failure_threshold=0, failure_rate=0.5, min_calls=10, window_seconds=60
+    )
     state, tripped_at = bp.BreakerState(), None
     for i, failed in enumerate(outcomes):
         state, change = bp.record(policy, state, bp.Outcomes().plus(failed), 1000.0, 0.0)
         if change:
             tripped_at = i
             break
-    expected = next((i for i in range(len(outcomes))
-                     if i + 1 >= 10 and sum(outcomes[: i + 1]) / (i + 1) >= 0.5), None)
+    expected = next(
+        (
+            i
+            for i in range(len(outcomes))
+            if i + 1 >= 10 and sum(outcomes[: i + 1]) / (i + 1) >= 0.5
+        ),
+        None,
+    )
     assert tripped_at == expected
 
 
 def test_slow_calls_trip_and_old_buckets_leave_the_window():
-    policy = bp.BreakerPolicy(failure_threshold=0, failure_rate=0, slow_call_rate=0.5, min_calls=4, window_seconds=10)
+    policy = bp.BreakerPolicy(
+        failure_threshold=0, failure_rate=0, slow_call_rate=0.5, min_calls=4, window_seconds=10
+    )
     state = bp.BreakerState()
     state, change = bp.record(policy, state, bp.Outcomes(calls=3, slow=3), 100.0, 0.0)
     assert change is None  # below min_calls
@@ -152,7 +169,9 @@ def test_consecutive_failures_are_counted_across_batches():
     batch = bp.Outcomes().plus(True).plus(False).plus(True).plus(True)  # trailing 2
     state, _ = bp.record(policy, state, batch, 1.0, 0.0)
     assert state.consecutive == 2
-    state, change = bp.record(policy, state, bp.Outcomes(calls=3, failures=3, trailing_failures=3), 2.0, 0.0)
+    state, change = bp.record(
+        policy, state, bp.Outcomes(calls=3, failures=3, trailing_failures=3), 2.0, 0.0
+    )
     assert change is not None and change.reason == "5 consecutive failures"
 
 

@@ -9,14 +9,22 @@ from common.config import ConfigError, describe_settings, load_settings, read_se
 from common.support.masking import mask_url
 from tests.support.servers import ROOT, jenga_env
 
-VALID = {"DATABASE_URL": "postgresql://jenga:pg-pass-123@db.internal:5432/jenga", "REDIS_URL": "redis://:redis-pass-456@cache:6379/0"}
+VALID = {
+    "DATABASE_URL": "postgresql://jenga:pg-pass-123@db.internal:5432/jenga",
+    "REDIS_URL": "redis://:redis-pass-456@cache:6379/0",
+}
 
 
 def test_every_problem_is_named_in_one_error():
     with pytest.raises(ConfigError) as caught:
-        read_settings({"DATABASE_URL": "mysql://u:p@h/db", "PORT": "eighty", "JENGA_ADMIN_TOKEN": "short"})
+        read_settings(
+            {"DATABASE_URL": "mysql://u:p@h/db", "PORT": "eighty", "JENGA_ADMIN_TOKEN": "short"}
+        )
     problems = caught.value.problems
-    assert "DATABASE_URL: not a postgresql:// or postgres:// or postgresql+psycopg:// URL (got mysql://)" in problems
+    assert (
+        "DATABASE_URL: not a postgresql:// or postgres:// or postgresql+psycopg:// URL (got mysql://)"
+        in problems
+    )
     assert "REDIS_URL: missing (required)" in problems
     assert any(p.startswith("PORT:") for p in problems)
     assert any(p.startswith("JENGA_ADMIN_TOKEN: too short") for p in problems)
@@ -45,11 +53,20 @@ def test_production_requires_flower_auth():
 
 
 def test_described_settings_mask_every_secret():
-    settings = read_settings({**VALID, "JENGA_ADMIN_TOKEN": "a" * 32, "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/XYZ"})
+    settings = read_settings(
+        {
+            **VALID,
+            "JENGA_ADMIN_TOKEN": "a" * 32,
+            "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/XYZ",
+        }
+    )
     text = repr(describe_settings(settings))
     for secret in ("pg-pass-123", "redis-pass-456", "a" * 32, "XYZ"):
         assert secret not in text
-    assert describe_settings(settings)["DATABASE_URL"] == "postgresql://jenga:***@db.internal:5432/jenga"
+    assert (
+        describe_settings(settings)["DATABASE_URL"]
+        == "postgresql://jenga:***@db.internal:5432/jenga"
+    )
 
 
 @pytest.mark.parametrize(
@@ -78,7 +95,9 @@ def test_loading_retries_until_a_late_env_file_appears(tmp_path):
         if now[0] > 1.0 and not env_file.exists():
             env_file.write_text("DATABASE_URL=postgresql://u@h/db\nREDIS_URL=redis://h:6379/0\n")
 
-    settings = load_settings({"JENGA_ENV_FILE": str(env_file)}, wait_seconds=5, sleep=sleep, clock=lambda: now[0])
+    settings = load_settings(
+        {"JENGA_ENV_FILE": str(env_file)}, wait_seconds=5, sleep=sleep, clock=lambda: now[0]
+    )
     assert settings.redis_url == "redis://h:6379/0"
     assert sleeps and all(0 <= s <= 1.0 for s in sleeps)
 
@@ -95,12 +114,26 @@ def test_loading_gives_up_after_the_wait():
 
 
 def test_jenga_config_check_exit_codes_and_masking():
-    good = subprocess.run([sys.executable, "-m", "common.ops.cli", "config", "check"], cwd=ROOT,
-                          env=jenga_env(**VALID, JENGA_ADMIN_TOKEN="b" * 20), capture_output=True, text=True)
+    good = subprocess.run(
+        [sys.executable, "-m", "common.ops.cli", "config", "check"],
+        cwd=ROOT,
+        env=jenga_env(**VALID, JENGA_ADMIN_TOKEN="b" * 20),
+        capture_output=True,
+        text=True,
+    )
     assert good.returncode == 0, good.stderr
-    assert "DATABASE_URL" in good.stdout and "pg-pass-123" not in good.stdout and "b" * 20 not in good.stdout
-    bad = subprocess.run([sys.executable, "-m", "common.ops.cli", "config", "check"], cwd=ROOT,
-                         env=jenga_env(DATABASE_URL="nope", CONFIG_WAIT_SECONDS="0"), capture_output=True, text=True)
+    assert (
+        "DATABASE_URL" in good.stdout
+        and "pg-pass-123" not in good.stdout
+        and "b" * 20 not in good.stdout
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "common.ops.cli", "config", "check"],
+        cwd=ROOT,
+        env=jenga_env(DATABASE_URL="nope", CONFIG_WAIT_SECONDS="0"),
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1
     assert "DATABASE_URL: not a" in bad.stderr and "REDIS_URL: missing (required)" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -43,7 +43,9 @@ class StubReceiver(FakeHTTPServer):
 
 
 def send(client: httpcore.ConnectionPool, url: str, body: bytes = b'{"n":1}', timeout: float = 5.0):
-    destination = resolve_destination(url, allow_private=True, resolver=lambda host, port: ["127.0.0.1"])
+    destination = resolve_destination(
+        url, allow_private=True, resolver=lambda host, port: ["127.0.0.1"]
+    )
     headers = {"webhook-id": "msg_test", "webhook-timestamp": "1", "webhook-signature": "v1,x"}
     return post(client, url, destination, headers, body, timeout, 1.0)
 
@@ -91,7 +93,10 @@ def test_tls_certificate_for_another_name_is_refused(ca):
     with StubReceiver(tls_server(ca, "other.test")) as rx, tls_client(ca) as client:
         result = send(client, f"https://{NAME}:{rx.port}/hook")
     assert result.outcome.status_code is None
-    assert result.outcome.error.startswith("ConnectError") and "certificate" in result.outcome.error.lower()
+    assert (
+        result.outcome.error.startswith("ConnectError")
+        and "certificate" in result.outcome.error.lower()
+    )
     assert rx.requests == []  # nothing was sent to a server that could not prove the name
 
 

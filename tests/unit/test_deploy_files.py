@@ -32,8 +32,11 @@ def test_procfile_has_every_process():
 
 def test_deliveries_and_operations_run_in_separate_worker_processes():
     """The bulkhead: no delivery backlog can delay a watchdog, the dispatcher or an alarm."""
-    queues = {name: set(command.split(" -Q ", 1)[1].split()[0].split(","))
-              for name, command in procfile().items() if name in ("worker", "ops")}
+    queues = {
+        name: set(command.split(" -Q ", 1)[1].split()[0].split(","))
+        for name, command in procfile().items()
+        if name in ("worker", "ops")
+    }
     ns = "${JENGA_NAMESPACE:-jenga}"
     assert queues == {"worker": {f"{ns}.deliveries"}, "ops": {f"{ns}.default", f"{ns}.alarms"}}
     assert " -n ops@%h" in procfile()["ops"]  # its own node name, heartbeat and pidbox
@@ -43,7 +46,9 @@ def test_deliveries_and_operations_run_in_separate_worker_processes():
 def compose() -> dict:
     if not shutil.which("docker-compose"):
         pytest.skip("docker-compose (Debian package) is not installed")
-    result = subprocess.run(["docker-compose", "-f", "compose.yaml", "config"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        ["docker-compose", "-f", "compose.yaml", "config"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 

@@ -47,8 +47,9 @@ def client() -> Iterator[httpcore.ConnectionPool]:
 
 
 def send(client: httpcore.ConnectionPool, url: str):
-    destination = resolve_destination(url, allow_private=True,
-                                      resolver=lambda host, port: ["127.0.0.1"])
+    destination = resolve_destination(
+        url, allow_private=True, resolver=lambda host, port: ["127.0.0.1"]
+    )
     headers = {"webhook-id": "msg_test", "webhook-timestamp": "1", "webhook-signature": "v1,x"}
     return post(client, url, destination, headers, b'{"n":1}', DEADLINE, DEADLINE)
 
@@ -92,6 +93,7 @@ def test_invalid_bytes_in_the_excerpt_are_replaced_not_dropped(client):
 
 def test_a_keep_alive_connection_serves_the_next_attempt_under_its_own_deadline(client):
     """The deadline belongs to the attempt, not to the connection it happens to reuse."""
+
     def twice(conn, stop):
         answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2", b"ok")(conn, stop)
 
@@ -110,8 +112,10 @@ def test_without_the_deadline_a_trickle_runs_past_every_per_read_timeout():
         response = plain.request("POST", rx.url(), content=b"{}", extensions={"timeout": timeouts})
         elapsed = time.monotonic() - started
     assert response.status == 200 and elapsed > 3 * DEADLINE
-    with HostileReceiver(slow) as rx, httpcore.ConnectionPool(
-            retries=0, network_backend=DeadlineBackend()) as bounded:
+    with (
+        HostileReceiver(slow) as rx,
+        httpcore.ConnectionPool(retries=0, network_backend=DeadlineBackend()) as bounded,
+    ):
         assert send(bounded, rx.url()).outcome.error.startswith("ReadTimeout")
 
 

@@ -21,7 +21,9 @@ def module_name(path: Path) -> str:
 
 
 def project_modules() -> dict[str, Path]:
-    return {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    return {
+        module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+    }
 
 
 def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
@@ -91,9 +93,13 @@ def test_no_import_cycle():
 
 
 def test_common_imports_neither_worker_nor_api_and_api_not_worker():
-    wrong = [(a, b) for a, targets in graph().items() for b in targets
-             if (a.startswith("common") and b.split(".")[0] in ("worker", "api"))
-             or (a.startswith("api") and b.startswith("worker"))]
+    wrong = [
+        (a, b)
+        for a, targets in graph().items()
+        for b in targets
+        if (a.startswith("common") and b.split(".")[0] in ("worker", "api"))
+        or (a.startswith("api") and b.startswith("worker"))
+    ]
     assert wrong == []
 
 

@@ -16,15 +16,35 @@ from common.alarms.notifiers import (
 )
 from common.alarms.store import Transition
 
-SET = Transition("postgres", "set", "PostgreSQL is unreachable", "critical", 1_700_000_000.0,
-                 {"error": "OperationalError: connection refused"}, 1_700_000_000.0)
-CLEAR = Transition("postgres", "clear", "PostgreSQL is unreachable", "critical", 1_700_000_125.0, {}, 1_700_000_000.0)
+SET = Transition(
+    "postgres",
+    "set",
+    "PostgreSQL is unreachable",
+    "critical",
+    1_700_000_000.0,
+    {"error": "OperationalError: connection refused"},
+    1_700_000_000.0,
+)
+CLEAR = Transition(
+    "postgres",
+    "clear",
+    "PostgreSQL is unreachable",
+    "critical",
+    1_700_000_125.0,
+    {},
+    1_700_000_000.0,
+)
 
 
 def test_messages_say_what_happened():
-    assert summary(SET) == ("ALARM SET [critical] postgres - PostgreSQL is unreachable: "
-                            "OperationalError: connection refused (at 2023-11-14 22:13:20 UTC)")
-    assert summary(CLEAR) == "ALARM CLEARED postgres - PostgreSQL is unreachable after 2m05s (at 2023-11-14 22:15:25 UTC)"
+    assert summary(SET) == (
+        "ALARM SET [critical] postgres - PostgreSQL is unreachable: "
+        "OperationalError: connection refused (at 2023-11-14 22:13:20 UTC)"
+    )
+    assert (
+        summary(CLEAR)
+        == "ALARM CLEARED postgres - PostgreSQL is unreachable after 2m05s (at 2023-11-14 22:15:25 UTC)"
+    )
     assert slack_payload(SET) == {"text": ":rotating_light: " + summary(SET)}
     assert slack_payload(CLEAR)["text"].startswith(":white_check_mark: ALARM CLEARED")
     body = webhook_payload(CLEAR)
@@ -72,14 +92,25 @@ def test_each_notifier_is_turned_on_by_its_own_setting():
     """Order and URLs come from the registry: Slack first, then the alarm webhook."""
     from common.config import load_settings
 
-    settings_env = {"DATABASE_URL": "postgresql://u@db.invalid/jenga",
-                    "REDIS_URL": "redis://redis.invalid:6379/0", "CONFIG_WAIT_SECONDS": "0"}
+    settings_env = {
+        "DATABASE_URL": "postgresql://u@db.invalid/jenga",
+        "REDIS_URL": "redis://redis.invalid:6379/0",
+        "CONFIG_WAIT_SECONDS": "0",
+    }
     assert [notifier.name for notifier in NOTIFIERS] == ["slack", "webhook"]
     assert notifier_urls(load_settings(settings_env, wait_seconds=0)) == {}
-    both = load_settings({**settings_env, "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
-                          "ALARM_WEBHOOK_URL": "https://alarms.example/hook"}, wait_seconds=0)
-    assert notifier_urls(both) == {"slack": "https://hooks.slack.com/services/T/B/X",
-                                   "webhook": "https://alarms.example/hook"}
+    both = load_settings(
+        {
+            **settings_env,
+            "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+            "ALARM_WEBHOOK_URL": "https://alarms.example/hook",
+        },
+        wait_seconds=0,
+    )
+    assert notifier_urls(both) == {
+        "slack": "https://hooks.slack.com/services/T/B/X",
+        "webhook": "https://alarms.example/hook",
+    }
 
 
 def test_send_to_slack_ok(slack):

@@ -9,10 +9,20 @@ import pytest
 from common.guards.outcome import failed_status, result_failed
 
 
-@pytest.mark.parametrize(("status", "failed"), [
-    (None, True), (200, False), (204, False), (301, False), (404, False), (429, True),
-    (500, True), (503, True), (599, True),
-])
+@pytest.mark.parametrize(
+    ("status", "failed"),
+    [
+        (None, True),
+        (200, False),
+        (204, False),
+        (301, False),
+        (404, False),
+        (429, True),
+        (500, True),
+        (503, True),
+        (599, True),
+    ],
+)
 def test_failed_status(status, failed):
     assert failed_status(status) is failed
 

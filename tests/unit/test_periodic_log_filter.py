@@ -33,12 +33,24 @@ def captured():
 
 def test_periodic_task_lines_are_dropped_other_tasks_and_failures_kept(captured):
     for name in ("jenga.delivery.dispatch", "jenga.watchdog.check", "jenga.delivery.deliver"):
-        trace.info(trace.LOG_SUCCESS, {"id": "abc", "name": name, "return_value": "0", "runtime": 0.01})
-    trace.logger.error(trace.LOG_FAILURE, {"id": "abc", "name": "jenga.delivery.dispatch", "exc": "boom",
-                                           "description": "raised unexpected"})
-    logging.getLogger("celery.beat").info("Scheduler: Sending due task %s (%s)", "delivery-dispatch",
-                                          "jenga.delivery.dispatch")
-    logging.getLogger("celery.beat").info("Scheduler: Sending due task %s (%s)", "watchdog-x", "jenga.selftest")
+        trace.info(
+            trace.LOG_SUCCESS, {"id": "abc", "name": name, "return_value": "0", "runtime": 0.01}
+        )
+    trace.logger.error(
+        trace.LOG_FAILURE,
+        {
+            "id": "abc",
+            "name": "jenga.delivery.dispatch",
+            "exc": "boom",
+            "description": "raised unexpected",
+        },
+    )
+    logging.getLogger("celery.beat").info(
+        "Scheduler: Sending due task %s (%s)", "delivery-dispatch", "jenga.delivery.dispatch"
+    )
+    logging.getLogger("celery.beat").info(
+        "Scheduler: Sending due task %s (%s)", "watchdog-x", "jenga.selftest"
+    )
     kept = [r.getMessage() for r in captured]
     assert not any("dispatch" in m and "succeeded" in m for m in kept)
     assert not any("watchdog.check" in m for m in kept)

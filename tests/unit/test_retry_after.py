@@ -11,8 +11,12 @@ NOW = 1_700_000_000.0
 def test_delta_seconds_and_http_dates():
     assert retry_after_seconds("120", NOW, 3600) == 120
     assert retry_after_seconds("1.5", NOW, 3600) == 1.5
-    assert retry_after_seconds("Tue, 14 Nov 2023 22:14:20 GMT", NOW, 3600) == 60  # an HTTP date 60 s after NOW
-    assert retry_after_seconds("Tue, 14 Nov 2023 22:14:20 -0000", NOW, 3600) == 60  # -0000 is UTC too
+    assert (
+        retry_after_seconds("Tue, 14 Nov 2023 22:14:20 GMT", NOW, 3600) == 60
+    )  # an HTTP date 60 s after NOW
+    assert (
+        retry_after_seconds("Tue, 14 Nov 2023 22:14:20 -0000", NOW, 3600) == 60
+    )  # -0000 is UTC too
     assert retry_after_seconds("Tue, 14 Nov 2023 22:14:20 GMT", NOW, 30) == 30  # capped
     assert retry_after_seconds("Tue, 14 Nov 2023 21:00:00 GMT", NOW, 3600) == 0  # in the past
 

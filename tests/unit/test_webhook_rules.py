@@ -29,16 +29,24 @@ from common.delivery.signing import generate_secret, webhook_headers
 # --- signing -----------------------------------------------------------------
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=10)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
 
 
-@given(data=JSON, message_id=st.text(st.characters(min_codepoint=48, max_codepoint=122), min_size=1,
-                                                         max_size=40))
+@given(
+    data=JSON,
+    message_id=st.text(st.characters(min_codepoint=48, max_codepoint=122), min_size=1, max_size=40),
+)
 @settings(max_examples=50)
 def test_standardwebhooks_verifies_our_signatures(data, message_id):
-    body = json.dumps({"type": "t", "data": data}, ensure_ascii=False).encode()  # the package parses the body
+    body = json.dumps(
+        {"type": "t", "data": data}, ensure_ascii=False
+    ).encode()  # the package parses the body
     secret = generate_secret()
     timestamp = int(datetime.now(UTC).timestamp())
     headers = webhook_headers(secret, message_id, timestamp, body)
@@ -62,10 +70,25 @@ def test_secrets_are_whsec_and_distinct():
 # --- destinations (SSRF) -------------------------------------------------------
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.0.1", "169.254.169.254", "0.0.0.0", "100.100.100.200",
-    "::1", "fe80::1", "fc00::1", "fd00:ec2::254", "::ffff:127.0.0.1", "224.0.0.1", "100.64.0.1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.0.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "100.100.100.200",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "fd00:ec2::254",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+        "100.64.0.1",
+    ],
+)
 def test_non_public_addresses_are_refused(address):
     assert refusal_for_address(ipaddress.ip_address(address)) is not None
 
@@ -79,20 +102,35 @@ def test_one_private_address_among_public_ones_is_enough_to_refuse():
     resolver = lambda host, port: ["93.184.216.34", "10.0.0.7"]  # noqa: E731
     with pytest.raises(DestinationError, match="private"):
         resolve_destination("https://hooks.example.com/x", allow_private=False, resolver=resolver)
-    allowed = resolve_destination("https://hooks.example.com/x", allow_private=True, resolver=resolver)
+    allowed = resolve_destination(
+        "https://hooks.example.com/x", allow_private=True, resolver=resolver
+    )
     assert allowed.port == 443 and len(allowed.addresses) == 2
 
 
-@pytest.mark.parametrize("url", ["ftp://a.example/", "file:///etc/passwd", "http://", "http://a.example:99999/",
-                                 "gopher://a.example"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://a.example/",
+        "file:///etc/passwd",
+        "http://",
+        "http://a.example:99999/",
+        "gopher://a.example",
+    ],
+)
 def test_malformed_urls_are_refused(url):
     with pytest.raises(DestinationError):
         resolve_destination(url, allow_private=True, resolver=lambda h, p: ["93.184.216.34"])
 
 
 def test_private_destinations_cannot_be_allowed_in_production():
-    env = {"DATABASE_URL": "postgresql://u@h/db", "REDIS_URL": "redis://h", "JENGA_ENV": "production",
-           "FLOWER_BASIC_AUTH": "a:b", "ALLOW_PRIVATE_DESTINATIONS": "true"}
+    env = {
+        "DATABASE_URL": "postgresql://u@h/db",
+        "REDIS_URL": "redis://h",
+        "JENGA_ENV": "production",
+        "FLOWER_BASIC_AUTH": "a:b",
+        "ALLOW_PRIVATE_DESTINATIONS": "true",
+    }
     with pytest.raises(ConfigError, match="ALLOW_PRIVATE_DESTINATIONS"):
         load_settings(env, wait_seconds=0)
 
@@ -113,8 +151,14 @@ def test_bad_schedules_are_refused(text):
 
 def test_bad_schedule_setting_is_a_config_error():
     with pytest.raises(ConfigError, match="DELIVERY_RETRY_SCHEDULE"):
-        load_settings({"DATABASE_URL": "postgresql://u@h/db", "REDIS_URL": "redis://h",
-                       "DELIVERY_RETRY_SCHEDULE": "soon"}, wait_seconds=0)
+        load_settings(
+            {
+                "DATABASE_URL": "postgresql://u@h/db",
+                "REDIS_URL": "redis://h",
+                "DELIVERY_RETRY_SCHEDULE": "soon",
+            },
+            wait_seconds=0,
+        )
 
 
 @given(delay=st.floats(0, 1e5), jitter=st.floats(0, 1), u=st.floats(0, 1))
@@ -126,7 +170,10 @@ def test_jitter_stays_within_its_fraction(delay, jitter, u):
 def test_retry_after_seconds_and_dates():
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_retry_after("120", now) == 120
-    assert parse_retry_after((now + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT"), now) == 30
+    assert (
+        parse_retry_after((now + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT"), now)
+        == 30
+    )
     assert parse_retry_after("9999999", now) == 24 * 3600  # capped
     assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
 
@@ -138,7 +185,9 @@ def test_decisions():
     assert decide(Outcome(error="ConnectError"), 1, delays).retry_in == 60.0
     assert decide(Outcome(status_code=500), 2, delays).status == "failed"
     assert decide(Outcome(status_code=429, retry_after=900.0), 0, delays).retry_in == 900.0
-    assert decide(Outcome(status_code=500, retry_after=900.0), 0, delays).retry_in == 5.0  # only 429/503
+    assert (
+        decide(Outcome(status_code=500, retry_after=900.0), 0, delays).retry_in == 5.0
+    )  # only 429/503
     gone = decide(Outcome(status_code=410), 0, delays)
     assert gone.status == "failed" and gone.disable_endpoint
 
@@ -160,9 +209,14 @@ class MessageLifecycle(RuleBasedStateMachine):
         self.model_status = "pending"
 
     @precondition(lambda self: self.status == "pending")
-    @rule(code=st.sampled_from([200, 204, 400, 410, 429, 500, 503, None]), retry_after=st.none() | st.floats(0, 99))
+    @rule(
+        code=st.sampled_from([200, 204, 400, 410, 429, 500, 503, None]),
+        retry_after=st.none() | st.floats(0, 99),
+    )
     def attempt(self, code, retry_after):
-        outcome = Outcome(status_code=code, error=None if code else "ConnectError", retry_after=retry_after)
+        outcome = Outcome(
+            status_code=code, error=None if code else "ConnectError", retry_after=retry_after
+        )
         decision = decide(outcome, self.position, self.delays)
         self.status = decision.status
         self.position += 1

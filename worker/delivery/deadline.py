@@ -40,8 +40,9 @@ def attempt_deadline(seconds: float, clock: Callable[[], float] = time.monotonic
         _deadline.reset(token)
 
 
-def time_left(timeout: float | None, expired: type[Exception],
-              clock: Callable[[], float] = time.monotonic) -> float | None:
+def time_left(
+    timeout: float | None, expired: type[Exception], clock: Callable[[], float] = time.monotonic
+) -> float | None:
     """``timeout`` cut to what is left of the current deadline; ``expired`` is
     raised when nothing is left. Without a deadline, ``timeout`` as it is."""
     deadline = _deadline.get()
@@ -70,7 +71,7 @@ class DeadlineStream(httpcore.NetworkStream):
         try:
             while view:
                 sock.settimeout(time_left(timeout, httpcore.WriteTimeout))
-                view = view[sock.send(view):]
+                view = view[sock.send(view) :]
         except TimeoutError as error:  # socket.timeout
             raise httpcore.WriteTimeout(str(error)) from error
         except OSError as error:
@@ -79,8 +80,12 @@ class DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._stream.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
         left = time_left(timeout, httpcore.ConnectTimeout)
         return DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
 
@@ -94,18 +99,24 @@ class DeadlineBackend(httpcore.NetworkBackend):
     def __init__(self, backend: httpcore.NetworkBackend | None = None):
         self._backend = backend or httpcore.SyncBackend()
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         left = time_left(timeout, httpcore.ConnectTimeout)
-        return DeadlineStream(self._backend.connect_tcp(host, port, left, local_address,
-                                                        socket_options))
+        return DeadlineStream(
+            self._backend.connect_tcp(host, port, left, local_address, socket_options)
+        )
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
         left = time_left(timeout, httpcore.ConnectTimeout)
         return DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
-

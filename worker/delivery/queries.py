@@ -17,8 +17,20 @@ from common.support.logs import log_event
 from worker.delivery.post import AttemptResult
 from worker.delivery.resources import DB_ERRORS, execute
 
-__all__ = ["CLAIM_DUE", "CLAIM_ONE", "FAIL_DISABLED", "RECORD", "RELEASE", "UNDISPATCH", "Claim",
-           "claim", "fail_disabled", "lease_seconds", "record", "record_with_retries"]
+__all__ = [
+    "CLAIM_DUE",
+    "CLAIM_ONE",
+    "FAIL_DISABLED",
+    "RECORD",
+    "RELEASE",
+    "UNDISPATCH",
+    "Claim",
+    "claim",
+    "fail_disabled",
+    "lease_seconds",
+    "record",
+    "record_with_retries",
+]
 
 log = logging.getLogger("jenga.delivery")
 
@@ -30,8 +42,7 @@ def lease_seconds(settings: Settings) -> float:
     return settings.delivery_connect_timeout_seconds + 3 * settings.delivery_timeout_seconds
 
 
-CLAIM_DUE = (
-    """
+CLAIM_DUE = """
     UPDATE webhook_messages SET dispatched_at = now()
     WHERE id IN (
         SELECT id FROM webhook_messages
@@ -43,11 +54,9 @@ CLAIM_DUE = (
         FOR UPDATE SKIP LOCKED)
     RETURNING id
     """
-)
 
 
-CLAIM_ONE = (
-    """
+CLAIM_ONE = """
     UPDATE webhook_messages m
     SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s)
     FROM webhook_endpoints e
@@ -56,22 +65,18 @@ CLAIM_ONE = (
       AND (m.claimed_until IS NULL OR m.claimed_until < now())
     RETURNING m.body, m.schedule_position, m.attempt_count, e.id AS endpoint_id, e.url, e.secret, e.disabled
     """
-)
 
-RELEASE = (
-    """
+RELEASE = """
     UPDATE webhook_messages
     SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
         dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
     WHERE id = %(id)s AND claim_token = %(token)s
     """
-)
 
 # The attempt, the message's next state and (after a 410) the endpoint's
 # disabling, in one statement: all or nothing, and one round trip. Nothing is
 # written unless the lease token still matches.
-RECORD = (
-    """
+RECORD = """
     WITH message AS (
         UPDATE webhook_messages
         SET status = CAST(%(status)s AS varchar),
@@ -95,20 +100,15 @@ RECORD = (
     )
     SELECT attempt_count FROM message
     """
-)
 
 
-FAIL_DISABLED = (
-    """
+FAIL_DISABLED = """
     UPDATE webhook_messages SET status = 'failed', last_error = 'endpoint disabled',
         next_attempt_at = NULL, claim_token = NULL, claimed_until = NULL
     WHERE id = %(id)s AND claim_token = %(token)s
     """
-)
 
-UNDISPATCH = (
-    "UPDATE webhook_messages SET dispatched_at = NULL WHERE id = ANY(%(ids)s) AND status = 'pending'"
-)
+UNDISPATCH = "UPDATE webhook_messages SET dispatched_at = NULL WHERE id = ANY(%(ids)s) AND status = 'pending'"
 
 
 @dataclass(frozen=True)
@@ -129,31 +129,69 @@ def claim(message_id: str, settings: Settings) -> Claim | None:
     if not rows:
         return None
     row = rows[0]
-    return Claim(message_id, token, row["body"], row["schedule_position"], row["endpoint_id"], row["url"], row["secret"], row["disabled"])
+    return Claim(
+        message_id,
+        token,
+        row["body"],
+        row["schedule_position"],
+        row["endpoint_id"],
+        row["url"],
+        row["secret"],
+        row["disabled"],
+    )
 
 
 def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | None:
     """Store the attempt and the message's next state, once: a second call with
     the same claim (a commit whose answer was lost) finds the token gone."""
-    decision = decide(result.outcome, claimed.schedule_position, settings.delivery_retry_delays,
-                      settings.delivery_retry_jitter)
+    decision = decide(
+        result.outcome,
+        claimed.schedule_position,
+        settings.delivery_retry_delays,
+        settings.delivery_retry_jitter,
+    )
     outcome = result.outcome
     last_error = None if outcome.succeeded else (outcome.error or f"HTTP {outcome.status_code}")
-    rows = execute(RECORD, {
-        "id": claimed.message_id, "token": claimed.token, "status": decision.status,
-        "retry_in": decision.retry_in or 0.0, "last_error": last_error,
-        "started_at": result.started_at, "duration_ms": result.duration_ms, "status_code": outcome.status_code,
-        "error": outcome.error, "excerpt": result.excerpt,
-        "disable_endpoint": decision.disable_endpoint, "disabled_reason": "the receiver answered 410 Gone",
-    })
+    rows = execute(
+        RECORD,
+        {
+            "id": claimed.message_id,
+            "token": claimed.token,
+            "status": decision.status,
+            "retry_in": decision.retry_in or 0.0,
+            "last_error": last_error,
+            "started_at": result.started_at,
+            "duration_ms": result.duration_ms,
+            "status_code": outcome.status_code,
+            "error": outcome.error,
+            "excerpt": result.excerpt,
+            "disable_endpoint": decision.disable_endpoint,
+            "disabled_reason": "the receiver answered 410 Gone",
+        },
+    )
     if not rows:
         return None  # our lease expired and someone else took over
     number = rows[0]["attempt_count"]
-    log_event(log, "delivery.attempt", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id,
-              attempt=number, status_code=outcome.status_code, error=outcome.error, duration_ms=result.duration_ms,
-              result=decision.status, retry_in=decision.retry_in)
+    log_event(
+        log,
+        "delivery.attempt",
+        message_id=claimed.message_id,
+        endpoint_id=claimed.endpoint_id,
+        attempt=number,
+        status_code=outcome.status_code,
+        error=outcome.error,
+        duration_ms=result.duration_ms,
+        result=decision.status,
+        retry_in=decision.retry_in,
+    )
     if decision.disable_endpoint:
-        log_event(log, "delivery.endpoint_disabled", logging.WARNING, endpoint_id=claimed.endpoint_id, reason="410 Gone")
+        log_event(
+            log,
+            "delivery.endpoint_disabled",
+            logging.WARNING,
+            endpoint_id=claimed.endpoint_id,
+            reason="410 Gone",
+        )
     return decision.status
 
 
@@ -170,12 +208,24 @@ def record_with_retries(claimed: Claim, result: AttemptResult, settings: Setting
         except DB_ERRORS as error:
             if time.monotonic() >= deadline:
                 raise
-            log_event(log, "delivery.record_retry", logging.WARNING, message_id=claimed.message_id,
-                      error=describe_error(error))
-            time.sleep(min(full_jitter_backoff(attempt, 0.2, 5.0), max(0.0, deadline - time.monotonic())))
+            log_event(
+                log,
+                "delivery.record_retry",
+                logging.WARNING,
+                message_id=claimed.message_id,
+                error=describe_error(error),
+            )
+            time.sleep(
+                min(full_jitter_backoff(attempt, 0.2, 5.0), max(0.0, deadline - time.monotonic()))
+            )
             attempt += 1
 
 
 def fail_disabled(claimed: Claim) -> None:
     execute(FAIL_DISABLED, {"id": claimed.message_id, "token": claimed.token})
-    log_event(log, "delivery.endpoint_disabled_skip", message_id=claimed.message_id, endpoint_id=claimed.endpoint_id)
+    log_event(
+        log,
+        "delivery.endpoint_disabled_skip",
+        message_id=claimed.message_id,
+        endpoint_id=claimed.endpoint_id,
+    )

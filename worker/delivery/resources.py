@@ -94,8 +94,12 @@ def _open_http_client() -> httpcore.ConnectionPool:
     follows no redirect (one could lead anywhere, past the destination
     check), keeps no cookies, and retries nothing (the schedule does). Every
     socket operation ends by the attempt's deadline (:mod:`worker.delivery.deadline`)."""
-    return httpcore.ConnectionPool(max_connections=200, max_keepalive_connections=50, retries=0,
-                                   network_backend=DeadlineBackend())
+    return httpcore.ConnectionPool(
+        max_connections=200,
+        max_keepalive_connections=50,
+        retries=0,
+        network_backend=DeadlineBackend(),
+    )
 
 
 _http_client = PerProcess(_open_http_client)

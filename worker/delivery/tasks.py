@@ -43,8 +43,16 @@ def dispatch_due() -> int:
     """Enqueue every pending message that is due (and not being delivered)."""
     settings = get_settings()
     try:
-        ids = [row["id"] for row in execute(CLAIM_DUE, {
-            "redispatch": settings.delivery_redispatch_seconds, "batch": settings.delivery_dispatch_batch})]
+        ids = [
+            row["id"]
+            for row in execute(
+                CLAIM_DUE,
+                {
+                    "redispatch": settings.delivery_redispatch_seconds,
+                    "batch": settings.delivery_dispatch_batch,
+                },
+            )
+        ]
     except DB_ERRORS as error:
         # PostgreSQL is down: the watchdog raises the alarm; the next run retries.
         log_event(log, "delivery.dispatch_failed", logging.WARNING, error=describe_error(error))
@@ -57,7 +65,13 @@ def dispatch_due() -> int:
     except Exception as error:
         # The rest stay stamped; they are enqueued again after DELIVERY_REDISPATCH_SECONDS
         # unless this best-effort reset reaches PostgreSQL first.
-        log_event(log, "delivery.enqueue_failed", logging.WARNING, error=describe_error(error), unsent=len(ids) - sent)
+        log_event(
+            log,
+            "delivery.enqueue_failed",
+            logging.WARNING,
+            error=describe_error(error),
+            unsent=len(ids) - sent,
+        )
         with contextlib.suppress(*DB_ERRORS):
             execute(UNDISPATCH, {"ids": list(ids[sent:])})
     if sent:
@@ -94,7 +108,9 @@ def deliver(self, message_id: str) -> str | None:
         return "failed"
     body = claimed.body.encode()
     try:
-        destination = resolve_destination(claimed.url, allow_private=settings.allow_private_destinations)
+        destination = resolve_destination(
+            claimed.url, allow_private=settings.allow_private_destinations
+        )
     except DestinationError as error:
         started = datetime.now(UTC)
         result = AttemptResult(Outcome(error=f"DestinationRefused: {error}"), started, 0, None)
@@ -102,17 +118,37 @@ def deliver(self, message_id: str) -> str | None:
     headers = webhook_headers(claimed.secret, claimed.message_id, int(time.time()), body)
     try:
         with self.guard(f"webhook:{destination.host}", defer=False) as call:
-            result = post(http_client(), claimed.url, destination, headers, body, settings.delivery_timeout_seconds,
-                          settings.delivery_connect_timeout_seconds)
+            result = post(
+                http_client(),
+                claimed.url,
+                destination,
+                headers,
+                body,
+                settings.delivery_timeout_seconds,
+                settings.delivery_connect_timeout_seconds,
+            )
             status = result.outcome.status_code
             call.record(failed=failed_status(status))
     except GuardRefused as refused:
         # Not an attempt: the receiver was spared. Come back when the guard says.
-        execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)})
-        log_event(log, "delivery.deferred", message_id=message_id, service=refused.service,
-                  retry_in=refused.retry_in, reason=refused.reason)
+        execute(
+            RELEASE,
+            {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)},
+        )
+        log_event(
+            log,
+            "delivery.deferred",
+            message_id=message_id,
+            service=refused.service,
+            retry_in=refused.retry_in,
+            reason=refused.reason,
+        )
         return "deferred"
     state = record_with_retries(claimed, result, settings)
     if state is not None:
-        record_delivery(ATTEMPT_OUTCOMES.get(state, state), result.duration_ms / 1000, f"webhook:{destination.host}")
+        record_delivery(
+            ATTEMPT_OUTCOMES.get(state, state),
+            result.duration_ms / 1000,
+            f"webhook:{destination.host}",
+        )
     return state

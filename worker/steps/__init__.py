@@ -14,5 +14,12 @@ from worker.steps.connections import ConnectionsStep, current_dependencies
 from worker.steps.consumer import ConsumerStateStep, JengaConsumer
 from worker.steps.heartbeat import HeartbeatStep
 
-__all__ = ["BreakersStep", "ConfigStep", "ConnectionsStep", "ConsumerStateStep", "HeartbeatStep",
-           "JengaConsumer", "current_dependencies"]
+__all__ = [
+    "BreakersStep",
+    "ConfigStep",
+    "ConnectionsStep",
+    "ConsumerStateStep",
+    "HeartbeatStep",
+    "JengaConsumer",
+    "current_dependencies",
+]

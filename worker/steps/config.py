@@ -36,5 +36,10 @@ class ConfigStep(bootsteps.StartStopStep):
         log_event(log, "config.loaded", namespace=self.settings.jenga_namespace)
 
     def info(self, worker):
-        return {"jenga_config": {"state": "loaded", "namespace": self.settings.jenga_namespace,
-                                 "broker": describe_settings(self.settings)["BROKER_URL"]}}
+        return {
+            "jenga_config": {
+                "state": "loaded",
+                "namespace": self.settings.jenga_namespace,
+                "broker": describe_settings(self.settings)["BROKER_URL"],
+            }
+        }

@@ -38,8 +38,9 @@ class ConnectionsStep(bootsteps.StartStopStep):
         self.settings = get_settings()
         self.engine = make_engine(self.settings, pool_size=1)
         self.redis = redis_for(self.settings)
-        self.dependencies = Dependencies.from_settings(self.settings, engine=self.engine,
-                                                       redis=self.redis)
+        self.dependencies = Dependencies.from_settings(
+            self.settings, engine=self.engine, redis=self.redis
+        )
         needs_postgres = [queue_names(self.settings)["deliveries"]]
         selected = worker.app.amqp.queues.consume_from
         self.gate = QueueGate(worker.app, [q for q in needs_postgres if q in selected])
@@ -59,8 +60,12 @@ class ConnectionsStep(bootsteps.StartStopStep):
         self.redis.close()
 
     def info(self, worker):
-        return {"jenga_connections": {
-            "dependencies": {name: s.as_dict() for name, s in self.dependencies.snapshot().items()},
-            "gated_queues": self.gate.queues,
-            "gated_queues_consumed": self.gate.open,
-        }}
+        return {
+            "jenga_connections": {
+                "dependencies": {
+                    name: s.as_dict() for name, s in self.dependencies.snapshot().items()
+                },
+                "gated_queues": self.gate.queues,
+                "gated_queues_consumed": self.gate.open,
+            }
+        }

@@ -72,12 +72,20 @@ class JengaConsumer(Consumer):
                 conn.ensure_connection(max_retries=0)
                 break
             except conn.recoverable_connection_errors + (OperationalError, OSError) as error:
-                delay = full_jitter_backoff(attempt, settings.reconnect_base_seconds,
-                                            settings.reconnect_cap_seconds)
+                delay = full_jitter_backoff(
+                    attempt, settings.reconnect_base_seconds, settings.reconnect_cap_seconds
+                )
                 attempt += 1
                 self.broker_connection_retry_attempt = attempt
-                log_event(log, "broker.connect_failed", logging.ERROR, broker=mask_url(conn.as_uri()),
-                          error=describe_error(error), attempt=attempt, retry_in=round(delay, 3))
+                log_event(
+                    log,
+                    "broker.connect_failed",
+                    logging.ERROR,
+                    broker=mask_url(conn.as_uri()),
+                    error=describe_error(error),
+                    attempt=attempt,
+                    retry_in=round(delay, 3),
+                )
                 self._sleep(delay)
         self.first_connection_attempt = False
         self.broker_connection_retry_attempt = 0

@@ -51,8 +51,9 @@ class HeartbeatStep(bootsteps.StartStopStep):
     def start(self, worker):
         self.key = heartbeat_key(self.settings.jenga_namespace, worker.hostname)
         self.beat(worker)  # a first beat before the broker is even tried
-        self.thread = threading.Thread(target=self._run, args=(worker,), name="jenga-heartbeat",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, args=(worker,), name="jenga-heartbeat", daemon=True
+        )
         self.thread.start()
 
     def _run(self, worker):
@@ -67,8 +68,9 @@ class HeartbeatStep(bootsteps.StartStopStep):
         states = {n: s.state for n, s in connections.dependencies.snapshot().items()}
         interval = self.settings.heartbeat_interval_seconds
         breakers = worker.jenga_breakers.summary()
-        payload = beat_payload(worker.hostname, interval, connections.consumer_connected, states,
-                               breakers=breakers)
+        payload = beat_payload(
+            worker.hostname, interval, connections.consumer_connected, states, breakers=breakers
+        )
         write_heartbeat_file(self.settings.heartbeat_dir, worker.hostname, payload)
         self.last_beat = payload["time"]
         self.last_breakers = breakers
@@ -90,11 +92,13 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.redis.close()
 
     def info(self, worker):
-        return {"jenga_heartbeat": {
-            "file": str(heartbeat_path(self.settings.heartbeat_dir, worker.hostname)),
-            "key": heartbeat_key(self.settings.jenga_namespace, worker.hostname),
-            "last_beat": self.last_beat,
-            "redis_ok": self.redis_ok,
-            "consumer_connected": worker.jenga_connections.consumer_connected,
-            "breakers": self.last_breakers,
-        }}
+        return {
+            "jenga_heartbeat": {
+                "file": str(heartbeat_path(self.settings.heartbeat_dir, worker.hostname)),
+                "key": heartbeat_key(self.settings.jenga_namespace, worker.hostname),
+                "last_beat": self.last_beat,
+                "redis_ok": self.redis_ok,
+                "consumer_connected": worker.jenga_connections.consumer_connected,
+                "breakers": self.last_breakers,
+            }
+        }

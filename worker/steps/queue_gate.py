@@ -36,8 +36,12 @@ class QueueGate:
         self.open = open_
         if not self.queues:
             return
-        log_event(log, "worker.queues_resumed" if open_ else "worker.queues_paused",
-                  logging.INFO if open_ else logging.WARNING, queues=",".join(self.queues))
+        log_event(
+            log,
+            "worker.queues_resumed" if open_ else "worker.queues_paused",
+            logging.INFO if open_ else logging.WARNING,
+            queues=",".join(self.queues),
+        )
         consumer = self.consumer
         hub = getattr(consumer, "hub", None) if consumer is not None else None
         if hub is not None:

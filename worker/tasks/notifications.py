@@ -28,8 +28,17 @@ log = logging.getLogger("jenga.alarms")
 MAX_RETRIES = 150  # with the 10-minute cap: about a day of trying
 MAX_DEFERRALS = 300  # an open breaker defers at most BREAKER_OPEN_MAX_SECONDS: about a day too
 
-@app.task(name=NOTIFY_TASK, bind=True, base=GuardedTask, acks_late=True, max_retries=MAX_RETRIES,
-          ignore_result=True, breaker_ignore=(PermanentFailure,), max_deferrals=MAX_DEFERRALS)
+
+@app.task(
+    name=NOTIFY_TASK,
+    bind=True,
+    base=GuardedTask,
+    acks_late=True,
+    max_retries=MAX_RETRIES,
+    ignore_result=True,
+    breaker_ignore=(PermanentFailure,),
+    max_deferrals=MAX_DEFERRALS,
+)
 def send_notification(self, notifier: str, transition_data: dict) -> None:
     """Deliver one transition to one notifier; retried on temporary failures.
 
@@ -40,21 +49,38 @@ def send_notification(self, notifier: str, transition_data: dict) -> None:
     url = notifier_urls(get_settings()).get(notifier)
     transition = Transition.from_dict(transition_data)
     if url is None:
-        log_event(log, "alarm.notify_skipped", level=logging.WARNING, notifier=notifier,
-                  alarm_id=transition.alarm_id, reason="notifier no longer configured")
+        log_event(
+            log,
+            "alarm.notify_skipped",
+            level=logging.WARNING,
+            notifier=notifier,
+            alarm_id=transition.alarm_id,
+            reason="notifier no longer configured",
+        )
         return
     try:
         with self.guard(f"notify:{notifier}"):
             send(notifier, url, transition, timeout=SEND_TIMEOUT_SECONDS)
     except PermanentFailure as error:
-        log_notification("alarm.notify_failed", notifier, transition, logging.ERROR, error=str(error))
+        log_notification(
+            "alarm.notify_failed", notifier, transition, logging.ERROR, error=str(error)
+        )
         return
     except RetryableFailure as error:
         if self.request.retries >= self.max_retries:
-            log_notification("alarm.notify_gave_up", notifier, transition, logging.ERROR, error=str(error))
+            log_notification(
+                "alarm.notify_gave_up", notifier, transition, logging.ERROR, error=str(error)
+            )
             return
         delay = retry_delay(self.request.retries, error)
-        log_notification("alarm.notify_retry", notifier, transition, logging.WARNING, error=str(error),
-             retry_in_seconds=round(delay, 2), attempt=self.request.retries + 1)
+        log_notification(
+            "alarm.notify_retry",
+            notifier,
+            transition,
+            logging.WARNING,
+            error=str(error),
+            retry_in_seconds=round(delay, 2),
+            attempt=self.request.retries + 1,
+        )
         raise self.retry(countdown=delay) from None
     log_notification("alarm.notified", notifier, transition)

@@ -25,7 +25,10 @@ def selftest(token: str) -> None:
     settings = get_settings()
     client = redis_for(settings)
     try:
-        client.set(selftest_key(settings.jenga_namespace, token), socket.gethostname(),
-                   ex=SELFTEST_TTL_SECONDS)
+        client.set(
+            selftest_key(settings.jenga_namespace, token),
+            socket.gethostname(),
+            ex=SELFTEST_TTL_SECONDS,
+        )
     finally:
         client.close()

@@ -96,14 +96,23 @@ def register_watchdog(watchdog: Watchdog) -> None:
     WATCHDOGS[watchdog.alarm_id] = watchdog
 
 
-register_watchdog(Watchdog(
-    "postgres", "PostgreSQL is unreachable",
-    lambda s: check_postgres(CLIENTS.get().engine(s), s.check_timeout_seconds)))
-register_watchdog(Watchdog(
-    "redis", "Redis is unreachable", lambda s: check_redis(CLIENTS.get().redis(s))))
-register_watchdog(Watchdog(
-    "broker", "The Celery broker is unreachable",
-    lambda s: check_broker(s.effective_broker_url, s.check_timeout_seconds)))
+register_watchdog(
+    Watchdog(
+        "postgres",
+        "PostgreSQL is unreachable",
+        lambda s: check_postgres(CLIENTS.get().engine(s), s.check_timeout_seconds),
+    )
+)
+register_watchdog(
+    Watchdog("redis", "Redis is unreachable", lambda s: check_redis(CLIENTS.get().redis(s)))
+)
+register_watchdog(
+    Watchdog(
+        "broker",
+        "The Celery broker is unreachable",
+        lambda s: check_broker(s.effective_broker_url, s.check_timeout_seconds),
+    )
+)
 
 
 def store_for(settings: Settings) -> AlarmStore:
@@ -111,7 +120,11 @@ def store_for(settings: Settings) -> AlarmStore:
 
 
 def check_details(result: CheckResult) -> dict:
-    details = {"ok": result.ok, "latency_seconds": round(result.latency_seconds, 4), "checked_at": result.checked_at}
+    details = {
+        "ok": result.ok,
+        "latency_seconds": round(result.latency_seconds, 4),
+        "checked_at": result.checked_at,
+    }
     if result.error:
         details["error"] = result.error
     return details
@@ -131,11 +144,13 @@ class LocalAlarm:
 # Watchdogs whose outage can take the store (or the broker) down with it, and
 # this process's own state for each.
 FALLBACK: PerProcess[dict[str, LocalAlarm]] = PerProcess(
-    lambda: {"redis": LocalAlarm(), "broker": LocalAlarm()})
+    lambda: {"redis": LocalAlarm(), "broker": LocalAlarm()}
+)
 
 
-def watch_with_fallback(settings: Settings, watchdog: Watchdog, store: AlarmStore,
-                        local: LocalAlarm) -> Transition | None:
+def watch_with_fallback(
+    settings: Settings, watchdog: Watchdog, store: AlarmStore, local: LocalAlarm
+) -> Transition | None:
     """One run of the Redis or broker watchdog (see the module doc); returns the transition it told.
 
     The store decides whenever it answers; only when it does not does ``local``
@@ -143,30 +158,56 @@ def watch_with_fallback(settings: Settings, watchdog: Watchdog, store: AlarmStor
     result = watchdog.check(settings)
     details = check_details(result)
     if not result.ok:
-        log_event(log, "watchdog.check", level=logging.WARNING, alarm_id=watchdog.alarm_id, ok=False,
-                  error=result.error)
+        log_event(
+            log,
+            "watchdog.check",
+            level=logging.WARNING,
+            alarm_id=watchdog.alarm_id,
+            ok=False,
+            error=result.error,
+        )
     try:
         with local.lock:
             pending = local.pending
         if pending is not None:
             # Already told; this only makes the store (and GET /alarms) know.
-            store.set(pending.alarm_id, pending.description, pending.severity, pending.details, at=pending.at)
+            store.set(
+                pending.alarm_id,
+                pending.description,
+                pending.severity,
+                pending.details,
+                at=pending.at,
+            )
             with local.lock:
                 local.pending = None
-        transition = store.record_check(watchdog.alarm_id, result.ok, watchdog.description,
-                                        watchdog.severity, details)
+        transition = store.record_check(
+            watchdog.alarm_id, result.ok, watchdog.description, watchdog.severity, details
+        )
         still_open = (transition is not None and transition.kind == "set") or (
-            transition is None and store.is_open(watchdog.alarm_id))
+            transition is None and store.is_open(watchdog.alarm_id)
+        )
     except redis.RedisError as error:
-        log_event(log, "watchdog.store_unavailable", level=logging.WARNING, alarm_id=watchdog.alarm_id,
-                  error=describe_error(error))
+        log_event(
+            log,
+            "watchdog.store_unavailable",
+            level=logging.WARNING,
+            alarm_id=watchdog.alarm_id,
+            error=describe_error(error),
+        )
         if result.ok:
             return None  # a clear needs the store's count of passing checks
         with local.lock:
             local.state, kind = decide(local.state, False, settings.alarm_clear_after)
             if kind:
-                local.pending = Transition(watchdog.alarm_id, kind, watchdog.description, watchdog.severity,
-                                           result.checked_at, details, result.checked_at)
+                local.pending = Transition(
+                    watchdog.alarm_id,
+                    kind,
+                    watchdog.description,
+                    watchdog.severity,
+                    result.checked_at,
+                    details,
+                    result.checked_at,
+                )
             told = local.pending if kind else None
         if told:
             notify(told, direct=True, app=app)
@@ -192,15 +233,27 @@ def run_watchdog(alarm_id: str, settings: Settings | None = None) -> Transition 
     if local is not None:
         return watch_with_fallback(settings, watchdog, store, local)
     result = watchdog.check(settings)
-    log_event(log, "watchdog.check", level=logging.DEBUG if result.ok else logging.WARNING,
-              alarm_id=alarm_id, ok=result.ok, error=result.error)
+    log_event(
+        log,
+        "watchdog.check",
+        level=logging.DEBUG if result.ok else logging.WARNING,
+        alarm_id=alarm_id,
+        ok=result.ok,
+        error=result.error,
+    )
     try:
-        transition = store.record_check(alarm_id, result.ok, watchdog.description, watchdog.severity,
-                                        check_details(result))
+        transition = store.record_check(
+            alarm_id, result.ok, watchdog.description, watchdog.severity, check_details(result)
+        )
     except redis.RedisError as error:
         # The Redis watchdog reports Redis; this result is simply not stored.
-        log_event(log, "watchdog.store_unavailable", level=logging.WARNING, alarm_id=alarm_id,
-                  error=describe_error(error))
+        log_event(
+            log,
+            "watchdog.store_unavailable",
+            level=logging.WARNING,
+            alarm_id=alarm_id,
+            error=describe_error(error),
+        )
         return None
     if transition:
         notify(transition, app=app)
@@ -215,16 +268,25 @@ def run_in_beat(settings: Settings, alarm_ids: tuple[str, ...], stop: threading.
             try:
                 run_watchdog(alarm_id, settings)
             except Exception as error:  # one bad run must not end the loop
-                log_event(log, "watchdog.failed", level=logging.ERROR, alarm_id=alarm_id,
-                          error=describe_error(error))
+                log_event(
+                    log,
+                    "watchdog.failed",
+                    level=logging.ERROR,
+                    alarm_id=alarm_id,
+                    error=describe_error(error),
+                )
 
 
 @beat_init.connect
 def _start_beat_watchdogs(sender=None, **kwargs) -> None:
     settings = get_settings()
     # A daemon thread: it ends with beat, so nothing ever needs to stop it.
-    threading.Thread(target=run_in_beat, args=(settings, BEAT_WATCHDOGS, threading.Event()),
-                     name="jenga-beat-watchdogs", daemon=True).start()
+    threading.Thread(
+        target=run_in_beat,
+        args=(settings, BEAT_WATCHDOGS, threading.Event()),
+        name="jenga-beat-watchdogs",
+        daemon=True,
+    ).start()
     log_event(log, "watchdog.beat_started", alarm_ids=",".join(BEAT_WATCHDOGS))
 
 

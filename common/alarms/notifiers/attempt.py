@@ -39,25 +39,37 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     return retry_after_seconds(value, now(), MAX_RETRY_AFTER_SECONDS)
 
 
-def classify(notifier: str, status: int, headers: Mapping[str, str], body: str,
-             now: Callable[[], float] = time.time) -> NotifyFailure | None:
+def classify(
+    notifier: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: str,
+    now: Callable[[], float] = time.time,
+) -> NotifyFailure | None:
     """None if the receiver accepted the message, else the failure to raise."""
     text = body.strip()[:100]
     if 200 <= status < 300:
         return None
     if status == 429:
-        return RetryableFailure(f"{notifier}: rate limited (429)",
-                                parse_retry_after(headers.get("retry-after"), now))
+        return RetryableFailure(
+            f"{notifier}: rate limited (429)", parse_retry_after(headers.get("retry-after"), now)
+        )
     if status >= 500 or status in (408, 425):
-        return RetryableFailure(f"{notifier}: HTTP {status} {text}",
-                                parse_retry_after(headers.get("retry-after"), now))
+        return RetryableFailure(
+            f"{notifier}: HTTP {status} {text}", parse_retry_after(headers.get("retry-after"), now)
+        )
     if not notifier_named(notifier).final_refusal(status, text):
         return RetryableFailure(f"{notifier}: HTTP {status} {text}")
     return PermanentFailure(f"{notifier}: HTTP {status} {text}")
 
 
-def send(notifier: str, url: str, transition: Transition, timeout: float = 5.0,
-         client: httpx.Client | None = None) -> None:
+def send(
+    notifier: str,
+    url: str,
+    transition: Transition,
+    timeout: float = 5.0,
+    client: httpx.Client | None = None,
+) -> None:
     """One attempt at delivering ``transition`` to ``url``; raises a :class:`NotifyFailure`."""
     payload = notifier_named(notifier).payload(transition)
     owned = client is None

@@ -27,8 +27,12 @@ def summary(transition: Transition) -> str:
     if transition.kind == "set":
         error = transition.details.get("error")
         reason = f": {error}" if error else ""
-        return (f"ALARM SET [{transition.severity}] {transition.alarm_id} - "
-                f"{transition.description}{reason} (at {_when(transition.at)})")
+        return (
+            f"ALARM SET [{transition.severity}] {transition.alarm_id} - "
+            f"{transition.description}{reason} (at {_when(transition.at)})"
+        )
     lasted = f" after {_duration(transition.at - transition.set_at)}" if transition.set_at else ""
-    return (f"ALARM CLEARED {transition.alarm_id} - {transition.description}"
-            f"{lasted} (at {_when(transition.at)})")
+    return (
+        f"ALARM CLEARED {transition.alarm_id} - {transition.description}"
+        f"{lasted} (at {_when(transition.at)})"
+    )

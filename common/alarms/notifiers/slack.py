@@ -15,11 +15,20 @@ from common.alarms.store import Transition
 
 __all__ = ["SLACK", "SLACK_PERMANENT_ERRORS", "slack_payload"]
 
-SLACK_PERMANENT_ERRORS = frozenset({
-    "invalid_payload", "no_text", "no_service", "channel_not_found", "channel_is_archived",
-    "action_prohibited", "posting_to_general_channel_denied", "invalid_token", "team_disabled",
-    "user_not_found",
-})
+SLACK_PERMANENT_ERRORS = frozenset(
+    {
+        "invalid_payload",
+        "no_text",
+        "no_service",
+        "channel_not_found",
+        "channel_is_archived",
+        "action_prohibited",
+        "posting_to_general_channel_denied",
+        "invalid_token",
+        "team_disabled",
+        "user_not_found",
+    }
+)
 FINAL_STATUSES = (400, 401, 403, 404, 410)
 
 

@@ -17,8 +17,11 @@ __all__ = ["WEBHOOK", "webhook_payload"]
 
 def webhook_payload(transition: Transition) -> dict[str, Any]:
     """Body for the generic JSON webhook: a type plus the whole transition."""
-    return {"type": f"alarm.{transition.kind}", "summary": summary(transition),
-            "alarm": transition.to_dict()}
+    return {
+        "type": f"alarm.{transition.kind}",
+        "summary": summary(transition),
+        "alarm": transition.to_dict(),
+    }
 
 
 WEBHOOK = Notifier("webhook", "alarm_webhook_url", webhook_payload, lambda status, text: True)

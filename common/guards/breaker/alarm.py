@@ -30,7 +30,9 @@ class Notify(Protocol):
     def __call__(self, transition: Transition) -> None: ...
 
 
-def alarm_hook(client: redis.Redis, settings: Settings, notify: Notify | None = None) -> OnTransition:
+def alarm_hook(
+    client: redis.Redis, settings: Settings, notify: Notify | None = None
+) -> OnTransition:
     """An ``on_transition`` that sets alarm ``breaker:<name>`` when a breaker opens
     and clears it when it closes (in the store ``settings`` configure), then
     hands the alarm transition to ``notify``."""
@@ -39,9 +41,12 @@ def alarm_hook(client: redis.Redis, settings: Settings, notify: Notify | None = 
         store = AlarmStore.for_settings(client, settings)
         alarm_id = f"breaker:{name}"
         if change.new == bp.OPEN:
-            transition = store.set(alarm_id, f"circuit breaker {name!r} is open: {change.reason}",
-                                   severity="critical",
-                                   details={"breaker": name, "reason": change.reason})
+            transition = store.set(
+                alarm_id,
+                f"circuit breaker {name!r} is open: {change.reason}",
+                severity="critical",
+                details={"breaker": name, "reason": change.reason},
+            )
         else:
             transition = store.clear(alarm_id, details={"breaker": name, "reason": change.reason})
         if transition is not None and notify is not None:

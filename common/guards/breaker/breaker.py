@@ -36,8 +36,9 @@ class BreakerHost(Protocol):
 
     def enter_fallback(self, error: BaseException) -> None: ...
 
-    def transitioned(self, name: str, change: bp.Change, state: bp.BreakerState,
-                     local_only: bool = False) -> None: ...
+    def transitioned(
+        self, name: str, change: bp.Change, state: bp.BreakerState, local_only: bool = False
+    ) -> None: ...
 
 
 class SharedBreaker:
@@ -68,8 +69,9 @@ class SharedBreaker:
             return bp.ADMITTED
         return self._admit_slow(state, open_until, forced)
 
-    def record(self, failed: bool, latency: float | None = None,
-               admission: bp.Admission = bp.ADMITTED) -> None:
+    def record(
+        self, failed: bool, latency: float | None = None, admission: bp.Admission = bp.ADMITTED
+    ) -> None:
         """The outcome of an admitted call; ``latency`` (s) marks it slow past
         ``slow_call_seconds``."""
         slow = latency is not None and latency >= self.policy.slow_call_seconds
@@ -91,14 +93,16 @@ class SharedBreaker:
             return self._admit_local(now)
         if state == bp.OPEN and (forced or now < open_until):
             # Still open by the cached state: refuse without asking Redis.
-            return bp.Admission(False, retry_in=self.policy.open_seconds if forced
-                                else open_until - now)
+            return bp.Admission(
+                False, retry_in=self.policy.open_seconds if forced else open_until - now
+            )
         until, retry_at = self._hold
         if now < until:
             return bp.Admission(False, retry_in=max(0.0, retry_at - now))
         try:
-            reply = self.registry.store.step(self.name, self.policy, "admit", now,
-                                             arg=uuid.uuid4().hex)
+            reply = self.registry.store.step(
+                self.name, self.policy, "admit", now, arg=uuid.uuid4().hex
+            )
         except redis.RedisError as error:
             self.registry.enter_fallback(error)
             return self._admit_local(now)
@@ -119,9 +123,15 @@ class SharedBreaker:
             self._record_local_probe(lease, failed, now)
             return
         try:
-            reply = self.registry.store.step(self.name, self.policy, "probe", now,
-                                             self.registry.rand(), lease,
-                                             (1, int(failed), 0, int(failed)))
+            reply = self.registry.store.step(
+                self.name,
+                self.policy,
+                "probe",
+                now,
+                self.registry.rand(),
+                lease,
+                (1, int(failed), 0, int(failed)),
+            )
         except redis.RedisError as error:
             self.registry.enter_fallback(error)
             self._record_local_probe(lease, failed, now)
@@ -177,8 +187,9 @@ class SharedBreaker:
     def _record_local_probe(self, lease: str, failed: bool, now: float) -> None:
         with self._lock:
             local = self._local if self._local is not None else self._known
-            self._local, change = bp.record_probe(self.policy, local, lease, failed, now,
-                                                  self.registry.rand())
+            self._local, change = bp.record_probe(
+                self.policy, local, lease, failed, now, self.registry.rand()
+            )
         if change:
             self.registry.transitioned(self.name, change, self._local, local_only=True)
 
@@ -200,8 +211,11 @@ class SharedBreaker:
         settled = bp.settle(self.policy, known, now)
         counting_down = settled.state == bp.OPEN and not settled.forced
         return {
-            "name": self.name, "state": settled.state, "fallback": self.registry.fallback,
-            "forced": settled.forced, "trips": settled.trips,
+            "name": self.name,
+            "state": settled.state,
+            "fallback": self.registry.fallback,
+            "forced": settled.forced,
+            "trips": settled.trips,
             "consecutive_failures": settled.consecutive,
             "open_remaining_seconds": max(0.0, settled.open_until - now) if counting_down else None,
         }

@@ -55,16 +55,30 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     REGISTRY: BreakerRegistry | None = None
 
-    def __init__(self, failure_threshold=None, recovery_timeout=None, expected_exception=None,
-                 name=None, fallback_function=None):
-        super().__init__(failure_threshold, recovery_timeout, expected_exception, name,
-                         fallback_function)
-        self._overrides = {k: v for k, v in (("failure_threshold", failure_threshold),
-                                             ("open_seconds", recovery_timeout)) if v is not None}
+    def __init__(
+        self,
+        failure_threshold=None,
+        recovery_timeout=None,
+        expected_exception=None,
+        name=None,
+        fallback_function=None,
+    ):
+        super().__init__(
+            failure_threshold, recovery_timeout, expected_exception, name, fallback_function
+        )
+        self._overrides = {
+            k: v
+            for k, v in (
+                ("failure_threshold", failure_threshold),
+                ("open_seconds", recovery_timeout),
+            )
+            if v is not None
+        }
         self._shared: SharedBreaker | None = None
         # The ``with breaker:`` blocks open in this context, innermost last.
         self._open_calls: ContextVar[tuple[_Call, ...]] = ContextVar(
-            f"jenga-circuit-{id(self)}", default=())
+            f"jenga-circuit-{id(self)}", default=()
+        )
 
     @property
     def shared(self) -> SharedBreaker:
@@ -83,12 +97,14 @@ class SharedCircuitBreaker(CircuitBreaker):
         CircuitBreakerMonitor.register(self)
 
         if iscoroutinefunction(function):
+
             @functools.wraps(function)
             async def awrapper(*args, **kwargs):
                 with _Guarded(self) as fallback:
                     if fallback is not None:
                         return await fallback(*args, **kwargs)
                     return await function(*args, **kwargs)
+
             return awrapper
 
         @functools.wraps(function)
@@ -97,6 +113,7 @@ class SharedCircuitBreaker(CircuitBreaker):
                 if fallback is not None:
                     return fallback(*args, **kwargs)
                 return function(*args, **kwargs)
+
         return wrapper
 
     def call(self, func, *args, **kwargs):

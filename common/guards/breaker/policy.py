@@ -33,8 +33,21 @@ from dataclasses import dataclass, replace
 from common.support.backoff import backoff_ceiling
 
 __all__ = [
-    "ADMITTED", "CLOSED", "HALF_OPEN", "OPEN", "Admission", "BreakerPolicy", "BreakerState",
-    "Change", "Outcomes", "admit", "force", "open_duration", "record", "record_probe", "settle",
+    "ADMITTED",
+    "CLOSED",
+    "HALF_OPEN",
+    "OPEN",
+    "Admission",
+    "BreakerPolicy",
+    "BreakerState",
+    "Change",
+    "Outcomes",
+    "admit",
+    "force",
+    "open_duration",
+    "record",
+    "record_probe",
+    "settle",
     "trip_reason",
 ]
 
@@ -59,8 +72,11 @@ class BreakerPolicy:
     def __post_init__(self) -> None:
         if self.half_open_calls < 1 or self.buckets < 1 or self.min_calls < 1:
             raise ValueError("half_open_calls, buckets and min_calls must be >= 1")
-        if (not (0 <= self.jitter < 1) or self.open_seconds <= 0
-                or self.open_max_seconds < self.open_seconds):
+        if (
+            not (0 <= self.jitter < 1)
+            or self.open_seconds <= 0
+            or self.open_max_seconds < self.open_seconds
+        ):
             raise ValueError("need 0 <= jitter < 1 and 0 < open_seconds <= open_max_seconds")
 
     @property
@@ -138,8 +154,9 @@ def settle(policy: BreakerPolicy, s: BreakerState, now: float) -> BreakerState:
     return s
 
 
-def admit(policy: BreakerPolicy, s: BreakerState, now: float,
-          lease_id: str) -> tuple[BreakerState, Admission]:
+def admit(
+    policy: BreakerPolicy, s: BreakerState, now: float, lease_id: str
+) -> tuple[BreakerState, Admission]:
     """May a call go through now? A half-open admission takes lease ``lease_id``."""
     s = settle(policy, s, now)
     if s.state == CLOSED:
@@ -154,8 +171,9 @@ def admit(policy: BreakerPolicy, s: BreakerState, now: float,
     return s, Admission(False, retry_in=min(policy.open_seconds, soonest - now))
 
 
-def trip_reason(policy: BreakerPolicy, consecutive: int, calls: int, failures: int,
-                slow: int) -> str:
+def trip_reason(
+    policy: BreakerPolicy, consecutive: int, calls: int, failures: int, slow: int
+) -> str:
     if policy.failure_threshold and consecutive >= policy.failure_threshold:
         return f"{consecutive} consecutive failures"
     if calls >= policy.min_calls:
@@ -166,18 +184,23 @@ def trip_reason(policy: BreakerPolicy, consecutive: int, calls: int, failures: i
     return ""
 
 
-def _trip(policy: BreakerPolicy, s: BreakerState, now: float, u: float,
-          reason: str) -> tuple[BreakerState, Change]:
+def _trip(
+    policy: BreakerPolicy, s: BreakerState, now: float, u: float, reason: str
+) -> tuple[BreakerState, Change]:
     trips = s.trips + 1
     opened = BreakerState(
-        state=OPEN, open_until=now + open_duration(policy, trips, u), trips=trips,
-        total_trips=s.total_trips + 1, reason=reason,
+        state=OPEN,
+        open_until=now + open_duration(policy, trips, u),
+        trips=trips,
+        total_trips=s.total_trips + 1,
+        reason=reason,
     )
     return opened, Change(s.state, OPEN, reason)
 
 
-def record(policy: BreakerPolicy, s: BreakerState, batch: Outcomes, now: float,
-           u: float) -> tuple[BreakerState, Change | None]:
+def record(
+    policy: BreakerPolicy, s: BreakerState, batch: Outcomes, now: float, u: float
+) -> tuple[BreakerState, Change | None]:
     """Count a batch of outcomes of ordinary (non-probe) calls; trip if a rule fires.
 
     Outcomes reaching a breaker that is no longer closed are dropped: they are
@@ -203,8 +226,9 @@ def record(policy: BreakerPolicy, s: BreakerState, batch: Outcomes, now: float,
     return replace(s, window=packed, consecutive=consecutive), None
 
 
-def record_probe(policy: BreakerPolicy, s: BreakerState, lease_id: str, failed: bool, now: float,
-                 u: float) -> tuple[BreakerState, Change | None]:
+def record_probe(
+    policy: BreakerPolicy, s: BreakerState, lease_id: str, failed: bool, now: float, u: float
+) -> tuple[BreakerState, Change | None]:
     """The result of a half-open trial call. Results of expired leases are ignored."""
     s = settle(policy, s, now)
     if s.state != HALF_OPEN or lease_id not in (lid for lid, _ in s.leases):
@@ -219,14 +243,16 @@ def record_probe(policy: BreakerPolicy, s: BreakerState, lease_id: str, failed: 
     return s, None
 
 
-def force(policy: BreakerPolicy, s: BreakerState, action: str,
-          now: float) -> tuple[BreakerState, Change | None]:
+def force(
+    policy: BreakerPolicy, s: BreakerState, action: str, now: float
+) -> tuple[BreakerState, Change | None]:
     """An operator's ``open`` (until closed), ``close`` or ``reset`` (close and forget
     the counts)."""
     s = settle(policy, s, now)
     if action == "open":
-        new = BreakerState(state=OPEN, trips=s.trips, total_trips=s.total_trips, forced=True,
-                           reason="forced open")
+        new = BreakerState(
+            state=OPEN, trips=s.trips, total_trips=s.total_trips, forced=True, reason="forced open"
+        )
     elif action == "close":
         new = BreakerState(total_trips=s.total_trips, reason="forced closed")
     elif action == "reset":

@@ -91,13 +91,20 @@ class BreakerRegistry:
     process refuses locally for this long (or until a transition arrives) instead of
     asking again on every call (at most about 100 round trips a second per process)."""
 
-    def __init__(self, client: redis.Redis, namespace: str,
-                 policy: bp.BreakerPolicy | Callable[[str], bp.BreakerPolicy] = bp.BreakerPolicy(),
-                 *, on_transition: OnTransition | None = None,
-                 on_fallback: FallbackListener | None = None,
-                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
-                 flush_interval: float = 0.05, refresh_seconds: float = 2.0,
-                 refusal_hold: float = 0.01):
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        policy: bp.BreakerPolicy | Callable[[str], bp.BreakerPolicy] = bp.BreakerPolicy(),
+        *,
+        on_transition: OnTransition | None = None,
+        on_fallback: FallbackListener | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        flush_interval: float = 0.05,
+        refresh_seconds: float = 2.0,
+        refusal_hold: float = 0.01,
+    ):
         self.client = client
         self.namespace = namespace
         self.store = BreakerStore(client, namespace)
@@ -173,8 +180,9 @@ class BreakerRegistry:
                 breaker.record_locally(pending)
             return
         try:
-            replies = self.store.record_many([(b.name, b.policy, p) for b, p in batches],
-                                             self.clock(), self.rand)
+            replies = self.store.record_many(
+                [(b.name, b.policy, p) for b, p in batches], self.clock(), self.rand
+            )
         except redis.RedisError as error:
             self.enter_fallback(error)
             for breaker, pending in batches:
@@ -208,9 +216,14 @@ class BreakerRegistry:
             breaker.start_local()
         self.fallback_error = describe_error(error)
         self.fallback = True
-        log_event(log, "breaker.fallback", logging.WARNING, namespace=self.namespace,
-                  error=self.fallback_error,
-                  detail="Redis unreachable: breakers run per process until it answers again")
+        log_event(
+            log,
+            "breaker.fallback",
+            logging.WARNING,
+            namespace=self.namespace,
+            error=self.fallback_error,
+            detail="Redis unreachable: breakers run per process until it answers again",
+        )
         self._fallback_changed()
 
     def _fallback_changed(self) -> None:
@@ -219,23 +232,35 @@ class BreakerRegistry:
         try:
             self.on_fallback(self.fallback, self.fallback_error)
         except Exception as error:  # reporting must never break the call path
-            log_event(log, "breaker.fallback_hook_failed", logging.ERROR,
-                      error=describe_error(error))
+            log_event(
+                log, "breaker.fallback_hook_failed", logging.ERROR, error=describe_error(error)
+            )
 
-    def transitioned(self, name: str, change: bp.Change, state: bp.BreakerState,
-                     local_only: bool = False) -> None:
+    def transitioned(
+        self, name: str, change: bp.Change, state: bp.BreakerState, local_only: bool = False
+    ) -> None:
         event = "breaker.opened" if change.new == bp.OPEN else "breaker.closed"
         fields: dict[str, Any] = {"breaker": name, "reason": change.reason, "previous": change.old}
         if change.new == bp.OPEN and not state.forced:
             fields["open_seconds"] = round(max(0.0, state.open_until - self.clock()), 3)
-        log_event(log, event, logging.WARNING if change.new == bp.OPEN else logging.INFO,
-                  scope="process" if local_only else "fleet", **fields)
+        log_event(
+            log,
+            event,
+            logging.WARNING if change.new == bp.OPEN else logging.INFO,
+            scope="process" if local_only else "fleet",
+            **fields,
+        )
         if self.on_transition is not None and not local_only:
             try:
                 self.on_transition(name, change)
             except Exception as error:  # an alarm hook must never break the call path
-                log_event(log, "breaker.transition_hook_failed", logging.ERROR, breaker=name,
-                          error=describe_error(error))
+                log_event(
+                    log,
+                    "breaker.transition_hook_failed",
+                    logging.ERROR,
+                    breaker=name,
+                    error=describe_error(error),
+                )
 
     def _flush_loop(self) -> None:
         next_refresh = time.monotonic() + self.refresh_seconds
@@ -280,14 +305,18 @@ class BreakerRegistry:
             event = json.loads(data)
             breaker = self._breakers.get(event["name"])
             if breaker is not None:
-                breaker.apply_event(event["state"], float(event["open_until"]),
-                                    str(event["forced"]) in ("1", "1.0"))
+                breaker.apply_event(
+                    event["state"], float(event["open_until"]), str(event["forced"]) in ("1", "1.0")
+                )
         except (ValueError, KeyError, TypeError) as error:
             log_event(log, "breaker.bad_event", logging.WARNING, error=describe_error(error))
 
     def snapshot(self) -> dict[str, Any]:
-        return {"fallback": self.fallback, "fallback_error": self.fallback_error,
-                "breakers": [b.snapshot() for b in self.breakers()]}
+        return {
+            "fallback": self.fallback,
+            "fallback_error": self.fallback_error,
+            "breakers": [b.snapshot() for b in self.breakers()],
+        }
 
 
 # --- the process's default registry ---------------------------------------------
@@ -326,9 +355,13 @@ def _report_fallback(fallback: bool, error: str | None) -> None:
 def _registry_from_settings() -> BreakerRegistry:
     settings = get_settings()
     client = redis_for(settings)
-    return BreakerRegistry(client, settings.jenga_namespace, policy_from_settings(settings),
-                           on_transition=alarm_hook(client, settings, _notify_installed),
-                           on_fallback=_report_fallback).start()
+    return BreakerRegistry(
+        client,
+        settings.jenga_namespace,
+        policy_from_settings(settings),
+        on_transition=alarm_hook(client, settings, _notify_installed),
+        on_fallback=_report_fallback,
+    ).start()
 
 
 _default: PerProcess[BreakerRegistry] = PerProcess(_registry_from_settings)

@@ -26,9 +26,19 @@ __all__ = ["BreakerStore", "StepReply", "state_from_hash"]
 # policy.py's rules, applied atomically; KEYS, ARGV and the reply are described in the file.
 _STEP_LUA = read_lua("common.guards.breaker", "policy.lua")
 # ARGV 6..16 of policy.lua, in its order.
-_POLICY_FIELDS = ("failure_threshold", "failure_rate", "min_calls", "window_seconds",
-                  "slow_call_rate", "open_seconds", "open_max_seconds", "half_open_calls",
-                  "lease_seconds", "jitter", "buckets")
+_POLICY_FIELDS = (
+    "failure_threshold",
+    "failure_rate",
+    "min_calls",
+    "window_seconds",
+    "slow_call_rate",
+    "open_seconds",
+    "open_max_seconds",
+    "half_open_calls",
+    "lease_seconds",
+    "jitter",
+    "buckets",
+)
 
 Batch = tuple[int, int, int, int]  # calls, failures, slow, trailing failures
 
@@ -47,12 +57,31 @@ class StepReply:
 
     @classmethod
     def decode(cls, reply: Sequence[str]) -> StepReply:
-        (state, open_until, trips, total_trips, consecutive, forced, changed, before,
-         change_reason, allowed, probe, retry_in, probe_successes, reason) = reply
+        (
+            state,
+            open_until,
+            trips,
+            total_trips,
+            consecutive,
+            forced,
+            changed,
+            before,
+            change_reason,
+            allowed,
+            probe,
+            retry_in,
+            probe_successes,
+            reason,
+        ) = reply
         decoded = bp.BreakerState(
-            state=state, open_until=float(open_until), trips=int(float(trips)),
-            total_trips=int(float(total_trips)), consecutive=int(float(consecutive)),
-            forced=forced == "1", probe_successes=int(float(probe_successes)), reason=reason,
+            state=state,
+            open_until=float(open_until),
+            trips=int(float(trips)),
+            total_trips=int(float(total_trips)),
+            consecutive=int(float(consecutive)),
+            forced=forced == "1",
+            probe_successes=int(float(probe_successes)),
+            reason=reason,
         )
         change = bp.Change(before, state, change_reason) if changed == "1" else None
         return cls(decoded, change, allowed == "1", probe or None, float(retry_in))
@@ -63,11 +92,14 @@ def state_from_hash(raw: dict[str, str]) -> bp.BreakerState:
     if not raw:
         return bp.BreakerState()
     return bp.BreakerState(
-        state=raw.get("state", bp.CLOSED), open_until=float(raw.get("open_until", 0)),
-        trips=int(float(raw.get("trips", 0))), total_trips=int(float(raw.get("total_trips", 0))),
+        state=raw.get("state", bp.CLOSED),
+        open_until=float(raw.get("open_until", 0)),
+        trips=int(float(raw.get("trips", 0))),
+        total_trips=int(float(raw.get("total_trips", 0))),
         consecutive=int(float(raw.get("consecutive", 0))),
         probe_successes=int(float(raw.get("probe_successes", 0))),
-        forced=raw.get("forced", "0") in ("1", "1.0"), reason=raw.get("reason", ""),
+        forced=raw.get("forced", "0") in ("1", "1.0"),
+        reason=raw.get("reason", ""),
     )
 
 
@@ -84,30 +116,69 @@ class BreakerStore:
     def script_keys(self, name: str) -> list[str]:
         """``policy.lua``'s KEYS, in its order."""
         keys = self.keys
-        return [keys.breaker(name), keys.breaker_window(name), keys.breaker_leases(name),
-                keys.breakers()]
+        return [
+            keys.breaker(name),
+            keys.breaker_window(name),
+            keys.breaker_leases(name),
+            keys.breakers(),
+        ]
 
-    def _run(self, name: str, policy: bp.BreakerPolicy, op: str, now: float, u: float,
-             arg: str, batch: Batch, client: Any = None) -> Any:
-        args = [op, name, repr(now), repr(u), arg,
-                *(repr(getattr(policy, f)) for f in _POLICY_FIELDS),
-                *(str(n) for n in batch), self.channel]
+    def _run(
+        self,
+        name: str,
+        policy: bp.BreakerPolicy,
+        op: str,
+        now: float,
+        u: float,
+        arg: str,
+        batch: Batch,
+        client: Any = None,
+    ) -> Any:
+        args = [
+            op,
+            name,
+            repr(now),
+            repr(u),
+            arg,
+            *(repr(getattr(policy, f)) for f in _POLICY_FIELDS),
+            *(str(n) for n in batch),
+            self.channel,
+        ]
         return self._script(keys=self.script_keys(name), args=args, client=client)
 
-    def step(self, name: str, policy: bp.BreakerPolicy, op: str, now: float, u: float = 0.0,
-             arg: str = "", batch: Batch = (0, 0, 0, 0)) -> StepReply:
+    def step(
+        self,
+        name: str,
+        policy: bp.BreakerPolicy,
+        op: str,
+        now: float,
+        u: float = 0.0,
+        arg: str = "",
+        batch: Batch = (0, 0, 0, 0),
+    ) -> StepReply:
         """One ``op`` (admit, record, probe, force) of breaker ``name``; ``u`` is
         uniform in [0, 1) (the open time's jitter), ``arg`` a lease id or a force action."""
         return StepReply.decode(self._run(name, policy, op, now, u, arg, batch))
 
-    def record_many(self, batches: Sequence[tuple[str, bp.BreakerPolicy, bp.Outcomes]],
-                    now: float, rand: Callable[[], float]) -> list[StepReply]:
+    def record_many(
+        self,
+        batches: Sequence[tuple[str, bp.BreakerPolicy, bp.Outcomes]],
+        now: float,
+        rand: Callable[[], float],
+    ) -> list[StepReply]:
         """A ``record`` step per ``(name, policy, outcomes)``, in one pipelined round trip."""
         pipe = self.client.pipeline(transaction=False)
         for name, policy, pending in batches:
-            self._run(name, policy, "record", now, rand(), "",
-                      (pending.calls, pending.failures, pending.slow, pending.trailing_failures),
-                      client=pipe)
+            self._run(
+                name,
+                policy,
+                "record",
+                now,
+                rand(),
+                "",
+                (pending.calls, pending.failures, pending.slow, pending.trailing_failures),
+                client=pipe,
+            )
         return [StepReply.decode(raw) for raw in pipe.execute()]
 
     def names(self) -> list[str]:
@@ -146,8 +217,9 @@ class BreakerStore:
             "kind": "breaker",
             "state": shown,
             "forced": state.forced,
-            "open_remaining_seconds": (round(max(0.0, state.open_until - now), 3)
-                                       if counting_down else None),
+            "open_remaining_seconds": (
+                round(max(0.0, state.open_until - now), 3) if counting_down else None
+            ),
             "trips": state.trips,
             "total_trips": state.total_trips,
             "consecutive_failures": state.consecutive,
@@ -157,8 +229,9 @@ class BreakerStore:
             "changed_at": float(raw["changed_at"]) if raw.get("changed_at") else None,
         }
 
-    def force(self, name: str, action: str, policy: bp.BreakerPolicy,
-              now: float | None = None) -> tuple[bp.BreakerState, bp.Change | None]:
+    def force(
+        self, name: str, action: str, policy: bp.BreakerPolicy, now: float | None = None
+    ) -> tuple[bp.BreakerState, bp.Change | None]:
         """An operator's open/close/reset, applied atomically and announced to every process."""
         if action not in ("open", "close", "reset"):
             raise ValueError(f"unknown action {action!r}: use open, close or reset")

@@ -125,8 +125,9 @@ class SharedLimit:
         self.sync_interval = sync_interval or min(0.1, self.options.window / 4, lease_ttl / 4)
         # After Redis said "full", refuse locally for this long: a starved
         # process would otherwise make a round trip per attempt, holding the lock.
-        self.refusal_hold = (min(0.01, self.sync_interval / 2) if refusal_hold is None
-                             else refusal_hold)
+        self.refusal_hold = (
+            min(0.01, self.sync_interval / 2) if refusal_hold is None else refusal_hold
+        )
         self.background = background
         self.retry_base = retry_base
         self.retry_cap = retry_cap
@@ -140,8 +141,9 @@ class SharedLimit:
         os.register_at_fork(after_in_child=_start_afresh_in_child(weakref.ref(self)))
 
     @classmethod
-    def from_settings(cls, redis_client: redis.Redis, settings: Any, service: str,
-                      **kwargs: Any) -> SharedLimit:
+    def from_settings(
+        cls, redis_client: redis.Redis, settings: Any, service: str, **kwargs: Any
+    ) -> SharedLimit:
         """A limit tuned by the ``LIMIT_*`` settings, in ``JENGA_NAMESPACE``."""
         return cls(
             redis_client,
@@ -184,8 +186,11 @@ class SharedLimit:
             now = self.clock()
             # The local limit check matters after a decrease: idle slots stay in
             # the allotment until the next sync, but must not be used past it.
-            if (self._free and now < self._free_until
-                    and len(self._busy) + self._extra < self._limit):
+            if (
+                self._free
+                and now < self._free_until
+                and len(self._busy) + self._extra < self._limit
+            ):
                 return self._take(self._free.pop())
             if self.background and self._thread is None:
                 self._start_thread()
@@ -240,16 +245,24 @@ class SharedLimit:
     def _sync_locked(self, now: float, need: int) -> None:
         if self._fallback and now < self._retry_at:
             return
-        if (need == 0 and not self._busy and not self._free and self._count == 0
-                and self._peak == 0):
+        if need == 0 and not self._busy and not self._free and self._count == 0 and self._peak == 0:
             return  # idle: nothing to renew or report, no round trip
         busy = list(self._busy)
         try:
             reply = self.store.sync(
-                self.service, self.options, now=now, lease_ttl=self.lease_ttl,
-                process_id=self._process_id, want=max(self._peak, len(busy) + need),
-                seq=self._seq, count=self._count, drops=self._drops,
-                latency_us=self._latency_us, peak=self._peak, busy=busy, free=list(self._free),
+                self.service,
+                self.options,
+                now=now,
+                lease_ttl=self.lease_ttl,
+                process_id=self._process_id,
+                want=max(self._peak, len(busy) + need),
+                seq=self._seq,
+                count=self._count,
+                drops=self._drops,
+                latency_us=self._latency_us,
+                peak=self._peak,
+                busy=busy,
+                free=list(self._free),
             )
         except redis.RedisError as error:
             self._enter_fallback(now, error)
@@ -273,26 +286,36 @@ class SharedLimit:
             log_event(log, "limit.recovered", service=self.service, limit=self._limit)
         if reply.change is not None:
             change = reply.change
-            log_event(log, "limit.changed", service=self.service, old=change.old,
-                      new=change.new, reason=change.reason)
+            log_event(
+                log,
+                "limit.changed",
+                service=self.service,
+                old=change.old,
+                new=change.new,
+                reason=change.reason,
+            )
 
     def _enter_fallback(self, now: float, error: Exception) -> None:
         if not self._fallback:
             log_event(
-                log, "limit.fallback", logging.WARNING, service=self.service,
-                local_limit=self.options.min, error=describe_error(error),
+                log,
+                "limit.fallback",
+                logging.WARNING,
+                service=self.service,
+                local_limit=self.options.min,
+                error=describe_error(error),
             )
         self._fallback = True
         # Idle slots may expire in Redis while we cannot renew them: forget them.
         self._free = []
-        self._retry_at = now + full_jitter_backoff(self._failures, self.retry_base,
-                                                   self.retry_cap)
+        self._retry_at = now + full_jitter_backoff(self._failures, self.retry_base, self.retry_cap)
         self._failures += 1
 
     def _start_thread(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"jenga-limit-{self.service}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"jenga-limit-{self.service}", daemon=True
+        )
         self._thread.start()
 
     def _run(self) -> None:
@@ -301,8 +324,13 @@ class SharedLimit:
             try:
                 self.sync()
             except Exception as error:  # the thread must outlive any surprise
-                log_event(log, "limit.sync_failed", logging.WARNING, service=self.service,
-                          error=describe_error(error))
+                log_event(
+                    log,
+                    "limit.sync_failed",
+                    logging.WARNING,
+                    service=self.service,
+                    error=describe_error(error),
+                )
 
     def close(self) -> None:
         """Stop the background sync and give idle slots back to the fleet."""
@@ -327,8 +355,10 @@ class SharedLimit:
     def snapshot(self) -> dict[str, Any]:
         """The limit as the fleet sees it, plus this process's share."""
         with self._lock:
-            local = {"held": len(self._busy) + len(self._free),
-                     "busy": len(self._busy) + self._extra}
+            local = {
+                "held": len(self._busy) + len(self._free),
+                "busy": len(self._busy) + self._extra,
+            }
             fallback = self._fallback
         if not fallback:
             try:
@@ -340,13 +370,22 @@ class SharedLimit:
                     view.update(fallback=False, local=local)
                     return view
                 return {
-                    "service": self.service, "limit": initial(self.options), "in_flight": 0,
-                    "min": self.options.min, "max": self.options.max,
+                    "service": self.service,
+                    "limit": initial(self.options),
+                    "in_flight": 0,
+                    "min": self.options.min,
+                    "max": self.options.max,
                     "window": {"seconds": self.options.window, "count": 0, "drops": 0},
-                    "fallback": False, "local": local,
+                    "fallback": False,
+                    "local": local,
                 }
         return {
-            "service": self.service, "limit": self.options.min, "in_flight": local["busy"],
-            "min": self.options.min, "max": self.options.max,
-            "window": {"seconds": self.options.window}, "fallback": True, "local": local,
+            "service": self.service,
+            "limit": self.options.min,
+            "in_flight": local["busy"],
+            "min": self.options.min,
+            "max": self.options.max,
+            "window": {"seconds": self.options.window},
+            "fallback": True,
+            "local": local,
         }

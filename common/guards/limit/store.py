@@ -59,8 +59,14 @@ class SyncReply:
         change = None
         if changed:
             change = LimitChange(int(changed[0]), int(changed[1]), _text(changed[2]))
-        return cls(int(limit), change, tuple(map(_text, lost)), tuple(map(_text, kept)),
-                   tuple(map(_text, granted)), int(held))
+        return cls(
+            int(limit),
+            change,
+            tuple(map(_text, lost)),
+            tuple(map(_text, kept)),
+            tuple(map(_text, granted)),
+            int(held),
+        )
 
 
 class LimitStore:
@@ -74,19 +80,52 @@ class LimitStore:
     def script_keys(self, service: str) -> list[str]:
         """``aimd.lua``'s KEYS, in its order."""
         keys = self.keys
-        return [keys.limit(service), keys.limit_leases(service), keys.limit_peaks(service),
-                keys.limits()]
+        return [
+            keys.limit(service),
+            keys.limit_leases(service),
+            keys.limit_peaks(service),
+            keys.limits(),
+        ]
 
-    def sync(self, service: str, options: AIMDOptions, *, now: float, lease_ttl: float,
-             process_id: str, want: int, seq: int, count: int, drops: int, latency_us: int,
-             peak: int, busy: Sequence[str], free: Sequence[str]) -> SyncReply:
+    def sync(
+        self,
+        service: str,
+        options: AIMDOptions,
+        *,
+        now: float,
+        lease_ttl: float,
+        process_id: str,
+        want: int,
+        seq: int,
+        count: int,
+        drops: int,
+        latency_us: int,
+        peak: int,
+        busy: Sequence[str],
+        free: Sequence[str],
+    ) -> SyncReply:
         """One sync of ``process_id``'s slots and samples (see ``aimd.lua``)."""
         args: list[Any] = [
-            repr(float(now)), repr(float(lease_ttl)), process_id, want, seq,
-            count, drops, latency_us, peak,
-            options.initial, options.min, options.max, repr(float(options.backoff_ratio)),
-            options.step, repr(float(options.latency_target)), repr(float(options.window)),
-            service, len(busy), *busy, *free,
+            repr(float(now)),
+            repr(float(lease_ttl)),
+            process_id,
+            want,
+            seq,
+            count,
+            drops,
+            latency_us,
+            peak,
+            options.initial,
+            options.min,
+            options.max,
+            repr(float(options.backoff_ratio)),
+            options.step,
+            repr(float(options.latency_target)),
+            repr(float(options.window)),
+            service,
+            len(busy),
+            *busy,
+            *free,
         ]
         return SyncReply.decode(self._script(keys=self.script_keys(service), args=args))
 
@@ -145,8 +184,9 @@ class LimitStore:
         }
 
 
-def list_limits(redis_client: redis.Redis, namespace: str,
-                now: float | None = None) -> list[dict[str, Any]]:
+def list_limits(
+    redis_client: redis.Redis, namespace: str, now: float | None = None
+) -> list[dict[str, Any]]:
     """Every limit of this namespace as the fleet sees it (for ``GET /breakers``
     and ``jenga breakers``), sorted by service. Raises ``redis.RedisError`` when
     Redis is unreachable."""
