@@ -32,6 +32,7 @@ test: same-python
 
 lint: same-python
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) .jenga

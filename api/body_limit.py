@@ -45,14 +45,18 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    # FastAPI turns an HTTPException raised while reading the body into our JSON error.
+                    # FastAPI turns an HTTPException raised while reading the body into our
+                    # JSON error.
                     raise HTTPException(413, self._message(received))
             return message
 
         await self.app(scope, counting_receive, send)
 
     def _message(self, size: int) -> str:
-        return f"request body of {size}+ bytes is over the API's limit of {self.limit} bytes (2 x MAX_PAYLOAD_BYTES + 64 KiB)"
+        return (
+            f"request body of {size}+ bytes is over the API's limit of {self.limit} bytes"
+            " (2 x MAX_PAYLOAD_BYTES + 64 KiB)"
+        )
 
     def _refuse(self, size: int):
         return error_response(413, "payload_too_large", self._message(size))

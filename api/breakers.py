@@ -31,7 +31,10 @@ def _unavailable(error: BaseException) -> JSONResponse:
     log_event(log, "breakers.unavailable", level=logging.WARNING, error=describe_error(error))
     return JSONResponse(
         {
-            "error": "breaker state unavailable: Redis is unreachable; workers fall back to per-process breakers",
+            "error": (
+                "breaker state unavailable: Redis is unreachable;"
+                " workers fall back to per-process breakers"
+            ),
             "fallback": True,
             "detail": describe_error(error),
         },
@@ -45,7 +48,8 @@ def _unavailable(error: BaseException) -> JSONResponse:
     responses={503: {"description": "Redis, which holds breaker state, is unreachable"}},
 )
 def breakers(request: Request):
-    """Every circuit breaker (state, trips, window counts, probes) and every concurrency limit (limit, in flight)."""
+    """Every circuit breaker (state, trips, window counts, probes) and every concurrency limit
+    (limit, in flight)."""
     try:
         body = fleet_overview(request.app.state.redis, request.app.state.settings.jenga_namespace)
     except redis.RedisError as error:

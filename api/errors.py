@@ -100,7 +100,8 @@ async def _database_error(request: Request, error: Exception) -> JSONResponse:
         return error_response(
             422,
             "invalid_request",
-            f"the request holds a value PostgreSQL cannot store ({reason.partition(': ')[2] or reason})",
+            "the request holds a value PostgreSQL cannot store"
+            f" ({reason.partition(': ')[2] or reason})",
         )
     if isinstance(error, DBAPIError) and not _is_connection_error(error):
         return await _unexpected(request, error)

@@ -196,8 +196,8 @@ def create_message(
         raise ApiError(
             413,
             "payload_too_large",
-            f"payload is {len(payload_json.encode())} bytes; the limit is {settings.max_payload_bytes}"
-            " (MAX_PAYLOAD_BYTES)",
+            f"payload is {len(payload_json.encode())} bytes;"
+            f" the limit is {settings.max_payload_bytes} (MAX_PAYLOAD_BYTES)",
         )
     digest = request_hash(body)
     if idempotency_key is not None:

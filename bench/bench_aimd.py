@@ -290,7 +290,9 @@ def main() -> None:
     ]
     print(f"ideal goodput: {c / args.service_time:.0f}/s")
     print(
-        "| strategy | goodput (req/s) | error rate | errors/s | p99 latency (ms) | sent | refused locally | converge to <= C | after convergence: limit mean (range), error rate, goodput |"
+        "| strategy | goodput (req/s) | error rate | errors/s | p99 latency (ms) | sent"
+        " | refused locally | converge to <= C"
+        " | after convergence: limit mean (range), error rate, goodput |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, options in strategies:
@@ -302,11 +304,13 @@ def main() -> None:
         after = "—"
         if row.get("limit_mean_after") is not None:
             after = (
-                f"{row['limit_mean_after']:.1f} ({row['limit_range_after'][0]}–{row['limit_range_after'][1]}), "
+                f"{row['limit_mean_after']:.1f}"
+                f" ({row['limit_range_after'][0]}–{row['limit_range_after'][1]}), "
                 f"{row['steady_error_rate'] * 100:.1f} %, {row['steady_goodput']:.0f}/s"
             )
         print(
-            f"| {row['name']} | {row['goodput']:.0f} | {row['error_rate'] * 100:.1f} % | {row['errors_per_s']:.0f} | {row['p99_ms']:.1f} | "
+            f"| {row['name']} | {row['goodput']:.0f} | {row['error_rate'] * 100:.1f} %"
+            f" | {row['errors_per_s']:.0f} | {row['p99_ms']:.1f} | "
             f"{row['sent']} | {row['refused']} | {conv_text} | {after} |",
             flush=True,
         )

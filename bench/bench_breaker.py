@@ -192,23 +192,27 @@ def main() -> None:
     args = parser.parse_args()
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     print(
-        f"cores: {os.cpu_count()}\n\n1. per-call overhead, closed breaker (best of 5 x {args.calls} calls)\n"
+        f"cores: {os.cpu_count()}\n\n"
+        f"1. per-call overhead, closed breaker (best of 5 x {args.calls} calls)\n"
     )
     print("| path | µs per call |\n|---|---|")
     for label, micros in bench_overhead(args.calls, namespace):
         print(f"| {label} | {micros:.2f} |")
     print(
-        f"\n3. propagation: {args.processes} processes, {args.rounds} rounds, threshold 5 consecutive failures\n"
+        f"\n3. propagation: {args.processes} processes, {args.rounds} rounds,"
+        " threshold 5 consecutive failures\n"
     )
     print(
-        "| breaker | trip -> refusal median | p99 | max | calls after the trip (mean/round) | calls that reached the failing service (mean/round) |"
+        "| breaker | trip -> refusal median | p99 | max | calls after the trip (mean/round)"
+        " | calls that reached the failing service (mean/round) |"
     )
     print("|---|---|---|---|---|---|")
     for shared, label in ((False, "per-process circuitbreaker (baseline)"), (True, "ours, shared")):
         delays, after, reached = bench_propagation(args.processes, args.rounds, shared, namespace)
         print(
-            f"| {label} | {statistics.median(delays) * 1000:.1f} ms | {p99(delays) * 1000:.1f} ms | "
-            f"{max(delays) * 1000:.1f} ms | {statistics.mean(after):.1f} | {statistics.mean(reached):.1f} |"
+            f"| {label} | {statistics.median(delays) * 1000:.1f} ms | {p99(delays) * 1000:.1f} ms"
+            f" | {max(delays) * 1000:.1f} ms | {statistics.mean(after):.1f}"
+            f" | {statistics.mean(reached):.1f} |"
         )
 
 

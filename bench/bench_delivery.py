@@ -112,7 +112,8 @@ def time_noops(redis_url: str, counter: str, messages: int) -> float:
 
 
 def sender(redis_url: str, namespace: str) -> Celery:
-    """A client that queues tasks by name under the namespace's broker keys (as Jenga's workers read them)."""
+    """A client that queues tasks by name under the namespace's broker keys (as Jenga's workers
+    read them)."""
     client = Celery("bench-sender", set_as_current=False)
     prefix = RedisKeys(namespace).broker_prefix()
     client.conf.update(
@@ -195,7 +196,8 @@ def run_delivery(
 
     with ExitStack() as stack, WebhookReceiver() as receiver:
         database_url = stack.enter_context(fresh_database())
-        # The product's dispatch interval, not the tests' quicker one: deliveries here are enqueued by the API.
+        # The product's dispatch interval, not the tests' quicker one: deliveries here are
+        # enqueued by the API.
         env = stack_env(
             settings_env, database_url, LOG_LEVEL="WARNING", DELIVERY_DISPATCH_INTERVAL_SECONDS="1"
         )
@@ -236,7 +238,8 @@ def run_delivery(
         with psycopg.connect(database_url) as conn:
             # First attempt's start to last attempt's end, from the attempts PostgreSQL recorded.
             elapsed = conn.execute(
-                "SELECT extract(epoch FROM max(started_at + duration_ms * interval '1 ms') - min(started_at))"
+                "SELECT extract(epoch FROM"
+                " max(started_at + duration_ms * interval '1 ms') - min(started_at))"
                 " FROM webhook_attempts"
             ).fetchone()[0]
         assert len(receiver.accepted_ids()) == messages
@@ -279,8 +282,8 @@ def main() -> None:
     ratio = statistics.median(r / s for _, s, r in rounds)
     ratio_bare = statistics.median(r / b for b, _, r in rounds)
     print(
-        f"machine: {os.cpu_count()} cores; {args.messages} tasks/messages; worker -P threads -c {args.concurrency};"
-        f" median of {args.rounds} rounds"
+        f"machine: {os.cpu_count()} cores; {args.messages} tasks/messages;"
+        f" worker -P threads -c {args.concurrency}; median of {args.rounds} rounds"
     )
     print(f"baseline: bare Celery no-op tasks       {bare:8.1f} /s")
     print(f"baseline: Jenga worker no-op tasks      {same_worker:8.1f} /s")

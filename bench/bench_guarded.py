@@ -167,15 +167,14 @@ def main() -> None:
     plain, guarded = statistics.mean(rates["plain"]), statistics.mean(rates["guarded"])
     print(f"\n2. throughput, {args.tasks} no-op tasks x 3 rounds, prefork -c 2\n")
     print("| tasks | tasks/s (rounds) | mean |\n|---|---|---|")
-    print(
-        f"| plain Celery (baseline) | {', '.join(f'{r:.0f}' for r in rates['plain'])} | {plain:.0f} |"
-    )
-    print(
-        f"| GuardedTask | {', '.join(f'{r:.0f}' for r in rates['guarded'])} | {guarded:.0f} ({guarded / plain:.2f}x) |"
-    )
+    plain_rounds = ", ".join(f"{r:.0f}" for r in rates["plain"])
+    guarded_rounds = ", ".join(f"{r:.0f}" for r in rates["guarded"])
+    print(f"| plain Celery (baseline) | {plain_rounds} | {plain:.0f} |")
+    print(f"| GuardedTask | {guarded_rounds} | {guarded:.0f} ({guarded / plain:.2f}x) |")
     outage = bench_outage(args.outage_tasks, base_env)
     print(
-        f"\n4. outage: {args.outage_tasks} tasks to a hanging service (timeout 1 s) + {args.outage_tasks} to a healthy one, threads -c 4\n"
+        f"\n4. outage: {args.outage_tasks} tasks to a hanging service (timeout 1 s)"
+        f" + {args.outage_tasks} to a healthy one, threads -c 4\n"
     )
     print("| | healthy tasks/s |\n|---|---|")
     print(f"| no breaker (baseline) | {outage[False]:.1f} |")

@@ -88,8 +88,9 @@ def main() -> None:
                 server.start()
                 results["to_200"][name].append(time_until(client, 200))
         print(
-            f"machine: {os.cpu_count()} cores; defaults RECONNECT_BASE_SECONDS=0.5 RECONNECT_CAP_SECONDS=5 "
-            f"CHECK_INTERVAL_SECONDS=1 CHECK_TIMEOUT_SECONDS=1; {args.trials} trials, {args.outage_seconds}s outages"
+            f"machine: {os.cpu_count()} cores; defaults RECONNECT_BASE_SECONDS=0.5"
+            " RECONNECT_CAP_SECONDS=5 CHECK_INTERVAL_SECONDS=1 CHECK_TIMEOUT_SECONDS=1;"
+            f" {args.trials} trials, {args.outage_seconds}s outages"
         )
         print(f"/live (baseline), all up:  p50 {live[0]:.2f} ms  p99 {live[1]:.2f} ms")
         print(f"/up, all up:               p50 {up[0]:.2f} ms  p99 {up[1]:.2f} ms")
@@ -97,8 +98,8 @@ def main() -> None:
         for kind, label in (("to_503", "dies -> /up 503"), ("to_200", "back -> /up 200")):
             for name, values in results[kind].items():
                 print(
-                    f"{name} {label}: mean {statistics.mean(values):.2f} s  max {max(values):.2f} s  "
-                    f"({', '.join(f'{v:.2f}' for v in values)})"
+                    f"{name} {label}: mean {statistics.mean(values):.2f} s"
+                    f"  max {max(values):.2f} s  ({', '.join(f'{v:.2f}' for v in values)})"
                 )
     finally:
         api.stop()

@@ -29,5 +29,6 @@ else:
     # and only on this machine: an open dashboard can revoke tasks and shut workers down.
     address = "127.0.0.1"
     _logging.getLogger("jenga.flower").warning(
-        "Flower is running WITHOUT authentication, on 127.0.0.1 only: set FLOWER_BASIC_AUTH=user:password"
+        "Flower is running WITHOUT authentication, on 127.0.0.1 only:"
+        " set FLOWER_BASIC_AUTH=user:password"
     )

@@ -75,7 +75,8 @@ class GuardRefused(Exception):
 
 
 class ServiceUnavailableError(Exception):
-    """Terminal: the task was deferred ``GUARD_MAX_DEFERRALS`` times and the service is still refused."""
+    """Terminal: the task was deferred ``GUARD_MAX_DEFERRALS`` times and the service is still
+    refused."""
 
     def __init__(self, service: str, reason: str, deferrals: int):
         self.service = service
@@ -101,7 +102,8 @@ class GuardedCall:
         self.recorded = False
 
     def record(self, failed: bool, latency: float | None = None) -> None:
-        """``failed``: the service misbehaved (5xx, 429, garbage); ``latency``: seconds, default measured."""
+        """``failed``: the service misbehaved (5xx, 429, garbage); ``latency``: seconds, default
+        measured."""
         self.failed = failed
         self.latency = latency
         self.recorded = True
@@ -140,7 +142,8 @@ _limits: PerProcess[ServiceLimits] = PerProcess(ServiceLimits)
 
 def registry() -> BreakerRegistry:
     """This process's breakers; opening and closing set and clear alarm ``breaker:<service>``
-    (and notify people: the worker installs the notifier at start, see ``worker/steps/breakers.py``)."""
+    (and notify people: the worker installs the notifier at start, see
+    ``worker/steps/breakers.py``)."""
     return default_registry()
 
 

@@ -19,12 +19,14 @@ def settings_table() -> str:
             default = f"`{field.default}`"
         rows.append(f"| `{name.upper()}` | {default} | {field.description or ''} |")
     rows.append(
-        "| `CONFIG_WAIT_SECONDS` | `2` | How long to keep retrying a missing or invalid configuration before giving up. |"
+        "| `CONFIG_WAIT_SECONDS` | `2` | How long to keep retrying a missing or invalid"
+        " configuration before giving up. |"
     )
     rows.append(
         "| `JENGA_ENV_FILE` | *(unset)* | Optional env file read in addition to the environment. |"
     )
     rows.append(
-        "| `JENGA_SECRETS_DIR` | *(unset)* | Optional folder with one file per setting (Docker/Kubernetes secrets). |"
+        "| `JENGA_SECRETS_DIR` | *(unset)* | Optional folder with one file per setting"
+        " (Docker/Kubernetes secrets). |"
     )
     return "\n".join(rows)

@@ -63,15 +63,22 @@ class Settings(BaseSettings):
         description="PostgreSQL URL, `postgresql://user:password@host:5432/db`. Required."
     )
     redis_url: str = Field(
-        description="Redis URL for alarms, breakers, limits and heartbeats, `redis://host:6379/0`. Required."
+        description=(
+            "Redis URL for alarms, breakers, limits and heartbeats, `redis://host:6379/0`."
+            " Required."
+        )
     )
     broker_url: str | None = Field(
         default=None,
-        description="Celery broker: `redis://...` or `amqp://...` (RabbitMQ). Defaults to `REDIS_URL`.",
+        description=(
+            "Celery broker: `redis://...` or `amqp://...` (RabbitMQ). Defaults to `REDIS_URL`."
+        ),
     )
     jenga_namespace: str = Field(
         default="jenga",
-        description="Prefix of every Redis key and queue name, so several deployments can share one Redis.",
+        description=(
+            "Prefix of every Redis key and queue name, so several deployments can share one Redis."
+        ),
     )
     reconnect_base_seconds: float = Field(
         default=0.5, gt=0, description="First reconnect delay ceiling (full-jitter backoff base)."
@@ -94,18 +101,26 @@ class Settings(BaseSettings):
     )
     jenga_env: Literal["development", "production"] = Field(
         default="development",
-        description="`production` refuses unsafe settings (Flower without auth, private webhook destinations).",
+        description=(
+            "`production` refuses unsafe settings (Flower without auth, private webhook"
+            " destinations)."
+        ),
     )
     jenga_admin_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token for write and admin API calls (at least 16 characters). Unset: those calls are refused with 401/403.",
+        description=(
+            "Bearer token for write and admin API calls (at least 16 characters)."
+            " Unset: those calls are refused with 401/403."
+        ),
     )
     flower_port: int = Field(
         default=5555, ge=1, le=65535, description="Port of the Flower dashboard."
     )
     flower_basic_auth: SecretStr | None = Field(
         default=None,
-        description="`user:password` for Flower's basic auth. Required when `JENGA_ENV=production`.",
+        description=(
+            "`user:password` for Flower's basic auth. Required when `JENGA_ENV=production`."
+        ),
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="`json` for one JSON object per log line, `text` for people."
@@ -174,18 +189,25 @@ class Settings(BaseSettings):
     breaker_open_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="How long a breaker stays open after its first trip; doubles with each further trip.",
+        description=(
+            "How long a breaker stays open after its first trip; doubles with each further trip."
+        ),
     )
     breaker_open_max_seconds: float = Field(
         default=300.0,
         gt=0,
         le=1800,
-        description="Longest open time, however often the breaker trips (kept well below the broker's 3600 s visibility timeout).",
+        description=(
+            "Longest open time, however often the breaker trips"
+            " (kept well below the broker's 3600 s visibility timeout)."
+        ),
     )
     breaker_half_open_calls: int = Field(
         default=1,
         ge=1,
-        description="Trial calls admitted fleet-wide when the open time is over; all must succeed to close.",
+        description=(
+            "Trial calls admitted fleet-wide when the open time is over; all must succeed to close."
+        ),
     )
     breaker_probe_lease_seconds: float = Field(
         default=30.0,
@@ -195,32 +217,44 @@ class Settings(BaseSettings):
     guard_max_deferrals: int = Field(
         default=50,
         ge=0,
-        description="Times a guarded task is deferred (breaker open, no limiter slot) before it fails with `ServiceUnavailableError`.",
+        description=(
+            "Times a guarded task is deferred (breaker open, no limiter slot) before it fails with"
+            " `ServiceUnavailableError`."
+        ),
     )
     guard_max_countdown_seconds: float = Field(
         default=600.0,
         gt=0,
         le=1800,
-        description="Longest deferral of a guarded task (kept well below the broker's 3600 s visibility timeout).",
+        description=(
+            "Longest deferral of a guarded task (kept well below the broker's 3600 s visibility"
+            " timeout)."
+        ),
     )
 
     # --- adaptive concurrency limit (AIMD), one per external service ----------
     limit_initial: int = Field(
         default=20,
         ge=1,
-        description="Concurrency limit of a service with no history yet (fleet-wide calls in flight).",
+        description=(
+            "Concurrency limit of a service with no history yet (fleet-wide calls in flight)."
+        ),
     )
     limit_min: int = Field(
         default=1,
         ge=1,
-        description="Lowest the limit goes; also each process's own limit while Redis is unreachable.",
+        description=(
+            "Lowest the limit goes; also each process's own limit while Redis is unreachable."
+        ),
     )
     limit_max: int = Field(default=200, ge=1, description="Highest the limit goes.")
     limit_backoff_ratio: float = Field(
         default=0.9,
         gt=0,
         lt=1,
-        description="On a drop (error, timeout, 429/503, slow window) the limit is multiplied by this.",
+        description=(
+            "On a drop (error, timeout, 429/503, slow window) the limit is multiplied by this."
+        ),
     )
     limit_step: int = Field(
         default=1,
@@ -247,11 +281,16 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         default=262144,
         ge=1024,
-        description="Largest accepted message `payload` (serialized JSON, bytes); larger ones get 413.",
+        description=(
+            "Largest accepted message `payload` (serialized JSON, bytes); larger ones get 413."
+        ),
     )
     allow_private_destinations: bool = Field(
         default=False,
-        description="Let webhooks go to loopback/private/link-local addresses (local development, tests). Refused when `JENGA_ENV=production`.",
+        description=(
+            "Let webhooks go to loopback/private/link-local addresses (local development, tests)."
+            " Refused when `JENGA_ENV=production`."
+        ),
     )
     delivery_connect_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Connect timeout of one webhook delivery attempt."
@@ -263,13 +302,18 @@ class Settings(BaseSettings):
     )
     delivery_retry_schedule: str = Field(
         default="5s,5m,30m,2h,5h,10h,10h",
-        description="Delays between delivery attempts (ms/s/m/h/d); after the last one the message is `failed`.",
+        description=(
+            "Delays between delivery attempts (ms/s/m/h/d); after the last one the message is"
+            " `failed`."
+        ),
     )
     delivery_retry_jitter: float = Field(
         default=0.2,
         ge=0,
         le=1,
-        description="Each retry delay grows by a random fraction up to this, so retries spread out.",
+        description=(
+            "Each retry delay grows by a random fraction up to this, so retries spread out."
+        ),
     )
     delivery_dispatch_interval_seconds: float = Field(
         default=1.0, gt=0, description="How often beat enqueues the messages that are due."
@@ -277,7 +321,10 @@ class Settings(BaseSettings):
     delivery_redispatch_seconds: float = Field(
         default=300.0,
         gt=0,
-        description="A due message whose task has not started this long after enqueueing (broker or worker lost) is enqueued again.",
+        description=(
+            "A due message whose task has not started this long after enqueueing"
+            " (broker or worker lost) is enqueued again."
+        ),
     )
     delivery_dispatch_batch: int = Field(
         default=500, ge=1, description="Most messages one dispatch run enqueues."
@@ -285,7 +332,11 @@ class Settings(BaseSettings):
     task_time_limit_seconds: float = Field(
         default=300.0,
         gt=0,
-        description="Backstop for every task: past 90% of this the task is interrupted (soft limit), past it the pool process is replaced (hard limit, prefork pool only). A delivery attempt itself ends within `DELIVERY_TIMEOUT_SECONDS`.",
+        description=(
+            "Backstop for every task: past 90% of this the task is interrupted (soft limit),"
+            " past it the pool process is replaced (hard limit, prefork pool only)."
+            " A delivery attempt itself ends within `DELIVERY_TIMEOUT_SECONDS`."
+        ),
     )
 
     @field_validator("database_url")
@@ -361,7 +412,8 @@ class Settings(BaseSettings):
             raise ValueError("FLOWER_BASIC_AUTH is required when JENGA_ENV=production")
         if self.jenga_env == "production" and self.allow_private_destinations:
             raise ValueError(
-                "ALLOW_PRIVATE_DESTINATIONS must be false when JENGA_ENV=production (SSRF protection)"
+                "ALLOW_PRIVATE_DESTINATIONS must be false when JENGA_ENV=production"
+                " (SSRF protection)"
             )
         return self
 

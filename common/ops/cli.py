@@ -1,11 +1,15 @@
 """``jenga``: the operators' command line.
 
-    jenga config check      validate the environment, print effective settings (secrets masked); exit 0/1
+    jenga config check      validate the environment, print effective settings (secrets masked);
+                            exit 0/1
     jenga config docs       print the README's settings table
-    jenga worker health     exit 0/1 from this host's worker heartbeat (readiness; --live for liveness)
+    jenga worker health     exit 0/1 from this host's worker heartbeat (readiness; --live for
+                            liveness)
     jenga alarms            list active alarms and recent set/clear events (--json for machines)
-    jenga breakers          list circuit breakers and concurrency limits (--json; open/close/reset NAME)
-    jenga run               run the whole local stack (embedded PostgreSQL/Redis when no URLs are set)
+    jenga breakers          list circuit breakers and concurrency limits (--json;
+                            open/close/reset NAME)
+    jenga run               run the whole local stack (embedded PostgreSQL/Redis when no URLs
+                            are set)
 
 Each level adds its own commands (alarms, breakers, worker health) here.
 """
@@ -99,19 +103,21 @@ def list_alarms(args: argparse.Namespace) -> int:
     for alarm in active:
         error = alarm["last_check"].get("error")
         print(
-            f"  {alarm['severity'].upper():8} {alarm['id']:20} since {when(alarm['set_at'])}  {alarm['description']}"
-            + (f" ({error})" if error else "")
+            f"  {alarm['severity'].upper():8} {alarm['id']:20} since {when(alarm['set_at'])}"
+            f"  {alarm['description']}" + (f" ({error})" if error else "")
         )
     print(f"recent events (newest first, up to {args.history}):")
     for event in history:
         print(
-            f"  {when(event['at'])}  {event['kind']:5} {event['alarm_id']:20} {event['description']}"
+            f"  {when(event['at'])}  {event['kind']:5} {event['alarm_id']:20}"
+            f" {event['description']}"
         )
     return 0
 
 
 def breakers(args: argparse.Namespace) -> int:
-    """List every breaker and limit from Redis, or force one breaker; exit 1 if Redis cannot be reached."""
+    """List every breaker and limit from Redis, or force one breaker; exit 1 if Redis cannot be
+    reached."""
     import json
 
     import redis
@@ -156,7 +162,8 @@ def breakers(args: argparse.Namespace) -> int:
         view = fleet_overview(client, settings.jenga_namespace)
     except redis.RedisError as error:
         print(
-            f"cannot read breakers: Redis is unreachable ({describe_error(error)}); check REDIS_URL. "
+            f"cannot read breakers: Redis is unreachable ({describe_error(error)});"
+            " check REDIS_URL. "
             "Workers are running per-process breakers (fallback) until it answers.",
             file=sys.stderr,
         )
@@ -171,13 +178,16 @@ def breakers(args: argparse.Namespace) -> int:
             state += f" {b['open_remaining_seconds']:.1f}s left"
         window = b["window"]
         print(
-            f"  {b['name']:30} {state:22} trips={b['total_trips']} consecutive={b['consecutive_failures']} "
-            f"window={window['failures']}/{window['calls']} failed, {window['slow']} slow  {b['reason']}"
+            f"  {b['name']:30} {state:22} trips={b['total_trips']}"
+            f" consecutive={b['consecutive_failures']} "
+            f"window={window['failures']}/{window['calls']} failed,"
+            f" {window['slow']} slow  {b['reason']}"
         )
     print(f"limits: {len(view['limits'])}")
     for limit in view["limits"]:
         print(
-            f"  {limit.get('service', '?'):30} limit={limit.get('limit')} in_flight={limit.get('in_flight')}"
+            f"  {limit.get('service', '?'):30} limit={limit.get('limit')}"
+            f" in_flight={limit.get('in_flight')}"
         )
     return 0
 

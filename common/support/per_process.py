@@ -66,7 +66,8 @@ class PerProcess(Generic[T]):
         return current[1] if current is not None and current[0] == os.getpid() else None
 
     def set(self, value: T | None) -> None:
-        """Install ``value`` as this process's instance; ``None`` forgets it (the next ``get`` builds one)."""
+        """Install ``value`` as this process's instance; ``None`` forgets it (the next ``get``
+        builds one)."""
         with self._lock:
             self._current = None if value is None else (os.getpid(), value)
 

@@ -202,7 +202,8 @@ def test_bad_messages_get_clear_4xx(client, raw, status, code):
     ],
 )
 def test_values_postgresql_cannot_store_get_422_not_500(client, method, path, body):
-    """NaN/Infinity (Python's JSON parser takes them) and NUL characters (PostgreSQL refuses them)."""
+    """NaN/Infinity (Python's JSON parser takes them) and NUL characters (PostgreSQL refuses
+    them)."""
     endpoint = make_endpoint(client)
     kwargs = {} if body is None else {"content": body.replace("{ep}", endpoint["id"]).encode()}
     response = client.request(

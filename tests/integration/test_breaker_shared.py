@@ -267,7 +267,8 @@ def test_every_process_learns_a_trip_through_pubsub(redis_client, namespace, set
             interval=0.005,
             what="the trip to reach the other registry",
         )
-        # Open for 30 s shortened by up to the policy's jitter share (20%), minus the time spent here.
+        # Open for 30 s shortened by up to the policy's jitter share (20%), minus the time spent
+        # here.
         assert 30 * (1 - policy.jitter) - 2 < watcher.admit().retry_in <= 30
     finally:
         tripping.close()

@@ -30,12 +30,14 @@ def conn():
 def new_message(conn) -> tuple[str, str]:
     endpoint_id, message_id = f"ep_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
     conn.execute(
-        "INSERT INTO webhook_endpoints (id, url, secret) VALUES (%s, 'http://hooks.test/x', 'whsec_x')",
+        "INSERT INTO webhook_endpoints (id, url, secret)"
+        " VALUES (%s, 'http://hooks.test/x', 'whsec_x')",
         (endpoint_id,),
     )
     conn.execute(
-        """INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash, status,
-                    next_attempt_at) VALUES (%s, %s, 't', '{}', '{"n":1}', 'h', 'pending', now())""",
+        """INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash,
+                    status, next_attempt_at)
+           VALUES (%s, %s, 't', '{}', '{"n":1}', 'h', 'pending', now())""",
         (message_id, endpoint_id),
     )
     return endpoint_id, message_id

@@ -1,5 +1,6 @@
-"""Tasks for the worker-level breaker tests (loaded with ``celery worker -I tests.support.breaker_tasks``;
-a module of its own, so pytest never imports the Celery app at collection time).
+"""Tasks for the worker-level breaker tests (loaded with
+``celery worker -I tests.support.breaker_tasks``; a module of its own, so pytest never imports the
+Celery app at collection time).
 
 ``tests.breaker_call`` goes through a ``@circuit(cls=SharedCircuitBreaker)`` drop-in, not a
 ``GuardedTask``: it is the code path that used to build the process's breaker registry

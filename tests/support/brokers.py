@@ -37,7 +37,10 @@ class Broker:
             return None
         parts = urlsplit(self.url)
         if not port_open(parts.hostname or "127.0.0.1", parts.port or 5672):
-            return f"RabbitMQ is not running at {parts.hostname}:{parts.port or 5672} (TEST_RABBITMQ_URL)"
+            return (
+                f"RabbitMQ is not running at {parts.hostname}:{parts.port or 5672}"
+                " (TEST_RABBITMQ_URL)"
+            )
         return None
 
     def delete_queues(self, namespace: str) -> None:

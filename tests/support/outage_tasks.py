@@ -1,6 +1,6 @@
-"""Tasks for the outage tests (the test creates table ``outage_{ns}``) (loaded with ``celery worker -I tests.support.outage_tasks``):
-``record`` needs PostgreSQL and runs on ``{ns}.deliveries``; ``mark`` needs only
-Redis; ``hold`` keeps a pool slot busy."""
+"""Tasks for the outage tests (the test creates table ``outage_{ns}``) (loaded with
+``celery worker -I tests.support.outage_tasks``): ``record`` needs PostgreSQL and runs on
+``{ns}.deliveries``; ``mark`` needs only Redis; ``hold`` keeps a pool slot busy."""
 
 from __future__ import annotations
 

@@ -362,7 +362,8 @@ class JengaProcess:
                 return True
             if not self.alive():
                 raise AssertionError(
-                    f"process exited ({self.proc.returncode}) before printing {text!r}:\n{self.output()[-3000:]}"
+                    f"process exited ({self.proc.returncode}) before printing {text!r}:\n"
+                    f"{self.output()[-3000:]}"
                 )
             return False
 

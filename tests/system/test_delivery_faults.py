@@ -129,7 +129,8 @@ def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
         with psycopg.connect(database_url) as conn:
             rows = conn.execute("SELECT id, status, attempt_count FROM webhook_messages").fetchall()
             attempts = conn.execute(
-                "SELECT message_id, array_agg(status_code ORDER BY number) FROM webhook_attempts GROUP BY 1"
+                "SELECT message_id, array_agg(status_code ORDER BY number)"
+                " FROM webhook_attempts GROUP BY 1"
             ).fetchall()
         status = {row[0]: row[1] for row in rows}
         codes = dict(attempts)
@@ -164,7 +165,8 @@ def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
         assert len(duplicates) <= 30, duplicates
 
         print(
-            f"\nfault run: {MESSAGES} messages accepted in {posted_in:.1f}s, all settled after {elapsed:.1f}s; "
+            f"\nfault run: {MESSAGES} messages accepted in {posted_in:.1f}s,"
+            f" all settled after {elapsed:.1f}s; "
             f"{len(delivered)} delivered, {len(failed)} failed, {len(receiver.requests)} requests, "
             f"{len(duplicates)} duplicate deliveries, {len(REFUSED)} POSTs refused with 503"
         )

@@ -75,7 +75,8 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
         assert "embedded PostgreSQL" in output
         scheme = "amqp" if broker.url else "redis"
         assert f"Connected to {scheme}://" in output, output[-2000:]  # the worker's broker
-        # Operator commands from another shell find the stack through .jenga/local.env (secrets inside: 0600).
+        # Operator commands from another shell find the stack through .jenga/local.env (secrets
+        # inside: 0600).
         local_env = tmp_path / "local.env"
         assert stat.S_IMODE(local_env.stat().st_mode) == 0o600
         alarms = subprocess.run(

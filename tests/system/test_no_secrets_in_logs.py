@@ -30,7 +30,8 @@ def test_no_secret_reaches_any_process_output(settings_env, namespace, redis_cli
     api_port, flower_port, closed = free_port(), free_port(), free_port()
     env = dict(
         settings_env,
-        DATABASE_URL=f"postgresql://jenga:{db_password}@127.0.0.1:{closed}/jenga",  # nothing listens: refused
+        # Nothing listens on the port: refused.
+        DATABASE_URL=f"postgresql://jenga:{db_password}@127.0.0.1:{closed}/jenga",
         JENGA_ADMIN_TOKEN=admin_token,
         SLACK_WEBHOOK_URL=slack.url,
         FLOWER_BASIC_AUTH=f"ops:{flower_password}",
@@ -80,7 +81,8 @@ def test_no_secret_reaches_any_process_output(settings_env, namespace, redis_cli
             lambda: httpx.get(f"{base}/live", timeout=1).status_code == 200, 30, what="API /live"
         )
 
-        # The watchdog finds PostgreSQL down, opens the alarm, and Slack is told (with the secret URL).
+        # The watchdog finds PostgreSQL down, opens the alarm, and Slack is told (with the secret
+        # URL).
         wait_for(
             lambda: any("postgres" in text.lower() for text in slack.texts()),
             60,

@@ -68,7 +68,8 @@ class Fleet:
         return self.worker.output().count("jenga.watchdog.check[")
 
     def wait_for_more_checks(self, count: int) -> None:
-        """Polls the worker's log rather than sleeping: ``count`` more watchdog runs have happened."""
+        """Polls the worker's log rather than sleeping: ``count`` more watchdog runs have
+        happened."""
         target = self.checks_run() + count
         wait_for(lambda: self.checks_run() >= target, 30, what=f"{count} more watchdog runs")
 

@@ -57,7 +57,10 @@ def test_delivered_signed_retried_and_recorded(broker_env, redis_client):
 
         # Both attempts are counted fleet-wide, by outcome, under the endpoint host's service name.
         def counted(outcome: str) -> bool:
-            pattern = rf'jenga_deliveries_total\{{(?=[^}}]*outcome="{outcome}")(?=[^}}]*service="webhook:127.0.0.1")[^}}]*\}} 1\.0'
+            pattern = (
+                rf'jenga_deliveries_total\{{(?=[^}}]*outcome="{outcome}")'
+                rf'(?=[^}}]*service="webhook:127.0.0.1")[^}}]*\}} 1\.0'
+            )
             return re.search(pattern, client.get("/metrics").text) is not None
 
         wait_for(lambda: counted("retry") and counted("delivered"), 10, what="delivery metrics")

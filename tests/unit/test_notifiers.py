@@ -41,9 +41,9 @@ def test_messages_say_what_happened():
         "ALARM SET [critical] postgres - PostgreSQL is unreachable: "
         "OperationalError: connection refused (at 2023-11-14 22:13:20 UTC)"
     )
-    assert (
-        summary(CLEAR)
-        == "ALARM CLEARED postgres - PostgreSQL is unreachable after 2m05s (at 2023-11-14 22:15:25 UTC)"
+    assert summary(CLEAR) == (
+        "ALARM CLEARED postgres - PostgreSQL is unreachable after 2m05s"
+        " (at 2023-11-14 22:15:25 UTC)"
     )
     assert slack_payload(SET) == {"text": ":rotating_light: " + summary(SET)}
     assert slack_payload(CLEAR)["text"].startswith(":white_check_mark: ALARM CLEARED")

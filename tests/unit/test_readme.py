@@ -13,5 +13,6 @@ def test_readme_settings_table_is_current():
     )
     assert match, "README.md lost its settings-table markers"
     assert match.group(1) == settings_table(), (
-        "README settings table is stale: run `python -m common.ops.cli config docs` and paste it between the markers"
+        "README settings table is stale: run `python -m common.ops.cli config docs`"
+        " and paste it between the markers"
     )

@@ -47,7 +47,8 @@ CLAIM_DUE = """
     WHERE id IN (
         SELECT id FROM webhook_messages
         WHERE status = 'pending' AND next_attempt_at <= now()
-          AND (dispatched_at IS NULL OR dispatched_at < now() - make_interval(secs => %(redispatch)s))
+          AND (dispatched_at IS NULL
+               OR dispatched_at < now() - make_interval(secs => %(redispatch)s))
           AND (claimed_until IS NULL OR claimed_until < now())
         ORDER BY next_attempt_at
         LIMIT %(batch)s
@@ -63,7 +64,8 @@ CLAIM_ONE = """
     WHERE m.id = %(id)s AND e.id = m.endpoint_id AND m.status = 'pending'
       AND m.next_attempt_at <= now()
       AND (m.claimed_until IS NULL OR m.claimed_until < now())
-    RETURNING m.body, m.schedule_position, m.attempt_count, e.id AS endpoint_id, e.url, e.secret, e.disabled
+    RETURNING m.body, m.schedule_position, m.attempt_count,
+              e.id AS endpoint_id, e.url, e.secret, e.disabled
     """
 
 RELEASE = """
@@ -84,18 +86,22 @@ RECORD = """
             schedule_position = schedule_position + 1,
             next_attempt_at = CASE WHEN CAST(%(status)s AS varchar) = 'pending'
                                    THEN now() + make_interval(secs => %(retry_in)s) END,
-            delivered_at = CASE WHEN CAST(%(status)s AS varchar) = 'delivered' THEN now() ELSE delivered_at END,
+            delivered_at = CASE WHEN CAST(%(status)s AS varchar) = 'delivered'
+                                THEN now() ELSE delivered_at END,
             last_error = CAST(%(last_error)s AS text),
             dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
         WHERE id = %(id)s AND claim_token = %(token)s
         RETURNING id, endpoint_id, attempt_count
     ), attempt AS (
-        INSERT INTO webhook_attempts (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
-        SELECT id, attempt_count, CAST(%(started_at)s AS timestamptz), CAST(%(duration_ms)s AS integer),
+        INSERT INTO webhook_attempts
+            (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
+        SELECT id, attempt_count,
+               CAST(%(started_at)s AS timestamptz), CAST(%(duration_ms)s AS integer),
                CAST(%(status_code)s AS integer), CAST(%(error)s AS text), CAST(%(excerpt)s AS text)
         FROM message
     ), endpoint AS (
-        UPDATE webhook_endpoints SET disabled = true, disabled_reason = CAST(%(disabled_reason)s AS text), updated_at = now()
+        UPDATE webhook_endpoints
+        SET disabled = true, disabled_reason = CAST(%(disabled_reason)s AS text), updated_at = now()
         WHERE CAST(%(disable_endpoint)s AS boolean) AND id = (SELECT endpoint_id FROM message)
     )
     SELECT attempt_count FROM message
@@ -108,7 +114,10 @@ FAIL_DISABLED = """
     WHERE id = %(id)s AND claim_token = %(token)s
     """
 
-UNDISPATCH = "UPDATE webhook_messages SET dispatched_at = NULL WHERE id = ANY(%(ids)s) AND status = 'pending'"
+UNDISPATCH = (
+    "UPDATE webhook_messages SET dispatched_at = NULL"
+    " WHERE id = ANY(%(ids)s) AND status = 'pending'"
+)
 
 
 @dataclass(frozen=True)
