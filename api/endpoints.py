@@ -23,6 +23,7 @@ from api.errors import ApiError
 from common.delivery.destinations import DestinationError, resolve_destination
 from common.delivery.models import Endpoint
 from common.delivery.signing import generate_secret
+from common.delivery.urls import normalise_url
 
 router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
 
@@ -79,9 +80,10 @@ class EndpointList(BaseModel):
 
 
 def checked_url(request: Request, url: str) -> str:
-    """``url`` if webhooks may go there, else a 422 saying why."""
-    url = url.strip()
+    """``url`` as it will be sent (IDNA host, percent-encoded path: see
+    :mod:`common.delivery.urls`) if webhooks may go there, else a 422 saying why."""
     try:
+        url = normalise_url(url)
         resolve_destination(
             url, allow_private=request.app.state.settings.allow_private_destinations
         )

@@ -108,6 +108,27 @@ class MessageList(BaseModel):
     data: list[MessageOut]
 
 
+def unstorable_text(value: object) -> str | None:
+    """Why PostgreSQL's JSONB (and many receivers) cannot take a string in this
+    JSON value, or None: NUL, and lone UTF-16 surrogates (``"\\ud800"``)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "strings may not contain \\u0000 (PostgreSQL's JSONB cannot store it)"
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return "strings must be valid Unicode (found a lone UTF-16 surrogate)"
+        return None
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    return next((reason for item in items if (reason := unstorable_text(item))), None)
+
+
 def request_hash(body: MessageIn) -> str:
     canonical = json.dumps(
         body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
@@ -192,6 +213,9 @@ def create_message(
             "invalid_request",
             "invalid request: payload: NaN and Infinity are not JSON numbers",
         ) from None
+    refusal = unstorable_text(body.payload)
+    if refusal:
+        raise ApiError(422, "invalid_request", f"invalid request: payload: {refusal}")
     if len(payload_json.encode()) > settings.max_payload_bytes:
         raise ApiError(
             413,

@@ -329,6 +329,15 @@ class Settings(BaseSettings):
     delivery_dispatch_batch: int = Field(
         default=500, ge=1, description="Most messages one dispatch run enqueues."
     )
+    delivery_max_unrecorded_attempts: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "A message claimed this many times without an attempt being recorded (the worker"
+            " died during it, or PostgreSQL refused the record) is `failed` with the reason,"
+            " not sent again."
+        ),
+    )
     task_time_limit_seconds: float = Field(
         default=300.0,
         gt=0,

@@ -29,6 +29,7 @@ METADATA_ADDRESSES = {
     ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack
     ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
     ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+    ipaddress.ip_address("168.63.129.16"),  # Azure's WireServer (a public address)
 }
 
 
@@ -64,8 +65,16 @@ def check_url(url: str) -> tuple[str, str, int]:
 
 def refusal_for_address(address: IPAddress) -> str | None:
     """Why webhooks may not go to ``address`` (None: they may)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address inside an IPv6 one reaches that IPv4 host: judge that one.
+        # ::ffff:127.0.0.1 is 127.0.0.1; 6to4 (2002::/16) and Teredo (2001::/32) embed one.
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+        if embedded is not None:
+            reason = refusal_for_address(embedded)
+            if reason or address.ipv4_mapped is not None:
+                return reason
+        if address.is_site_local:  # fec0::/10: deprecated, but still routed inside some networks
+            return "a site-local address"
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address.is_loopback:

@@ -443,7 +443,7 @@ def test_snapshot_and_list_limits(redis_client, namespace):
 
 
 def test_unusable_service_name_is_refused(redis_client, namespace):
-    for bad in ("has spaces", "", "{tag}", "x" * 201):
+    for bad in ("has spaces", "", "{tag}", "x" * 301):
         with pytest.raises(ValueError, match="not usable as a limit name"):
             make(redis_client, namespace, bad)
     make(redis_client, namespace, "webhook:[::1]:8443")  # hosts, IPv6 and ports are fine

@@ -17,6 +17,7 @@ import trustme
 
 from common.delivery.destinations import resolve_destination
 from tests.support.http_server import FakeHTTPServer, Reply, Request
+from worker.delivery.network import AttemptBackend
 from worker.delivery.post import EXCERPT_CHARS, post
 
 NAME = "hooks.test"  # resolved by the test's resolver only: never by DNS
@@ -52,7 +53,7 @@ def send(client: httpcore.ConnectionPool, url: str, body: bytes = b'{"n":1}', ti
 
 @pytest.fixture
 def client() -> Iterator[httpcore.ConnectionPool]:
-    with httpcore.ConnectionPool(retries=0) as pool:
+    with httpcore.ConnectionPool(retries=0, network_backend=AttemptBackend()) as pool:
         yield pool
 
 
@@ -64,7 +65,7 @@ def ca() -> trustme.CA:
 def tls_client(ca: trustme.CA) -> httpcore.ConnectionPool:
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    return httpcore.ConnectionPool(ssl_context=context, retries=0)
+    return httpcore.ConnectionPool(ssl_context=context, retries=0, network_backend=AttemptBackend())
 
 
 def tls_server(ca: trustme.CA, name: str) -> ssl.SSLContext:
@@ -127,3 +128,20 @@ def test_refused_connection_is_an_error_not_an_exception(client):
         result = send(client, f"http://{NAME}:{port}/hook")
     assert result.outcome.status_code is None and result.outcome.error.startswith("ConnectError")
     assert result.excerpt is None
+
+
+def test_two_names_on_one_address_never_share_a_tls_connection(ca):
+    """A keep-alive connection proved one name; another name on the same address
+    must prove its own (before, the pool keyed connections by address)."""
+    with StubReceiver(tls_server(ca, NAME)) as rx, tls_client(ca) as client:
+        assert send(client, f"https://{NAME}:{rx.port}/hook").outcome.status_code == 200
+        other = send(client, f"https://other.test:{rx.port}/hook")
+    assert other.outcome.status_code is None and "certificate" in other.outcome.error.lower()
+    assert len(rx.requests) == 1
+
+
+def test_nothing_connects_outside_an_attempt_or_to_an_unchecked_host(client):
+    with StubReceiver() as rx:
+        with pytest.raises(httpcore.ConnectError, match="not the destination that was checked"):
+            client.request("POST", f"http://127.0.0.1:{rx.port}/hook", content=b"{}")
+    assert rx.requests == []

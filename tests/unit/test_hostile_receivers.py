@@ -19,7 +19,7 @@ from tests.support.hostile import (
     tls_handshake_trickled,
     trickle,
 )
-from worker.delivery.deadline import DeadlineBackend, attempt_deadline, time_left
+from worker.delivery.network import AttemptBackend, attempt_deadline, time_left
 from worker.delivery.post import post
 
 DEADLINE = 1.0
@@ -42,7 +42,7 @@ EXPECTED = {
 
 @pytest.fixture
 def client() -> Iterator[httpcore.ConnectionPool]:
-    with httpcore.ConnectionPool(retries=0, network_backend=DeadlineBackend()) as pool:
+    with httpcore.ConnectionPool(retries=0, network_backend=AttemptBackend()) as pool:
         yield pool
 
 
@@ -114,7 +114,7 @@ def test_without_the_deadline_a_trickle_runs_past_every_per_read_timeout():
     assert response.status == 200 and elapsed > 3 * DEADLINE
     with (
         HostileReceiver(slow) as rx,
-        httpcore.ConnectionPool(retries=0, network_backend=DeadlineBackend()) as bounded,
+        httpcore.ConnectionPool(retries=0, network_backend=AttemptBackend()) as bounded,
     ):
         assert send(bounded, rx.url()).outcome.error.startswith("ReadTimeout")
 

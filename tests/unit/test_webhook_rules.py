@@ -87,13 +87,20 @@ def test_secrets_are_whsec_and_distinct():
         "::ffff:127.0.0.1",
         "224.0.0.1",
         "100.64.0.1",
+        "fec0::1",  # site-local (deprecated, still routed inside some networks)
+        "2002:7f00:1::1",  # 6to4 embedding 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 embedding 169.254.169.254
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "168.63.129.16",  # Azure's WireServer
     ],
 )
 def test_non_public_addresses_are_refused(address):
     assert refusal_for_address(ipaddress.ip_address(address)) is not None
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "2002:808:808::1"]
+)
 def test_public_addresses_are_allowed(address):
     assert refusal_for_address(ipaddress.ip_address(address)) is None
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 
 from common.connections.probes import describe_error
 from common.delivery.destinations import Destination
 from common.delivery.retry_schedule import Outcome, parse_retry_after
-from worker.delivery.deadline import attempt_deadline
+from worker.delivery.network import attempt_deadline, pinned_to
 
 __all__ = [
     "EXCERPT_BYTES",
@@ -22,12 +20,13 @@ __all__ = [
     "HTTP_ERRORS",
     "USER_AGENT",
     "AttemptResult",
-    "pinned_url",
+    "storable",
     "post",
 ]
 
 EXCERPT_BYTES = 1024
 EXCERPT_CHARS = 500
+ERROR_CHARS = 500
 USER_AGENT = "Jenga-Webhooks/0.1"
 # What the network or the receiver can do to a request (httpcore has no common base class).
 HTTP_ERRORS = (
@@ -47,18 +46,10 @@ class AttemptResult:
     excerpt: str | None
 
 
-def pinned_url(url: str, destination: Destination) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """The request to make so the connection goes to the address the SSRF
-    check approved, not to whatever DNS answers a moment later: the URL names
-    that address; ``Host`` and TLS SNI (so certificate checks) keep the name."""
-    parts = urlsplit(url)
-    address = destination.addresses[0]
-    host = f"[{address}]" if address.version == 6 else str(address)
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    headers = {"host": parts.netloc.rsplit("@", 1)[-1]}
-    extensions = {"sni_hostname": destination.host} if parts.scheme == "https" else {}
-    return pinned, headers, extensions
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL (which no ``text`` column holds)
+    becomes U+FFFD, as invalid UTF-8 already does when decoding."""
+    return text.replace("\x00", "\ufffd")
 
 
 def post(
@@ -73,8 +64,7 @@ def post(
     """One POST; never raises for what the receiver or the network does."""
     started_at = datetime.now(UTC)
     started = time.perf_counter()
-    target, extra_headers, extensions = pinned_url(url, destination)
-    extensions["timeout"] = {
+    timeouts = {
         "connect": connect_timeout,
         "read": total_timeout,
         "write": total_timeout,
@@ -84,18 +74,20 @@ def post(
         "user-agent": USER_AGENT,
         "content-type": "application/json",
         **headers,
-        **extra_headers,
     }
     try:
         # Connect, TLS, the request, the headers and the excerpt: all within total_timeout.
+        # The connection goes to the address the SSRF check approved; the URL keeps the
+        # name, for Host, TLS SNI and the certificate check (worker/delivery/network.py).
         with (
             attempt_deadline(total_timeout),
+            pinned_to(destination.host, destination.port, str(destination.addresses[0])),
             client.stream(
                 "POST",
-                target,
+                url,
                 headers=list(request_headers.items()),
                 content=body,
-                extensions=extensions,
+                extensions={"timeout": timeouts},
             ) as response,
         ):
             chunks = bytearray()
@@ -105,16 +97,12 @@ def post(
                     break  # the rest is not read: closing drops the connection
     except HTTP_ERRORS as error:
         duration = time.perf_counter() - started
-        return AttemptResult(
-            Outcome(error=describe_error(error)), started_at, int(duration * 1000), None
-        )
+        # The message may quote the peer's bytes (a bad header): keep it storable.
+        error_text = storable(describe_error(error))[:ERROR_CHARS]
+        return AttemptResult(Outcome(error=error_text), started_at, int(duration * 1000), None)
     duration = time.perf_counter() - started
-    # PostgreSQL text holds neither invalid UTF-8 nor NUL: both become U+FFFD.
-    excerpt = (
-        bytes(chunks[:EXCERPT_BYTES])
-        .decode("utf-8", errors="replace")
-        .replace("\x00", "\ufffd")[:EXCERPT_CHARS]
-    )
+    excerpt = storable(bytes(chunks[:EXCERPT_BYTES]).decode("utf-8", errors="replace"))
+    excerpt = excerpt[:EXCERPT_CHARS]
     retry_after_header = next(
         (
             value.decode("latin-1")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common.config import Settings
 from common.connections.probes import describe_error
@@ -15,18 +15,20 @@ from common.delivery.retry_schedule import decide
 from common.support.backoff import full_jitter_backoff
 from common.support.logs import log_event
 from worker.delivery.post import AttemptResult
-from worker.delivery.resources import DB_ERRORS, execute
+from worker.delivery.resources import DB_ERRORS, DB_REFUSALS, execute
 
 __all__ = [
     "CLAIM_DUE",
     "CLAIM_ONE",
     "FAIL_DISABLED",
+    "GIVE_UP",
     "RECORD",
     "RELEASE",
     "UNDISPATCH",
     "Claim",
     "claim",
     "fail_disabled",
+    "give_up",
     "lease_seconds",
     "record",
     "record_with_retries",
@@ -57,21 +59,31 @@ CLAIM_DUE = """
     """
 
 
+# Every claim counts until an attempt is recorded (or the claim released): a
+# message that keeps being claimed and never recorded has killed its workers, or
+# cannot be recorded, and must end instead of being sent again for ever.
 CLAIM_ONE = """
     UPDATE webhook_messages m
-    SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s)
+    SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s),
+        unrecorded_claims = m.unrecorded_claims + 1
     FROM webhook_endpoints e
     WHERE m.id = %(id)s AND e.id = m.endpoint_id AND m.status = 'pending'
       AND m.next_attempt_at <= now()
       AND (m.claimed_until IS NULL OR m.claimed_until < now())
-    RETURNING m.body, m.schedule_position, m.attempt_count,
+    RETURNING m.body, m.schedule_position, m.attempt_count, m.unrecorded_claims,
               e.id AS endpoint_id, e.url, e.secret, e.disabled
+    """
+
+GIVE_UP = """
+    UPDATE webhook_messages SET status = 'failed', last_error = CAST(%(reason)s AS text),
+        next_attempt_at = NULL, dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+    WHERE id = %(id)s AND claim_token = %(token)s
     """
 
 RELEASE = """
     UPDATE webhook_messages
     SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
-        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0
     WHERE id = %(id)s AND claim_token = %(token)s
     """
 
@@ -89,7 +101,8 @@ RECORD = """
             delivered_at = CASE WHEN CAST(%(status)s AS varchar) = 'delivered'
                                 THEN now() ELSE delivered_at END,
             last_error = CAST(%(last_error)s AS text),
-            dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+            dispatched_at = NULL, claim_token = NULL, claimed_until = NULL,
+            unrecorded_claims = 0
         WHERE id = %(id)s AND claim_token = %(token)s
         RETURNING id, endpoint_id, attempt_count
     ), attempt AS (
@@ -130,6 +143,7 @@ class Claim:
     url: str
     secret: str
     disabled: bool
+    unrecorded_claims: int = 1  # this claim included
 
 
 def claim(message_id: str, settings: Settings) -> Claim | None:
@@ -147,6 +161,27 @@ def claim(message_id: str, settings: Settings) -> Claim | None:
         row["url"],
         row["secret"],
         row["disabled"],
+        row["unrecorded_claims"],
+    )
+
+
+def give_up(claimed: Claim, settings: Settings) -> None:
+    """Fail a message that was claimed more than ``DELIVERY_MAX_UNRECORDED_ATTEMPTS``
+    times without an attempt being recorded: sending it again would loop for ever."""
+    lost = claimed.unrecorded_claims - 1
+    reason = (
+        f"gave up: {lost} attempts were never recorded (the worker died during each,"
+        " or PostgreSQL refused the record); see the worker's log"
+    )
+    execute(GIVE_UP, {"id": claimed.message_id, "token": claimed.token, "reason": reason})
+    log_event(
+        log,
+        "delivery.gave_up",
+        logging.ERROR,
+        message_id=claimed.message_id,
+        endpoint_id=claimed.endpoint_id,
+        unrecorded_attempts=lost,
+        limit=settings.delivery_max_unrecorded_attempts,
     )
 
 
@@ -211,9 +246,24 @@ def record_with_retries(claimed: Claim, result: AttemptResult, settings: Setting
     message up to the sweeper."""
     deadline = time.monotonic() + settings.delivery_timeout_seconds
     attempt = 0
+    scrubbed = False
     while True:
         try:
             return record(claimed, result, settings)
+        except DB_REFUSALS as error:
+            # Not a blip: PostgreSQL will refuse these values every time. Record
+            # the attempt without what the receiver sent, saying so (once).
+            if scrubbed:
+                raise
+            scrubbed = True
+            log_event(
+                log,
+                "delivery.record_refused",
+                logging.WARNING,
+                message_id=claimed.message_id,
+                error=describe_error(error),
+            )
+            result = without_details(result, error)
         except DB_ERRORS as error:
             if time.monotonic() >= deadline:
                 raise
@@ -228,6 +278,18 @@ def record_with_retries(claimed: Claim, result: AttemptResult, settings: Setting
                 min(full_jitter_backoff(attempt, 0.2, 5.0), max(0.0, deadline - time.monotonic()))
             )
             attempt += 1
+
+
+def without_details(result: AttemptResult, refusal: Exception) -> AttemptResult:
+    """``result`` without the excerpt and error text PostgreSQL refused to store."""
+    outcome = result.outcome
+    note = f"(details not stored: {type(refusal).__name__})"
+    error = None if outcome.error is None else f"{outcome.error.split(':', 1)[0]} {note}"
+    return replace(
+        result,
+        outcome=replace(outcome, error=error),
+        excerpt=None if result.excerpt is None else note,
+    )
 
 
 def fail_disabled(claimed: Claim) -> None:

@@ -17,12 +17,14 @@ from psycopg_pool import ConnectionPool
 from common.config import get_settings
 from common.support.per_process import PerProcess
 from worker.app import app
-from worker.delivery.deadline import DeadlineBackend
+from worker.delivery.network import AttemptBackend
 
-__all__ = ["DB_ERRORS", "database", "execute", "http_client", "postgres_conninfo"]
+__all__ = ["DB_ERRORS", "DB_REFUSALS", "database", "execute", "http_client", "postgres_conninfo"]
 
 # Every psycopg failure, the pool's PoolTimeout (no connection in time) included.
 DB_ERRORS = (psycopg.Error,)
+# What PostgreSQL refuses whatever the moment: values it cannot store.
+DB_REFUSALS = (psycopg.DataError,)
 
 
 def postgres_conninfo(database_url: str) -> str:
@@ -93,12 +95,13 @@ def _open_http_client() -> httpcore.ConnectionPool:
     cost more CPU than the request itself, and a delivery needs none of it. It
     follows no redirect (one could lead anywhere, past the destination
     check), keeps no cookies, and retries nothing (the schedule does). Every
-    socket operation ends by the attempt's deadline (:mod:`worker.delivery.deadline`)."""
+    connection goes to the checked address only, and every socket operation
+    ends by the attempt's deadline (:mod:`worker.delivery.network`)."""
     return httpcore.ConnectionPool(
         max_connections=200,
         max_keepalive_connections=50,
         retries=0,
-        network_backend=DeadlineBackend(),
+        network_backend=AttemptBackend(),
     )
 
 

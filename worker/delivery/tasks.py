@@ -13,6 +13,8 @@ from common.connections.probes import describe_error
 from common.delivery.destinations import DestinationError, resolve_destination
 from common.delivery.retry_schedule import Outcome
 from common.delivery.signing import webhook_headers
+from common.delivery.urls import normalise_url
+from common.guards.names import webhook_service
 from common.guards.outcome import failed_status
 from common.health.fleet_metrics import record_delivery
 from common.support.logs import log_event
@@ -24,6 +26,7 @@ from worker.delivery.queries import (
     UNDISPATCH,
     claim,
     fail_disabled,
+    give_up,
     record_with_retries,
 )
 from worker.delivery.resources import DB_ERRORS, execute, http_client
@@ -106,21 +109,24 @@ def deliver(self, message_id: str) -> str | None:
     if claimed.disabled:
         fail_disabled(claimed)
         return "failed"
+    if claimed.unrecorded_claims > settings.delivery_max_unrecorded_attempts:
+        give_up(claimed, settings)
+        return "failed"
     body = claimed.body.encode()
     try:
-        destination = resolve_destination(
-            claimed.url, allow_private=settings.allow_private_destinations
-        )
+        url = normalise_url(claimed.url)  # a URL stored before the rule: sent or refused now
+        destination = resolve_destination(url, allow_private=settings.allow_private_destinations)
     except DestinationError as error:
         started = datetime.now(UTC)
         result = AttemptResult(Outcome(error=f"DestinationRefused: {error}"), started, 0, None)
         return record_with_retries(claimed, result, settings)
     headers = webhook_headers(claimed.secret, claimed.message_id, int(time.time()), body)
+    service = webhook_service(destination.host)
     try:
-        with self.guard(f"webhook:{destination.host}", defer=False) as call:
+        with self.guard(service, defer=False) as call:
             result = post(
                 http_client(),
-                claimed.url,
+                url,
                 destination,
                 headers,
                 body,
@@ -149,6 +155,6 @@ def deliver(self, message_id: str) -> str | None:
         record_delivery(
             ATTEMPT_OUTCOMES.get(state, state),
             result.duration_ms / 1000,
-            f"webhook:{destination.host}",
+            service,
         )
     return state

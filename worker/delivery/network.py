@@ -1,17 +1,23 @@
-"""Level 5: one wall-clock deadline for a whole HTTP attempt.
+"""Level 5: the network as one delivery attempt sees it. Two rules hold for
+every socket an attempt opens, whatever httpcore does with it.
 
-httpcore's timeouts apply to each socket operation: a receiver that sends its
-headers a byte at a time, each byte within the read timeout, holds the attempt
-(and the worker slot) for as long as it likes. :class:`DeadlineBackend` wraps
-httpcore's own synchronous backend so that every connect, TLS handshake,
-write and read is given at most the time left until the deadline of the
-attempt in progress (:func:`attempt_deadline`), and raises httpcore's timeout
-for that operation once it has passed. A TLS handshake is one call here and
-Python bounds it as a whole by the socket's timeout.
+**One wall-clock deadline.** httpcore's timeouts apply to each socket
+operation: a receiver that sends its headers a byte at a time, each byte within
+the read timeout, holds the attempt (and the worker slot) for as long as it
+likes. Here every connect, TLS handshake, write and read is given at most the
+time left until the attempt's deadline (:func:`attempt_deadline`), and raises
+httpcore's timeout for that operation once it has passed. A TLS handshake is
+one call here and Python bounds it as a whole by the socket's timeout.
 
-The deadline lives in a context variable, not on the connection: a
-keep-alive connection made for one attempt serves the next under its own
-deadline.
+**Only the checked address.** The SSRF check approved the addresses a host
+resolved to; DNS may answer differently a moment later. The request keeps the
+host's name (so ``Host``, TLS SNI and the certificate check use it, and the
+pool keeps keep-alive connections per name: two names that share an address
+never share a TLS connection), and :func:`pinned_to` makes the connection go
+to the approved address, never anywhere else.
+
+Both live in context variables, not on the connection: a keep-alive
+connection made for one attempt serves the next under that one's rules.
 """
 
 from __future__ import annotations
@@ -25,9 +31,30 @@ from typing import Any
 
 import httpcore
 
-__all__ = ["DeadlineBackend", "attempt_deadline", "time_left"]
+__all__ = ["AttemptBackend", "attempt_deadline", "pinned_to", "time_left"]
 
 _deadline: ContextVar[float | None] = ContextVar("jenga_attempt_deadline", default=None)
+# (host, port) -> the address the SSRF check approved for it.
+_pinned: ContextVar[dict[tuple[str, int], str] | None] = ContextVar("jenga_pinned", default=None)
+
+
+@contextmanager
+def pinned_to(host: str, port: int, address: str) -> Iterator[None]:
+    """Connections of the block to ``host:port`` go to ``address``, and no other
+    connection may be made."""
+    token = _pinned.set({(host, port): address})
+    try:
+        yield
+    finally:
+        _pinned.reset(token)
+
+
+def pinned_address(host: str, port: int) -> str:
+    """Where a connection to ``host:port`` goes; ``ConnectError`` if nowhere."""
+    address = (_pinned.get() or {}).get((host, port))
+    if address is None:
+        raise httpcore.ConnectError(f"{host}:{port} is not the destination that was checked")
+    return address
 
 
 @contextmanager
@@ -93,8 +120,9 @@ class DeadlineStream(httpcore.NetworkStream):
         return self._stream.get_extra_info(info)
 
 
-class DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's synchronous backend, held to the current attempt's deadline."""
+class AttemptBackend(httpcore.NetworkBackend):
+    """httpcore's synchronous backend, held to the current attempt's deadline and
+    pinned address."""
 
     def __init__(self, backend: httpcore.NetworkBackend | None = None):
         self._backend = backend or httpcore.SyncBackend()
@@ -107,16 +135,16 @@ class DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
+        address = pinned_address(host, port)
         left = time_left(timeout, httpcore.ConnectTimeout)
         return DeadlineStream(
-            self._backend.connect_tcp(host, port, left, local_address, socket_options)
+            self._backend.connect_tcp(address, port, left, local_address, socket_options)
         )
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.NetworkStream:
-        left = time_left(timeout, httpcore.ConnectTimeout)
-        return DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
+        raise httpcore.ConnectError("webhooks never go to a Unix socket")
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
