@@ -25,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 
 from api.metrics import FleetView, read_fleet
 from common.connections.probes import describe_error
+from common.guards.breaker.alarm import breaker_severity
 from common.health.fleet_metrics import FleetMetrics
 
 router = APIRouter(tags=["operations"])
@@ -48,7 +49,12 @@ def _worst(colors: list[str]) -> str:
     return RED if RED in colors else AMBER if AMBER in colors else GREEN
 
 
-def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: str) -> list[Level]:
+def levels(
+    view: FleetView,
+    history: dict[str, list[dict]] | None,
+    namespace: str,
+    critical_patterns: tuple[str, ...] = (),
+) -> list[Level]:
     """The colour of each level of the stack, bottom first (a pure function)."""
     out = [Level("config", GREEN, f"settings loaded (namespace {namespace})")]
 
@@ -105,7 +111,10 @@ def levels(view: FleetView, history: dict[str, list[dict]] | None, namespace: st
             for w in view.workers or []
             if (w.get("breakers") or {}).get("fallback")
         ]
-        color = RED if opened else AMBER if half or fallback else GREEN
+        # A customer's receiver failing is amber; a breaker of ours (or one listed in
+        # CRITICAL_SERVICES) is red: one flapping receiver must not hide an incident.
+        critical = [n for n in opened if breaker_severity(n, critical_patterns) == "critical"]
+        color = RED if critical else AMBER if opened or half or fallback else GREEN
         summary = (
             f"open: {', '.join(opened)}"
             if opened
@@ -216,7 +225,9 @@ def status(request: Request) -> HTMLResponse:
             "refresh": REFRESH_SECONDS,
             "namespace": settings.jenga_namespace,
             "environment": settings.jenga_env,
-            "levels": levels(view, history, settings.jenga_namespace),
+            "levels": levels(
+                view, history, settings.jenga_namespace, settings.critical_service_patterns
+            ),
             "view": view,
             "alarms": [
                 dict(a, age=age_text(now - float(a.get("set_at", now)))) for a in view.alarms or []

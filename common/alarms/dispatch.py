@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "log_transition",
+    "notifiers_for",
     "notify",
     "retry_delay",
     "send_in_background",
@@ -53,6 +54,19 @@ ENQUEUE_RETRY_POLICY = {
     "interval_step": 0.2,
     "timeout": ENQUEUE_TIMEOUT_SECONDS,
 }
+
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def notifiers_for(transition: Transition, settings: Settings) -> list[str]:
+    """The configured notifiers that hear of ``transition``: all of them when its
+    severity reaches ``ALARM_NOTIFY_MIN_SEVERITY``, none otherwise (it is logged
+    and kept in the store all the same)."""
+    rank = SEVERITY_RANK.get(transition.severity, SEVERITY_RANK["critical"])
+    if rank < SEVERITY_RANK[settings.alarm_notify_min_severity]:
+        return []
+    return list(notifier_urls(settings))
 
 
 def log_transition(transition: Transition) -> None:
@@ -99,7 +113,7 @@ def notify(transition: Transition, *, direct: bool = False, app: Celery | None =
     log_transition(transition)
     settings = get_settings()
     queue = queue_names(settings.jenga_namespace)["alarms"]
-    for notifier in notifier_urls(settings):
+    for notifier in notifiers_for(transition, settings):
         if not direct:
             try:
                 _sender(app).send_task(
@@ -177,7 +191,7 @@ def _send_directly(notifier: str, transition: Transition) -> None:
 def send_notify_tasks(settings: Settings, transition: Transition) -> int:
     """Queue one notify task per configured notifier; returns how many were queued.
     A broker that cannot take them is logged (the alarm itself is already in Redis)."""
-    notifiers = list(notifier_urls(settings))
+    notifiers = notifiers_for(transition, settings)
     if not notifiers:
         return 0
     sender = publisher(settings, "jenga-notify")

@@ -150,6 +150,21 @@ class Settings(BaseSettings):
         ge=10,
         description="About how many alarm set/clear events Redis keeps (`XADD MAXLEN ~`).",
     )
+    alarm_notify_min_severity: Literal["critical", "warning", "info"] = Field(
+        default="critical",
+        description=(
+            "Alarms of this severity or higher are sent to Slack and the alarm webhook; lower"
+            " ones are logged, kept in Redis and shown on /status and /alarms."
+        ),
+    )
+    critical_services: str = Field(
+        default="",
+        description=(
+            "Comma-separated breaker names or patterns (`webhook:*.payments.example`) whose"
+            " opening is a critical alarm. A receiver's breaker (`webhook:<host>`, a customer's"
+            " endpoint) is otherwise a warning; every other breaker is critical."
+        ),
+    )
     slack_webhook_url: SecretStr | None = Field(
         default=None, description="Slack incoming-webhook URL for alarm notifications."
     )
@@ -430,6 +445,10 @@ class Settings(BaseSettings):
     @property
     def delivery_retry_delays(self) -> tuple[float, ...]:
         return parse_schedule(self.delivery_retry_schedule)
+
+    @property
+    def critical_service_patterns(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.critical_services.split(",") if p.strip())
 
     @property
     def effective_broker_url(self) -> str:

@@ -57,6 +57,8 @@ def test_right_token_forces_open_close_reset(api, redis_client, namespace):
         # opening raised the alarm
         alarms = AlarmStore(redis_client, namespace)
         assert alarms.is_open("breaker:webhook:example.com")
+        # a customer's receiver: a warning for the status page, not a page for the on-call
+        assert [a["severity"] for a in alarms.active()] == ["warning"]
         closed = client.post("/breakers/webhook:example.com/close", headers=auth)
         assert closed.status_code == 200 and closed.json()["state"] == "closed"
         assert not alarms.is_open("breaker:webhook:example.com")

@@ -28,7 +28,7 @@ def test_a_broker_that_never_answers_costs_a_bounded_wait(settings_env):
         wait_seconds=0,
     )
     transition = Transition(
-        "breaker:x", "set", "circuit breaker 'x' is open", "warning", 1.0, {}, 1.0
+        "breaker:x", "set", "circuit breaker 'x' is open", "critical", 1.0, {}, 1.0
     )
     sent: list[int] = []
     started = time.monotonic()

@@ -64,6 +64,14 @@ def test_alarm_breaker_limit_rules():
     assert colors(healthy_view(alarms=[{"id": "x", "severity": "warning"}]))["alarms"] == AMBER
     assert colors(healthy_view(breakers=[{"name": "s", "state": "open"}]))["breakers"] == RED
     assert colors(healthy_view(breakers=[{"name": "s", "state": "half_open"}]))["breakers"] == AMBER
+
+
+def test_a_customers_receiver_breaker_is_amber_unless_listed_critical():
+    """One flapping customer endpoint must not turn the page red and hide an incident."""
+    view = healthy_view(breakers=[{"name": "webhook:hooks.acme.example", "state": "open"}])
+    assert colors(view)["breakers"] == AMBER
+    listed = levels(view, {}, "ns", ("webhook:*.acme.example",))
+    assert [lv.color for lv in listed if lv.name == "breakers"] == [RED]
     assert (
         colors(healthy_view(limits=[{"service": "s", "limit": 3, "in_flight": 3}]))["limits"]
         == AMBER

@@ -1,12 +1,19 @@
 """Level 4 on level 3: a breaker that opens sets alarm ``breaker:<name>``, one
 that closes clears it, and the alarm's transition goes to whoever tells people.
 
+Alarms by audience (:func:`breaker_severity`): a receiver's breaker
+(``webhook:<host>``) is a customer's endpoint failing, a *warning* for the
+status page and the API, not a page for the on-call, unless an operator listed
+it in ``CRITICAL_SERVICES``; a breaker of anything else we call (Slack, a
+service a ``GuardedTask`` wraps) is *critical*.
+
 :func:`alarm_hook` builds the registry's ``on_transition`` for this; the API and
 the CLI call it too when an operator forces a breaker.
 """
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Protocol
 
 import redis
@@ -15,7 +22,7 @@ from common.alarms.store import AlarmStore, Transition
 from common.config import Settings
 from common.guards.breaker import policy as bp
 
-__all__ = ["Notify", "OnTransition", "alarm_hook"]
+__all__ = ["Notify", "OnTransition", "alarm_hook", "breaker_severity"]
 
 
 class OnTransition(Protocol):
@@ -28,6 +35,16 @@ class Notify(Protocol):
     """Told an alarm's set or clear, to notify people (Slack, webhook)."""
 
     def __call__(self, transition: Transition) -> None: ...
+
+
+RECEIVER_PREFIX = "webhook:"
+
+
+def breaker_severity(name: str, critical_patterns: tuple[str, ...] = ()) -> str:
+    """``critical`` or ``warning``: the severity of breaker ``name``'s alarm."""
+    if any(fnmatchcase(name, pattern) for pattern in critical_patterns):
+        return "critical"
+    return "warning" if name.startswith(RECEIVER_PREFIX) else "critical"
 
 
 def alarm_hook(
@@ -44,7 +61,7 @@ def alarm_hook(
             transition = store.set(
                 alarm_id,
                 f"circuit breaker {name!r} is open: {change.reason}",
-                severity="critical",
+                severity=breaker_severity(name, settings.critical_service_patterns),
                 details={"breaker": name, "reason": change.reason},
             )
         else:
