@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from common.support.durations import parse_schedule
-from common.support.masking import mask_url
+from common.support.masking import mask_url, url_secrets
 
 __all__ = ["Settings", "describe_settings"]
 
@@ -464,9 +464,7 @@ class Settings(BaseSettings):
         """Every secret this configuration holds, for the log scrubber."""
         values = []
         for url in (self.database_url, self.redis_url, self.effective_broker_url):
-            password = urlsplit(url).password
-            if password:
-                values.append(password)
+            values += url_secrets(url)
         for secret in (
             self.jenga_admin_token,
             self.slack_webhook_url,

@@ -1,5 +1,6 @@
-"""Keeping secrets out of output: URLs with their password masked, and a log
-filter that replaces any registered secret value wherever it appears.
+"""Keeping secrets out of output: URLs with their password (in the userinfo or
+in the query string) masked, and a log filter that replaces any registered
+secret value wherever it appears.
 
 The filter is the safety net: code should already log ``mask_url(url)``, but an
 exception message from a driver can quote a DSN, and that must not leak either.
@@ -8,13 +9,54 @@ exception message from a driver can quote a DSN, and that must not leak either.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 MASK = "***"
 
+# Query parameters that carry a credential, by name (lower-case, without "_" and "-"):
+# libpq's password and sslpassword, redis-py's password, the token, key, secret and
+# signature (Azure's sig) of HTTP APIs. libpq's sslkey names a file, not a secret, but
+# masking a path is harmless and a missed secret is not.
+SECRET_QUERY_NAME = re.compile(
+    r"(pass|passwd|password|pwd|secret|token|key|auth|signature|credentials?|^sig)$"
+)
+
+
+def is_secret_query_name(name: str) -> bool:
+    """Whether the query parameter ``name`` (as written in a URL) holds a credential."""
+    plain = unquote(name).strip().lower().replace("_", "").replace("-", "")
+    return SECRET_QUERY_NAME.search(plain) is not None
+
+
+def _query_fields(query: str) -> list[tuple[str, str | None]]:
+    """Each ``name=value`` field of a query string as written, with its raw value
+    when the name holds a credential (else None)."""
+    fields = []
+    for field in query.split("&") if query else []:
+        name, equals, value = field.partition("=")
+        fields.append((field, value if equals and value and is_secret_query_name(name) else None))
+    return fields
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets ``url`` holds (its password, its credential query values), as
+    written and decoded, for the log scrubber."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        if password is None and parts.scheme.startswith("redis"):
+            password = parts.username  # redis://secret@host, as in mask_url
+    except ValueError:
+        return []
+    raw = [password] if password else []
+    raw += [value for _, value in _query_fields(parts.query) if value is not None]
+    return list(dict.fromkeys(form for value in raw for form in (value, unquote(value))))
+
 
 def mask_url(url: str) -> str:
-    """``url`` with the password (and any query token) replaced by ``***``."""
+    """``url`` with the password and every credential query parameter (``?password=``,
+    ``sslpassword=``, ``token=``...) replaced by ``***``."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -31,7 +73,11 @@ def mask_url(url: str) -> str:
     if parts.scheme.startswith("http") and "hooks.slack.com" in (parts.hostname or ""):
         # The path of a Slack incoming webhook is its credential.
         path = "/" + MASK
-    query = MASK if parts.query and "token" in parts.query.lower() else parts.query
+    # Field by field, so that the other parameters stay exactly as written.
+    query = "&".join(
+        field if value is None else f"{field.partition('=')[0]}={MASK}"
+        for field, value in _query_fields(parts.query)
+    )
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 

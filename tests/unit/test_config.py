@@ -1,11 +1,14 @@
 """Level 0: settings are typed, every problem is reported at once, secrets never shown."""
 
+import logging
 import subprocess
 import sys
 
 import pytest
 
 from common.config import ConfigError, describe_settings, load_settings, read_settings
+from common.connections.dependency import Dependencies
+from common.support.logs import JsonFormatter
 from common.support.masking import mask_url
 from tests.support.servers import ROOT, jenga_env
 
@@ -77,10 +80,68 @@ def test_described_settings_mask_every_secret():
         ("amqp://guest:guest@h:5672//", "amqp://guest:***@h:5672//"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("https://hooks.slack.com/services/T1/B2/sekrit", "https://hooks.slack.com/***"),
+        ("postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=***"),
+        (
+            "postgresql://u@h/db?sslmode=verify-full&sslpassword=s%2Bx&passfile=/p&connect_timeout=5",
+            "postgresql://u@h/db?sslmode=verify-full&sslpassword=***&passfile=/p&connect_timeout=5",
+        ),
+        ("redis://h:6379/0?password=secret&db=2", "redis://h:6379/0?password=***&db=2"),
+        (
+            "rediss://h/0?PASSWORD=s&ssl_cert_reqs=none",
+            "rediss://h/0?PASSWORD=***&ssl_cert_reqs=none",
+        ),
+        (
+            "https://x.example/a?api_key=k&access-token=t&sig=s&v=1",
+            "https://x.example/a?api_key=***&access-token=***&sig=***&v=1",
+        ),
+        ("https://x.example/a?pass%77ord=s", "https://x.example/a?pass%77ord=***"),
+        ("https://x.example/a?note=token&password=", "https://x.example/a?note=token&password="),
     ],
 )
 def test_mask_url(url, masked):
     assert mask_url(url) == masked
+
+
+QUERY_SECRETS = {
+    "DATABASE_URL": "postgresql://jenga@db.internal/jenga?password=pg-query-secret"
+    "&sslpassword=pg-ssl-secret&sslmode=require",
+    "REDIS_URL": "redis://cache:6379/0?password=redis-query-secret",
+    "BROKER_URL": "amqp://guest@mq:5672//?token=broker-query-secret",
+}
+
+
+def test_described_settings_mask_passwords_in_query_strings():
+    """`jenga config check` prints DSNs whose password is a query parameter masked."""
+    described = describe_settings(read_settings(QUERY_SECRETS))
+    for secret in ("pg-query-secret", "pg-ssl-secret", "redis-query-secret", "broker-query-secret"):
+        assert secret not in repr(described)
+    assert described["DATABASE_URL"] == (
+        "postgresql://jenga@db.internal/jenga?password=***&sslpassword=***&sslmode=require"
+    )
+    assert described["REDIS_URL"] == "redis://cache:6379/0?password=***"
+
+
+def test_dependency_log_lines_mask_passwords_in_query_strings(caplog):
+    """A `dependency.state` line names its target without the query-string password,
+    and a driver error quoting the DSN is scrubbed too."""
+    settings = load_settings(QUERY_SECRETS, wait_seconds=0)
+
+    class RefusingEngine:
+        def connect(self):
+            raise ConnectionError(f"cannot reach {settings.database_url}")
+
+    monitors = Dependencies.from_settings(settings, engine=RefusingEngine(), names=("postgres",))
+    with caplog.at_level(logging.INFO, logger="jenga.dependency"):
+        monitors["postgres"].step()
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "dependency.state"]
+    assert (
+        record.target
+        == "postgresql://jenga@db.internal/jenga?password=***&sslpassword=***&sslmode=require"
+    )
+    line = JsonFormatter().format(record)
+    assert "pg-query-secret" not in line and "pg-ssl-secret" not in line
+    assert record.state == "down" and "cannot reach" in record.error
+    assert "pg-query-secret" not in record.error
 
 
 def test_loading_retries_until_a_late_env_file_appears(tmp_path):
