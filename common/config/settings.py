@@ -23,6 +23,20 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 
 
+# compose.yaml's development default is admin:change-me: it, and passwords like it
+# (admin, password, change-me-in-production), must never guard a production Flower.
+FLOWER_PASSWORD_MIN_LENGTH = 12
+FLOWER_PLACEHOLDER_WORDS = ("changeme", "password", "placeholder")
+
+
+def weak_flower_password(password: str) -> bool:
+    """A Flower password that is too short or a placeholder (``change-me``...)."""
+    plain = re.sub(r"[\W_]", "", password.lower())
+    return len(password) < FLOWER_PASSWORD_MIN_LENGTH or any(
+        word in plain for word in FLOWER_PLACEHOLDER_WORDS
+    )
+
+
 def _check_url(value: str, schemes: tuple[str, ...], kind: str) -> str:
     value = value.strip()
     try:
@@ -102,8 +116,8 @@ class Settings(BaseSettings):
     jenga_env: Literal["development", "production"] = Field(
         default="development",
         description=(
-            "`production` refuses unsafe settings (Flower without auth, private webhook"
-            " destinations)."
+            "`production` refuses unsafe settings (Flower without auth or with a placeholder"
+            " password, private webhook destinations)."
         ),
     )
     jenga_admin_token: SecretStr | None = Field(
@@ -119,7 +133,9 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = Field(
         default=None,
         description=(
-            "`user:password` for Flower's basic auth. Required when `JENGA_ENV=production`."
+            "`user:password` for Flower's basic auth. Required when `JENGA_ENV=production`,"
+            f" with a password of at least {FLOWER_PASSWORD_MIN_LENGTH} characters that is not"
+            " a placeholder (`change-me`)."
         ),
     )
     log_format: Literal["text", "json"] = Field(
@@ -434,6 +450,15 @@ class Settings(BaseSettings):
             )
         if self.jenga_env == "production" and self.flower_basic_auth is None:
             raise ValueError("FLOWER_BASIC_AUTH is required when JENGA_ENV=production")
+        if self.jenga_env == "production" and self.flower_basic_auth is not None:
+            password = self.flower_basic_auth.get_secret_value().partition(":")[2]
+            if weak_flower_password(password):
+                # The value is not echoed: it may be a real, if weak, password.
+                raise ValueError(
+                    "FLOWER_BASIC_AUTH has a placeholder or short password, refused when"
+                    f" JENGA_ENV=production: use at least {FLOWER_PASSWORD_MIN_LENGTH} characters"
+                    " that are not a placeholder, e.g. `admin:$(openssl rand -hex 16)`"
+                )
         if self.jenga_env == "production" and self.allow_private_destinations:
             raise ValueError(
                 "ALLOW_PRIVATE_DESTINATIONS must be false when JENGA_ENV=production"

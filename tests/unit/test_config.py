@@ -55,6 +55,28 @@ def test_production_requires_flower_auth():
     assert any("FLOWER_BASIC_AUTH is required" in p for p in caught.value.problems)
 
 
+@pytest.mark.parametrize(
+    "password",
+    ["change-me", "changeme", "admin", "password", "Change_Me-In-Production", "11-chars-ab"],
+)
+def test_production_refuses_a_placeholder_flower_password(password):
+    """compose.yaml's development default (admin:change-me) must not reach production."""
+    with pytest.raises(ConfigError) as caught:
+        read_settings({**VALID, "JENGA_ENV": "production", "FLOWER_BASIC_AUTH": f"ops:{password}"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("FLOWER_BASIC_AUTH has a placeholder or short password")
+    assert "at least 12 characters" in problem and f":{password}" not in problem
+
+
+def test_a_strong_flower_password_passes_in_production_and_any_in_development():
+    strong = "ops:8f3a1c9e0b7d4e2a"
+    settings = read_settings({**VALID, "JENGA_ENV": "production", "FLOWER_BASIC_AUTH": strong})
+    assert settings.flower_basic_auth.get_secret_value() == strong
+    assert read_settings({**VALID, "FLOWER_BASIC_AUTH": "admin:change-me"}).jenga_env == (
+        "development"
+    )
+
+
 def test_described_settings_mask_every_secret():
     settings = read_settings(
         {

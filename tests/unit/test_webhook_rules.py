@@ -135,7 +135,7 @@ def test_private_destinations_cannot_be_allowed_in_production():
         "DATABASE_URL": "postgresql://u@h/db",
         "REDIS_URL": "redis://h",
         "JENGA_ENV": "production",
-        "FLOWER_BASIC_AUTH": "a:b",
+        "FLOWER_BASIC_AUTH": "a:" + "b" * 24,
         "ALLOW_PRIVATE_DESTINATIONS": "true",
     }
     with pytest.raises(ConfigError, match="ALLOW_PRIVATE_DESTINATIONS"):
