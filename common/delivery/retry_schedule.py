@@ -5,13 +5,15 @@ message. Pure functions: no clock, no database, no HTTP.
   the delays *between* attempts. The first attempt is immediate, so the default
   allows 8 attempts over about 27 hours (the schedule Svix publishes).
 * :func:`decide` maps an attempt's outcome to the message's next state:
-  delivered, retry after a delay (jittered, or the receiver's ``Retry-After``),
-  or failed once the schedule is used up. ``410 Gone`` also disables the
-  endpoint: the receiver told us it will never want these again.
+  delivered, retry after a delay (the schedule's, jittered, or the receiver's
+  ``Retry-After`` when that is longer), or failed once the schedule is used up.
+  ``410 Gone`` also disables the endpoint: the receiver told us it will never
+  want these again.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ __all__ = [
     "Decision",
     "Outcome",
     "decide",
+    "honoured_retry_after",
     "jittered",
     "parse_retry_after",
     "parse_schedule",
@@ -86,6 +89,17 @@ def decide(
         return Decision("failed", disable_endpoint=True)
     if position >= len(delays):
         return Decision("failed")
-    if outcome.retry_after is not None and outcome.status_code in (429, 503):
-        return Decision("pending", retry_in=outcome.retry_after)
-    return Decision("pending", retry_in=jittered(delays[position], jitter, rand))
+    retry_in = jittered(delays[position], jitter, rand)
+    if outcome.status_code in (429, 503):
+        retry_in = max(retry_in, honoured_retry_after(outcome.retry_after))
+    return Decision("pending", retry_in=retry_in)
+
+
+def honoured_retry_after(seconds: float | None) -> float:
+    """How much of a receiver's ``Retry-After`` we honour: at most
+    ``MAX_RETRY_AFTER_SECONDS``; absent, negative or not a number counts as 0.
+    It can only lengthen the schedule's delay: ``Retry-After: 0`` from a busy
+    receiver must not turn our back-off into hammering it."""
+    if seconds is None or math.isnan(seconds) or seconds <= 0:
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)

@@ -26,6 +26,19 @@ def test_unreadable_or_absent_is_none():
         assert retry_after_seconds(value, NOW, 3600) is None
 
 
+def test_what_float_reads_but_is_no_delay_is_garbage():
+    """ "inf" would otherwise park a message for the whole cap."""
+    for value in ("inf", "-Infinity", "1e3", "1_000", "0x10", "\u0663", "12 s"):
+        assert retry_after_seconds(value, NOW, 3600) is None, value
+
+
+def test_negative_is_zero_and_years_are_capped():
+    assert retry_after_seconds("-30", NOW, 3600) == 0
+    assert retry_after_seconds("+5", NOW, 3600) == 5
+    assert retry_after_seconds("9" * 400, NOW, 3600) == 3600  # float("9" * 400) is inf
+    assert retry_after_seconds("Fri, 31 Dec 9999 23:59:59 GMT", NOW, 3600) == 3600
+
+
 @given(st.text(max_size=40), st.floats(min_value=0, max_value=1e6))
 def test_never_negative_never_over_the_cap(value, cap):
     seconds = retry_after_seconds(value, NOW, cap)

@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from common.config import ConfigError, load_settings
 from common.delivery.destinations import DestinationError, refusal_for_address, resolve_destination
 from common.delivery.retry_schedule import (
+    MAX_RETRY_AFTER_SECONDS,
     Outcome,
     decide,
     jittered,
@@ -182,7 +183,9 @@ def test_retry_after_seconds_and_dates():
         == 30
     )
     assert parse_retry_after("9999999", now) == 24 * 3600  # capped
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now) == 24 * 3600  # years: capped
     assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
+    assert parse_retry_after("inf", now) is None and parse_retry_after("-1", now) == 0
 
 
 def test_decisions():
@@ -192,11 +195,52 @@ def test_decisions():
     assert decide(Outcome(error="ConnectError"), 1, delays).retry_in == 60.0
     assert decide(Outcome(status_code=500), 2, delays).status == "failed"
     assert decide(Outcome(status_code=429, retry_after=900.0), 0, delays).retry_in == 900.0
+    assert decide(Outcome(status_code=503, retry_after=900.0), 1, delays).retry_in == 900.0
     assert (
         decide(Outcome(status_code=500, retry_after=900.0), 0, delays).retry_in == 5.0
     )  # only 429/503
     gone = decide(Outcome(status_code=410), 0, delays)
     assert gone.status == "failed" and gone.disable_endpoint
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "retry_in"),
+    [
+        (0.0, 60.0),  # "Retry-After: 0" does not replace the schedule's delay
+        (-30.0, 60.0),
+        (float("nan"), 60.0),
+        (None, 60.0),
+        (59.0, 60.0),
+        (61.0, 61.0),  # a longer Retry-After wins
+        (10 * 365 * 86400.0, MAX_RETRY_AFTER_SECONDS),  # ten years: capped
+        (float("inf"), MAX_RETRY_AFTER_SECONDS),
+    ],
+)
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_only_lengthens_the_schedule(status, retry_after, retry_in):
+    outcome = Outcome(status_code=status, retry_after=retry_after)
+    assert decide(outcome, 1, (5.0, 60.0)).retry_in == retry_in
+
+
+@given(
+    retry_after=st.none() | st.floats(allow_nan=True),
+    status=st.sampled_from([429, 503]),
+    jitter=st.floats(0, 1),
+    u=st.floats(0, 1),
+)
+def test_next_delay_is_the_longer_of_schedule_and_capped_retry_after(
+    retry_after, status, jitter, u
+):
+    def rand(low, high):
+        return low + (high - low) * u
+
+    delay = jittered(300.0, jitter, rand)
+    decision = decide(
+        Outcome(status_code=status, retry_after=retry_after), 1, (5.0, 300.0), jitter, rand
+    )
+    honoured = 0.0 if retry_after is None or not retry_after > 0 else retry_after
+    assert decision.retry_in == max(delay, min(honoured, MAX_RETRY_AFTER_SECONDS))
+    assert delay <= decision.retry_in <= max(delay, MAX_RETRY_AFTER_SECONDS)
 
 
 # --- lifecycle: decide() driven like the worker drives it, against a model ------
@@ -228,8 +272,11 @@ class MessageLifecycle(RuleBasedStateMachine):
         self.status = decision.status
         self.position += 1
         self.attempts += 1
-        if decision.status == "pending":
-            assert decision.retry_in is not None and decision.retry_in >= 0
+        if decision.status == "pending":  # never sooner than the schedule says
+            assert (
+                decision.retry_in is not None
+                and decision.retry_in >= self.delays[self.position - 1]
+            )
         # the model
         if code is not None and 200 <= code < 300:
             self.model_status = "delivered"
