@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -147,6 +147,14 @@ def _replay(session: Session, key: str, digest: str) -> Message | None:
     return existing
 
 
+def database_now(session: Session) -> datetime:
+    """The transaction's time as PostgreSQL sees it, in UTC. Every time the worker
+    compares with ``now()`` (``next_attempt_at``, ``dispatched_at``) comes from here:
+    with this host's clock, a few milliseconds of skew could hold a new message back
+    until ``DELIVERY_REDISPATCH_SECONDS``."""
+    return session.scalar(select(func.now())).astimezone(UTC)
+
+
 def enqueue(request: Request, message_id: str) -> None:
     """Best effort: a message that could not be enqueued now is dispatched by beat."""
     settings: Settings = request.app.state.settings
@@ -236,7 +244,7 @@ def create_message(
         raise ApiError(
             409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first"
         )
-    now = datetime.now(UTC)
+    now = database_now(session)
     message = Message(
         endpoint_id=endpoint.id,
         event_type=body.event_type,
@@ -335,7 +343,7 @@ def retry_message(
         raise ApiError(
             409, "endpoint_disabled", f"endpoint {message.endpoint_id} is disabled; enable it first"
         )
-    now = datetime.now(UTC)
+    now = database_now(session)
     message.status = PENDING
     message.schedule_position = 0
     message.next_attempt_at = now

@@ -4,9 +4,11 @@ PostgreSQL and Redis test servers: contract, bad input, auth, idempotency."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from api.app import create_app
 from common.config import load_settings
@@ -122,6 +124,48 @@ def test_message_accepted_and_shown(client):
     )
     listed = client.get("/v1/messages", params={"endpoint_id": endpoint["id"]}).json()["data"]
     assert [m["id"] for m in listed] == [message["id"]]
+
+
+class FastClock(datetime):
+    """This host's clock, an hour ahead of PostgreSQL's."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.now(tz) + timedelta(hours=1)
+
+
+def stored_times(client, message_id):
+    with client.app.state.engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT created_at, next_attempt_at, dispatched_at, body, now() AS db_now"
+                " FROM webhook_messages WHERE id = :id"
+            ),
+            {"id": message_id},
+        ).one()
+
+
+def test_message_times_come_from_the_database_clock(client, monkeypatch):
+    """The worker compares next_attempt_at and dispatched_at with PostgreSQL's now():
+    the API's clock running ahead must not hold a new or retried message back."""
+    monkeypatch.setattr("api.messages.datetime", FastClock)
+    endpoint = make_endpoint(client)
+    body = {"endpoint_id": endpoint["id"], "event_type": "a.b", "payload": {}}
+    message_id = client.post("/v1/messages", json=body, headers=AUTH).json()["id"]
+
+    row = stored_times(client, message_id)
+    # One transaction time for all of them, the one PostgreSQL's own default gives created_at.
+    assert row.next_attempt_at == row.created_at
+    assert row.dispatched_at in (row.created_at, None)  # None: the broker refused the task
+    assert row.created_at <= row.db_now < row.created_at + timedelta(seconds=30)
+    assert json.loads(row.body)["timestamp"] == row.created_at.astimezone(UTC).isoformat()
+
+    retried = client.post(f"/v1/messages/{message_id}/retry", headers=AUTH)
+    assert retried.status_code == 202, retried.text
+    row = stored_times(client, message_id)
+    assert row.next_attempt_at <= row.db_now < row.next_attempt_at + timedelta(seconds=30)
+    assert row.dispatched_at in (row.next_attempt_at, None)
+    assert datetime.fromisoformat(retried.json()["next_attempt_at"]) == row.next_attempt_at
 
 
 def test_idempotency_key(client):
