@@ -12,7 +12,7 @@ first came down to C and its mean afterwards.
 
 Run from the repository root (needs Redis; ``REDIS_URL`` or 127.0.0.1:6379):
 
-    .venv/bin/python bench/bench_aimd.py [--capacity 8] [--seconds 6] [--processes 2] [--threads 16]
+    .venv/bin/python -m bench.bench_aimd [--capacity 8] [--seconds 6] [--processes 2] [--threads 16]
 """
 
 from __future__ import annotations

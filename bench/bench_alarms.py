@@ -6,7 +6,7 @@ restarts it ``--rounds`` times, and polls Redis every 10 ms. Baseline, in the
 same run: a tight probe loop (``check_postgres`` every 10 ms in this process),
 the fastest anyone could notice with the same check.
 
-    .venv/bin/python bench/bench_alarms.py --interval 1 --rounds 3
+    .venv/bin/python -m bench.bench_alarms --interval 1 --rounds 3
 
 Goal: detection <= interval + 1 s; clear ~ ALARM_CLEAR_AFTER intervals.
 """

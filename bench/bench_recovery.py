@@ -8,7 +8,7 @@ runs the API (`python -m api`) with default RECONNECT_*/CHECK_* settings, then:
 * /up latency while PostgreSQL is down;
 * seconds from PostgreSQL / Redis accepting connections again to /up 200.
 
-    .venv/bin/python bench/bench_recovery.py [--trials 3] [--requests 500]
+    .venv/bin/python -m bench.bench_recovery [--trials 3] [--requests 500]
 """
 
 from __future__ import annotations
