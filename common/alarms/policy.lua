@@ -4,12 +4,19 @@
 -- common/alarms/store.py; run as one script so that any number of watchdogs
 -- checking the same dependency at once make exactly one set and one clear.
 --
+-- Times are Redis's (TIME), so alarms set by workers whose clocks disagree are
+-- stamped on one clock; a caller may pass its own (a test, a backdated set).
+--
 -- KEYS: active set, alarm hash, history stream
 -- ARGV: mode (check|set|clear), id, ok (1|0), description, severity,
---       details JSON, now, clear_after, history_max
--- Reply: false (no transition) or {kind, description, severity, set_at}
+--       details JSON, now ('' for Redis's clock), clear_after, history_max
+-- Reply: false (no transition) or {kind, description, severity, set_at, now}
 local mode, id, ok = ARGV[1], ARGV[2], ARGV[3] == '1'
 local description, severity, details, now = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if now == '' then
+  local clock = redis.call('TIME')
+  now = string.format('%d.%06d', tonumber(clock[1]), tonumber(clock[2]))
+end
 local clear_after, history_max = tonumber(ARGV[8]), ARGV[9]
 local is_open = redis.call('SISMEMBER', KEYS[1], id) == 1
 local kind = false
@@ -44,4 +51,4 @@ if not kind then return false end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', history_max, '*', 'alarm_id', id, 'kind', kind,
            'description', description, 'severity', severity, 'at', now, 'set_at', set_at,
            'details', details)
-return {kind, description, severity, set_at}
+return {kind, description, severity, set_at, now}

@@ -15,7 +15,6 @@ Keys: ``RedisKeys.alarms_active``, ``alarm`` and ``alarms_history``
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -69,20 +68,22 @@ def _loads(text: str | None) -> dict:
 @dataclass(frozen=True)
 class TransitionReply:
     """What ``policy.lua`` answers when its step opened or closed the alarm: the
-    stored description and severity (a clear reports the set's) and when it opened."""
+    stored description and severity (a clear reports the set's), when it opened and
+    when this step ran (``at``)."""
 
     kind: Kind
     description: str
     severity: str
     set_at: float
+    at: float
 
     @classmethod
     def decode(cls, reply: Any) -> TransitionReply | None:
         """None for the script's ``false`` (no transition)."""
         if not reply:
             return None
-        kind, description, severity, set_at = reply
-        return cls(kind, description, severity, float(set_at))
+        kind, description, severity, set_at, at = reply
+        return cls(kind, description, severity, float(set_at), float(at))
 
 
 class AlarmStore:
@@ -90,7 +91,8 @@ class AlarmStore:
 
     ``clear_after``: consecutive passing checks before an open alarm clears;
     ``history_max``: about how many set/clear events the history keeps;
-    ``clock``: unix time, injectable for tests.
+    ``clock``: unix time for tests; by default Redis's, so that every watchdog
+    stamps transitions on one clock whatever its own says.
     """
 
     def __init__(
@@ -99,7 +101,7 @@ class AlarmStore:
         namespace: str,
         clear_after: int = 3,
         history_max: int = 1000,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ):
         if clear_after < 1:
             raise ValueError("clear_after must be >= 1")
@@ -135,7 +137,8 @@ class AlarmStore:
             raise ValueError("alarm_id must not be empty")
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
-        now = self.clock() if at is None else at
+        if at is None and self.clock is not None:
+            at = self.clock()
         reply = TransitionReply.decode(
             self._script(
                 keys=[
@@ -150,7 +153,7 @@ class AlarmStore:
                     description,
                     severity,
                     _details_json(details),
-                    repr(float(now)),
+                    "" if at is None else repr(float(at)),  # '': Redis's clock
                     self.clear_after,
                     self.history_max,
                 ],
@@ -163,7 +166,7 @@ class AlarmStore:
             reply.kind,
             reply.description,
             reply.severity,
-            float(now),
+            reply.at,
             dict(details or {}),
             reply.set_at,
         )

@@ -3,6 +3,7 @@ follows the pure policy (policy.py), transitions are atomic across concurrent
 callers, history is bounded."""
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -73,6 +74,21 @@ def test_set_can_be_backdated(redis_client, namespace):
     store = AlarmStore(redis_client, namespace, clock=FakeClock(2000.0))
     store.set("redis", "Redis is unreachable", at=1000.0)
     assert store.active()[0]["set_at"] == 1000.0
+
+
+def test_transitions_are_stamped_on_redis_clock(redis_client, namespace, monkeypatch):
+    """Without a test clock the store stamps transitions with Redis's time, not with the
+    worker's (here an hour ahead)."""
+    worker_clock = time.time
+    monkeypatch.setattr(time, "time", lambda: worker_clock() + 3600)
+    store = AlarmStore(redis_client, namespace, clear_after=1)
+    seconds, micros = redis_client.time()
+    opened = store.set("postgres", "PostgreSQL is unreachable")
+    assert opened.at == pytest.approx(seconds + micros / 1e6, abs=5)
+    assert store.active()[0]["set_at"] == opened.at
+    cleared = store.record_check("postgres", True, "PostgreSQL is unreachable")
+    assert cleared.set_at == opened.at and opened.at <= cleared.at < opened.at + 5
+    assert [e["at"] for e in store.history()] == [cleared.at, opened.at]
 
 
 def test_bad_input_is_refused(redis_client, namespace):
