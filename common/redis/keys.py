@@ -79,20 +79,28 @@ class RedisKeys:
 
     # --- level 4: circuit breakers (common/guards/breaker) ----------------------
 
-    def breakers(self) -> str:
-        """Set: the name of every circuit breaker."""
+    def breaker_index(self) -> str:
+        """Sorted set: the name of every breaker whose keys exist -> when they expire
+        unless used again (Redis time; ``+inf`` while forced open); trimmed by ``policy.lua``."""
+        return self.key("breakers", "index")
+
+    def legacy_breakers(self) -> str:
+        """Set, no TTL: breaker names as earlier versions kept them; read only to list
+        the breakers they left (pruned as their keys disappear), never written."""
         return self.key("breakers")
 
     def breaker(self, name: str) -> str:
-        """Hash: one breaker's shared state (written only by ``policy.lua``)."""
+        """Hash, TTL refreshed on use: one breaker's shared state (written only by
+        ``policy.lua``)."""
         return self.key("breaker", name)
 
     def breaker_window(self, name: str) -> str:
-        """Hash: one breaker's sliding-window counts per bucket."""
+        """Hash, TTL 2 windows: one breaker's sliding-window counts per bucket."""
         return self.key("breaker", name, "window")
 
     def breaker_leases(self, name: str) -> str:
-        """Hash: one half-open breaker's trial calls in flight (lease id -> expiry)."""
+        """Hash, TTL refreshed on use: one half-open breaker's trial calls in flight
+        (lease id -> expiry)."""
         return self.key("breaker", name, "leases")
 
     def breaker_events(self) -> str:
@@ -101,18 +109,21 @@ class RedisKeys:
 
     # --- level 4: adaptive concurrency limits (common/guards/limit) -------------
 
-    def limits(self) -> str:
-        """Set: every service that has a concurrency limit."""
-        return self.key("limits")
+    def limit_index(self) -> str:
+        """Sorted set: every service whose limit keys exist -> when they expire unless
+        used again (Redis time); trimmed by ``aimd.lua``."""
+        return self.key("limits", "index")
 
     def limit(self, service: str) -> str:
-        """Hash: one service's AIMD limit and window counters."""
+        """Hash, TTL refreshed on use: one service's AIMD limit and window counters."""
         return self.key("limit", service)
 
     def limit_leases(self, service: str) -> str:
-        """Sorted set: one service's slots held by worker processes (slot id -> expiry)."""
+        """Sorted set, TTL refreshed on use: one service's slots held by worker
+        processes (slot id -> expiry)."""
         return self.key("limit", service, "leases")
 
     def limit_peaks(self, service: str) -> str:
-        """Hash: process id -> most calls it had in flight during the open window."""
+        """Hash, TTL refreshed on use: process id -> most calls it had in flight
+        during the open window."""
         return self.key("limit", service, "peaks")

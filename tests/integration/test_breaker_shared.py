@@ -56,7 +56,7 @@ def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
     class LuaVsPure(RuleBasedStateMachine):
         def __init__(self):
             super().__init__()
-            self.store = BreakerStore(redis_client, namespace)
+            self.store = BreakerStore(redis_client, namespace, caller_clock=True)
             self.name = uuid.uuid4().hex[:8]
             self.now = 1_700_000_000.25
             self.pure = bp.BreakerState()
@@ -121,6 +121,28 @@ def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
     run_state_machine_as_test(
         LuaVsPure, settings=hsettings(max_examples=200, stateful_step_count=40, deadline=None)
     )
+
+
+def test_workers_an_hour_off_agree_on_redis_clock(redis_client, namespace):
+    """Workers whose clocks are an hour behind and ahead of Redis's: the open time starts
+    and ends when Redis's clock says, for both (on their own clocks the trip would already
+    be over for one and last an hour for the other)."""
+    policy = bp.BreakerPolicy(
+        failure_threshold=1, failure_rate=0, open_seconds=0.3, jitter=0, half_open_calls=2
+    )
+    behind = BreakerRegistry(redis_client, namespace, policy, clock=lambda: time.time() - 3600)
+    ahead = BreakerRegistry(redis_client, namespace, policy, clock=lambda: time.time() + 3600)
+    late = behind.breaker("svc")
+    late.record(True)
+    behind.flush()
+    assert not late.admit().allowed
+    early = ahead.breaker("svc")
+    refused = early.admit()
+    assert not refused.allowed and 0 < refused.retry_in <= 0.3
+    assert BreakerStore(redis_client, namespace).read("svc")["state"] == "open"
+    time.sleep(0.35)
+    assert late.admit().probe and early.admit().probe
+    assert BreakerStore(redis_client, namespace).read("svc")["probes_in_flight"] == 2
 
 
 # --- several processes ---------------------------------------------------------
@@ -199,6 +221,7 @@ def test_expired_probe_lease_frees_the_slot(redis_client, namespace):
         ),
         clock=lambda: now[0],
     )
+    registry.store.caller_clock = True  # steps on the test's clock, not Redis's
     breaker = registry.breaker("svc")
     breaker.record(True)
     registry.flush()
@@ -227,6 +250,7 @@ def test_refusals_with_every_trial_slot_taken_are_held_locally(redis_client, nam
         clock=lambda: now[0],
         refusal_hold=0.01,
     )
+    registry.store.caller_clock = True  # steps on the test's clock, not Redis's
     breaker = registry.breaker("svc")
     breaker.record(True)
     registry.flush()
@@ -349,6 +373,7 @@ def test_successful_probes_count_towards_k(redis_client, namespace):
         bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0, half_open_calls=2),
         clock=lambda: now[0],
     )
+    registry.store.caller_clock = True  # steps on the test's clock, not Redis's
     breaker = registry.breaker("svc")
     breaker.record(True)
     registry.flush()
@@ -372,6 +397,7 @@ def test_drop_in_with_blocks_in_threads_each_report_their_own_call(redis_client,
         bp.BreakerPolicy(failure_threshold=1, open_seconds=1, jitter=0, half_open_calls=3),
         clock=lambda: now[0],
     )
+    registry.store.caller_clock = True  # steps on the test's clock, not Redis's
 
     class Shared(SharedCircuitBreaker):
         REGISTRY = registry

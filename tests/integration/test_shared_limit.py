@@ -41,8 +41,12 @@ def fixed(n: int, **kwargs) -> AIMDOptions:
 
 
 def make(redis_client, namespace, service="svc", options=None, clock=None, **kwargs) -> SharedLimit:
+    """A limit on ``clock``; on a test clock (the default) its syncs run on it, not on Redis's."""
     kwargs.setdefault("background", False)
-    return SharedLimit(redis_client, namespace, service, options, clock or FakeClock(), **kwargs)
+    clock = clock or FakeClock()
+    limit = SharedLimit(redis_client, namespace, service, options, clock, **kwargs)
+    limit.store.caller_clock = clock is not time.time
+    return limit
 
 
 # --- exclusivity -----------------------------------------------------------------
@@ -195,6 +199,26 @@ def test_expired_leases_are_reclaimed(redis_client, namespace):
         lease.release(False, 0.1)
     assert first.snapshot()["local"] == {"held": 0, "busy": 0}
     assert first.try_acquire() is None
+
+
+def test_workers_an_hour_off_agree_on_when_a_lease_lapsed(redis_client, namespace):
+    """A lease granted to a worker whose clock is an hour behind lasts its TTL on Redis's
+    clock for a worker an hour ahead too: held until then, free after."""
+    behind, ahead = (
+        SharedLimit(
+            redis_client, namespace, "svc", fixed(1), clock, background=False, lease_ttl=0.5
+        )
+        for clock in (lambda: time.time() - 3600, lambda: time.time() + 3600)
+    )
+    held = behind.try_acquire()
+    assert held is not None
+    assert ahead.try_acquire() is None  # on its own clock, the lease lapsed an hour ago
+    assert list_limits(redis_client, namespace)[0]["in_flight"] == 1
+    time.sleep(0.6)  # the holder stopped renewing: its lease lapses on Redis's clock
+    assert ahead.try_acquire() is not None
+    behind.sync()
+    held.release(False, 0.01)
+    assert behind.snapshot()["local"] == {"held": 0, "busy": 0}
 
 
 def test_release_is_idempotent_and_records_one_sample(redis_client, namespace):

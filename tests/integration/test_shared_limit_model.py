@@ -46,6 +46,7 @@ class LimitModel(RuleBasedStateMachine):
             lease_ttl=1000.0,
             background=False,
         )
+        self.shared.store.caller_clock = True  # syncs on the model's clock, not Redis's
         self.in_flight: list = []
         self.released: list = []
         # the model

@@ -2,11 +2,23 @@
 -- rule for rule (the tests run both against the same model); every number that
 -- goes to Redis or back is formatted with %.17g so no precision is lost.
 --
--- KEYS: 1 state hash, 2 window hash, 3 leases hash, 4 set of breaker names
--- ARGV: 1 op (admit|record|probe|force), 2 name, 3 now, 4 u (uniform [0,1), for jitter),
---       5 lease id or force action, 6..16 policy, 17..20 batch (calls, failures, slow, trailing)
---       (for op=probe, ARGV[18] is 1 when the trial call failed), 21 pub/sub channel
-local op, name, now, u, arg = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+-- Time is Redis's own (TIME), so workers whose clocks disagree still agree on when
+-- an open time ends or a lease lapses; a test may pass its clock as ARGV[3] instead.
+-- The keys expire after ARGV[22] ms without a step (never while forced open); the
+-- index of names is scored by that expiry, in Redis time, and trimmed here.
+--
+-- KEYS: 1 state hash, 2 window hash, 3 leases hash, 4 index of names (sorted set)
+-- ARGV: 1 op (admit|record|probe|force), 2 name, 3 now ('' for Redis's clock),
+--       4 u (uniform [0,1), for jitter), 5 lease id or force action, 6..16 policy,
+--       17..20 batch (calls, failures, slow, trailing) (for op=probe, ARGV[18] is 1 when
+--       the trial call failed), 21 pub/sub channel, 22 TTL of the keys (ms)
+-- Reply: the state after the step, the transition, the admission (store.py's StepReply)
+--        and the now the step ran on
+local clock = redis.call('TIME')
+local redis_now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local op, name, u, arg = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5]
+local now = tonumber(ARGV[3]) or redis_now
+local ttl_ms = tonumber(ARGV[22])
 local P = {
   threshold = tonumber(ARGV[6]), rate = tonumber(ARGV[7]), min_calls = tonumber(ARGV[8]),
   window = tonumber(ARGV[9]), slow_rate = tonumber(ARGV[10]), open = tonumber(ARGV[11]),
@@ -24,7 +36,6 @@ for i = 1, #raw, 2 do s[raw[i]] = raw[i + 1] end
 for _, f in ipairs({'open_until', 'trips', 'total_trips', 'consecutive', 'probe_successes', 'forced'}) do
   s[f] = tonumber(s[f])
 end
-redis.call('SADD', KEYS[4], name)
 
 -- settle: time passing
 if s.state == 'open' and s.forced == 0 and now >= s.open_until then
@@ -151,10 +162,22 @@ redis.call('HSET', KEYS[1], 'state', s.state, 'open_until', fmt(s.open_until), '
   'probe_successes', fmt(s.probe_successes), 'forced', fmt(s.forced), 'reason', s.reason)
 if s.changed_at then redis.call('HSET', KEYS[1], 'changed_at', s.changed_at) end
 
+-- An operator's open stands until an operator undoes it; anything else an idle
+-- breaker held is forgotten after the TTL (far past its open time and leases).
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', fmt(redis_now))
+if s.state == 'open' and s.forced == 1 then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('ZADD', KEYS[4], '+inf', name)
+else
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+  redis.call('PEXPIRE', KEYS[3], ttl_ms)
+  redis.call('ZADD', KEYS[4], fmt(redis_now + ttl_ms / 1000), name)
+end
+
 if changed or op == 'force' then
   redis.call('PUBLISH', ARGV[21], cjson.encode({name = name, state = s.state, open_until = fmt(s.open_until),
     forced = s.forced, trips = s.trips}))
 end
 return {s.state, fmt(s.open_until), fmt(s.trips), fmt(s.total_trips), fmt(s.consecutive), fmt(s.forced),
         changed and '1' or '0', before, change_reason, tostring(allowed), probe, fmt(retry_in),
-        fmt(s.probe_successes), s.reason}
+        fmt(s.probe_successes), s.reason, fmt(now)}

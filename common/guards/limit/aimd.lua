@@ -3,14 +3,22 @@
 -- a Hypothesis test runs random windows through both and demands they agree.
 -- Also renews this process's leases, grants or takes back slots, and counts samples.
 --
--- KEYS: 1 state hash, 2 leases zset, 3 peaks hash, 4 set of services
--- ARGV: 1 now, 2 ttl, 3 process id, 4 want, 5 next seq, 6 count, 7 drops, 8 latency_us,
---       9 peak, 10 initial, 11 min, 12 max, 13 backoff_ratio, 14 step, 15 latency_target,
---       16 window, 17 service, 18 number of busy ids, 19.. busy ids, then free ids
+-- Time is Redis's own (TIME), so workers whose clocks disagree still agree on when
+-- a lease lapsed or a window closed; a test may pass its clock as ARGV[1] instead.
+-- The service's keys expire after ARGV[19] ms without a sync; the index of services
+-- is scored by that expiry, in Redis time, and trimmed here.
+--
+-- KEYS: 1 state hash, 2 leases zset, 3 peaks hash, 4 index of services (sorted set)
+-- ARGV: 1 now ('' for Redis's clock), 2 lease ttl, 3 process id, 4 want, 5 next seq,
+--       6 count, 7 drops, 8 latency_us, 9 peak, 10 initial, 11 min, 12 max,
+--       13 backoff_ratio, 14 step, 15 latency_target, 16 window, 17 service,
+--       18 number of busy ids, 19 TTL of the keys (ms), 20.. busy ids, then free ids
 -- Reply: {limit, changed ({old, new, reason} or {}), lost ids, kept ids, granted ids,
 --         slots held fleet-wide}
-local state, leases, peaks, registry = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now = tonumber(ARGV[1])
+local state, leases, peaks, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local clock = redis.call('TIME')
+local redis_now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local now = tonumber(ARGV[1]) or redis_now
 local ttl = tonumber(ARGV[2])
 local proc = ARGV[3]
 local want = tonumber(ARGV[4])
@@ -28,8 +36,8 @@ local o_target = tonumber(ARGV[15])
 local o_window = tonumber(ARGV[16])
 local service = ARGV[17]
 local nbusy = tonumber(ARGV[18])
+local keys_ttl_ms = tonumber(ARGV[19])
 
-redis.call('SADD', registry, service)
 redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
 
 local limit = tonumber(redis.call('HGET', state, 'limit'))
@@ -87,7 +95,7 @@ end
 local expiry = now + ttl
 local lost = {}
 local busy_valid = 0
-for i = 19, 18 + nbusy do
+for i = 20, 19 + nbusy do
   if redis.call('ZSCORE', leases, ARGV[i]) then
     redis.call('ZADD', leases, 'XX', expiry, ARGV[i])
     busy_valid = busy_valid + 1
@@ -96,7 +104,7 @@ for i = 19, 18 + nbusy do
   end
 end
 local free_valid = {}
-for i = 19 + nbusy, #ARGV do
+for i = 20 + nbusy, #ARGV do
   if redis.call('ZSCORE', leases, ARGV[i]) then free_valid[#free_valid + 1] = ARGV[i] end
 end
 
@@ -118,4 +126,10 @@ for j = 0, target - busy_valid - keep - 1 do
   redis.call('ZADD', leases, expiry, id)
   granted[#granted + 1] = id
 end
+
+-- Held leases are renewed by this sync at the latest every lease TTL, far below the
+-- keys' TTL: only an idle service's keys expire.
+for _, key in ipairs({state, leases, peaks}) do redis.call('PEXPIRE', key, keys_ttl_ms) end
+redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('%.17g', redis_now))
+redis.call('ZADD', index, string.format('%.17g', redis_now + keys_ttl_ms / 1000), service)
 return {limit, changed, lost, kept, granted, redis.call('ZCARD', leases)}

@@ -6,11 +6,15 @@ limit: leases renewed, granted or taken back, samples counted, the AIMD rule of
 :class:`SyncReply` at the edge. It also reads a limit for people
 (:meth:`LimitStore.read`, :func:`list_limits`: ``GET /breakers``, ``jenga breakers``).
 Every key comes from :class:`~common.redis.keys.RedisKeys`.
+
+One clock: a sync runs on Redis's (``TIME``), whatever each worker's says, so that
+the fleet agrees on when a lease lapsed. A service's keys expire when it has been
+idle for :func:`key_ttl`.
 """
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +23,22 @@ import redis
 
 from common.guards.limit.aimd import AIMDOptions
 from common.redis.keys import RedisKeys
-from common.redis.scripts import read_lua
+from common.redis.scripts import read_lua, redis_time
 
-__all__ = ["LimitChange", "LimitStore", "SyncReply", "list_limits"]
+__all__ = ["IDLE_TTL_SECONDS", "LimitChange", "LimitStore", "SyncReply", "key_ttl", "list_limits"]
 
 # aimd.py's rule, applied atomically; KEYS, ARGV and the reply are described in the file.
 _SYNC_LUA = read_lua("common.guards.limit", "aimd.lua")
+
+# An idle service's limit keys live at least this long (s) after its last sync.
+IDLE_TTL_SECONDS = 3600.0
+
+
+def key_ttl(options: AIMDOptions, lease_ttl: float, idle_ttl: float = IDLE_TTL_SECONDS) -> float:
+    """How long (s) a service's limit keys outlive its last sync: ``idle_ttl``, or ten
+    times the longest period its state matters for (the window, a lease) if that is
+    longer, so held leases never vanish: their holder renews them every lease TTL."""
+    return max(idle_ttl, 10 * max(options.window, lease_ttl))
 
 
 def _text(value: Any) -> str:
@@ -70,11 +84,25 @@ class SyncReply:
 
 
 class LimitStore:
-    """The limits of one namespace in Redis; every method is one round trip."""
+    """The limits of one namespace in Redis; every method is one round trip.
 
-    def __init__(self, client: redis.Redis, namespace: str):
+    A sync runs on Redis's clock, so that workers whose clocks disagree agree on when
+    a lease lapsed or a window closed; ``caller_clock=True`` runs it on the callers'
+    ``now`` instead (tests that control time). ``idle_ttl``: the shortest life of an
+    idle service's keys (:func:`key_ttl`)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        *,
+        caller_clock: bool = False,
+        idle_ttl: float = IDLE_TTL_SECONDS,
+    ):
         self.client = client
         self.keys = RedisKeys(namespace)
+        self.caller_clock = caller_clock
+        self.idle_ttl = idle_ttl
         self._script = client.register_script(_SYNC_LUA)
 
     def script_keys(self, service: str) -> list[str]:
@@ -84,7 +112,7 @@ class LimitStore:
             keys.limit(service),
             keys.limit_leases(service),
             keys.limit_peaks(service),
-            keys.limits(),
+            keys.limit_index(),
         ]
 
     def sync(
@@ -104,9 +132,10 @@ class LimitStore:
         busy: Sequence[str],
         free: Sequence[str],
     ) -> SyncReply:
-        """One sync of ``process_id``'s slots and samples (see ``aimd.lua``)."""
+        """One sync of ``process_id``'s slots and samples (see ``aimd.lua``); ``now``
+        is the caller's clock, used only by a ``caller_clock`` store."""
         args: list[Any] = [
-            repr(float(now)),
+            repr(float(now)) if self.caller_clock else "",
             repr(float(lease_ttl)),
             process_id,
             want,
@@ -124,6 +153,7 @@ class LimitStore:
             repr(float(options.window)),
             service,
             len(busy),
+            math.ceil(key_ttl(options, lease_ttl, self.idle_ttl) * 1000),
             *busy,
             *free,
         ]
@@ -135,18 +165,29 @@ class LimitStore:
             self.client.zrem(self.keys.limit_leases(service), *slots)
 
     def services(self) -> list[str]:
-        """Every service of this namespace that has a limit, sorted."""
-        return sorted(_text(s) for s in self.client.smembers(self.keys.limits()))
+        """Every service of this namespace whose limit keys still exist, sorted."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(self.keys.limit_index(), 0, -1, withscores=True)
+        pipe.time()
+        indexed, clock = pipe.execute()
+        redis_now = redis_time(clock)
+        return sorted(_text(s) for s, expires in indexed if expires > redis_now)
 
-    def read(self, service: str, now: float) -> dict[str, Any] | None:
-        """One limit as the fleet sees it (``None``: never used), for people."""
+    def read(self, service: str, now: float | None = None) -> dict[str, Any] | None:
+        """One limit as the fleet sees it (``None``: never used or long idle), for
+        people; leases are judged on Redis's clock (on ``now`` if the store runs on
+        the caller's)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.keys.limit(service))
-        pipe.zcount(self.keys.limit_leases(service), f"({now}", "+inf")
+        pipe.zrange(self.keys.limit_leases(service), 0, -1, withscores=True)
         pipe.hvals(self.keys.limit_peaks(service))
-        raw, in_flight, peaks = pipe.execute()
+        pipe.time()
+        raw, leases, peaks, clock = pipe.execute()
         if not raw:
             return None
+        if not (self.caller_clock and now is not None):
+            now = redis_time(clock)
+        in_flight = sum(1 for _, expires in leases if expires > now)
         state = {_text(k): _text(v) for k, v in raw.items()}
 
         def num(name: str, kind: Callable[[str], Any] = int, default: Any = 0) -> Any:
@@ -188,10 +229,9 @@ def list_limits(
     redis_client: redis.Redis, namespace: str, now: float | None = None
 ) -> list[dict[str, Any]]:
     """Every limit of this namespace as the fleet sees it (for ``GET /breakers``
-    and ``jenga breakers``), sorted by service. Raises ``redis.RedisError`` when
-    Redis is unreachable."""
-    now = time.time() if now is None else now
-    store = LimitStore(redis_client, namespace)
+    and ``jenga breakers``), sorted by service; leases are judged on Redis's clock
+    (on ``now`` if given: tests). Raises ``redis.RedisError`` when Redis is unreachable."""
+    store = LimitStore(redis_client, namespace, caller_clock=now is not None)
     views = []
     for service in store.services():
         view = store.read(service, now)
