@@ -344,8 +344,15 @@ def retry_message(
             409, "endpoint_disabled", f"endpoint {message.endpoint_id} is disabled; enable it first"
         )
     now = database_now(session)
+    if message.claimed_until is not None and message.claimed_until > now:
+        # A worker is attempting it: that attempt's record would undo a retry made
+        # here, so it applies the retry instead (a new round, at once).
+        message.retry_requested = True
+        session.commit()
+        return MessageOut.of(message)
     message.status = PENDING
     message.schedule_position = 0
+    message.give_up_at = None  # a new round: its deadline starts at the next claim
     message.next_attempt_at = now
     message.dispatched_at = now
     session.commit()

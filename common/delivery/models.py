@@ -95,6 +95,11 @@ class Message(Base):
     # Claims since the last recorded attempt: each one is a worker that died, or a
     # record PostgreSQL refused. Past DELIVERY_MAX_UNRECORDED_ATTEMPTS: failed.
     unrecorded_claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the schedule runs out, parked time included: set at the first claim, cleared by a
+    # manual retry (a new round).
+    give_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A retry asked for while an attempt was in flight: applied when that attempt is recorded.
+    retry_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -6,7 +6,6 @@ reason; attempt ids are 64-bit."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import psycopg
@@ -15,6 +14,7 @@ from psycopg.rows import dict_row
 
 from common.config import load_settings, set_settings
 from common.delivery.retry_schedule import Outcome
+from tests.support.message_rows import insert_message, lapse_lease
 from tests.support.stack import fresh_database
 from worker.delivery.post import AttemptResult
 from worker.delivery.queries import claim, give_up, record_with_retries
@@ -46,36 +46,12 @@ def settings(settings_env, database_url):
     set_settings(None)
 
 
-def new_message(conn) -> str:
-    endpoint_id, message_id = f"ep_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
-    conn.execute(
-        "INSERT INTO webhook_endpoints (id, url, secret)"
-        " VALUES (%s, 'http://hooks.test/x', 'whsec_x')",
-        (endpoint_id,),
-    )
-    conn.execute(
-        """INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash,
-                    status, next_attempt_at)
-           VALUES (%s, %s, 't', '{}', '{"n":1}', 'h', 'pending', now())""",
-        (message_id, endpoint_id),
-    )
-    return message_id
-
-
-def lapse_lease(conn, message_id: str) -> None:
-    """What a worker that died leaves: a claim whose lease ran out, nothing recorded."""
-    conn.execute(
-        "UPDATE webhook_messages SET claimed_until = now() - interval '1 second' WHERE id = %s",
-        (message_id,),
-    )
-
-
 def answer(excerpt: str | None = "ok", status: int = 500, error: str | None = None):
     return AttemptResult(Outcome(status_code=status, error=error), datetime.now(UTC), 7, excerpt)
 
 
 def test_each_claim_counts_until_an_attempt_is_recorded(conn, settings):
-    message_id = new_message(conn)
+    message_id = insert_message(conn)
     assert claim(message_id, settings).unrecorded_claims == 1
     lapse_lease(conn, message_id)
     claimed = claim(message_id, settings)
@@ -88,7 +64,7 @@ def test_each_claim_counts_until_an_attempt_is_recorded(conn, settings):
 
 
 def test_a_message_whose_attempts_are_never_recorded_ends_failed_with_the_reason(conn, settings):
-    message_id = new_message(conn)
+    message_id = insert_message(conn)
     for _ in range(settings.delivery_max_unrecorded_attempts):
         claim(message_id, settings)
         lapse_lease(conn, message_id)
@@ -105,7 +81,7 @@ def test_a_message_whose_attempts_are_never_recorded_ends_failed_with_the_reason
 
 def test_a_value_postgresql_refuses_is_recorded_without_the_details(conn, settings):
     """NUL cannot be stored in text: the attempt is recorded all the same, saying so."""
-    message_id = new_message(conn)
+    message_id = insert_message(conn)
     claimed = claim(message_id, settings)
     state = record_with_retries(claimed, answer("bad\x00byte", error="Oops: a\x00b"), settings)
     assert state == "pending"
@@ -120,7 +96,7 @@ def test_a_value_postgresql_refuses_is_recorded_without_the_details(conn, settin
 
 def test_attempt_ids_go_past_32_bits(conn, settings):
     conn.execute("SELECT setval('webhook_attempts_id_seq', 2147483657)")
-    message_id = new_message(conn)
+    message_id = insert_message(conn)
     assert record_with_retries(claim(message_id, settings), answer(), settings) == "pending"
     row = conn.execute(
         "SELECT id FROM webhook_attempts WHERE message_id = %s", (message_id,)

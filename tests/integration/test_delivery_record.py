@@ -46,7 +46,7 @@ def new_message(conn) -> tuple[str, str]:
 def claim(conn, message_id: str) -> tuple[str, dict | None]:
     token = uuid.uuid4().hex
     return token, conn.execute(
-        CLAIM_ONE, {"id": message_id, "token": token, "lease": 30}
+        CLAIM_ONE, {"id": message_id, "token": token, "lease": 30, "round": 3600}
     ).fetchone()
 
 

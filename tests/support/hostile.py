@@ -33,6 +33,7 @@ class HostileReceiver:
         tls: ssl.SSLContext | None = None,
         read_head: bool = True,
         scheme: str | None = None,
+        host: str = "127.0.0.1",
     ):
         self.behaviour = behaviour
         self.tls = tls
@@ -40,12 +41,16 @@ class HostileReceiver:
         self.scheme = scheme or ("https" if tls else "http")
         self.connections = 0
         self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        # Any 127.0.0.0/8 address is loopback on Linux: one per receiver gives each
+        # its own breaker and limit (webhook:<host>).
+        self.host = host
+        self._listener = socket.create_server((host, 0))
         self._listener.settimeout(0.1)  # accept() wakes up to see ``stop``
         self.port = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True, name="hostile-receiver")
 
-    def url(self, host: str = "127.0.0.1", path: str = "/hook") -> str:
+    def url(self, host: str | None = None, path: str = "/hook") -> str:
+        host = host or self.host
         return f"{self.scheme}://{host}:{self.port}{path}"
 
     def __enter__(self) -> HostileReceiver:

@@ -95,7 +95,13 @@ class FakeHTTPServer:
         self.stop()
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        raw = handler.rfile.read(int(handler.headers.get("content-length") or 0))
+        expected = int(handler.headers.get("content-length") or 0)
+        raw = handler.rfile.read(expected)
+        if len(raw) < expected:
+            # The client went away mid-request (a worker SIGKILLed while sending): no
+            # request arrived, as a real receiver sees it.
+            handler.close_connection = True
+            return
         headers = {name.lower(): value for name, value in handler.headers.items()}
         request = self.received(Request(handler.command, handler.path, headers, raw))
         with self.lock:

@@ -22,6 +22,8 @@ __all__ = [
     "CLAIM_ONE",
     "FAIL_DISABLED",
     "GIVE_UP",
+    "PARK",
+    "PARK_EXPIRED",
     "RECORD",
     "RELEASE",
     "UNDISPATCH",
@@ -29,6 +31,7 @@ __all__ = [
     "claim",
     "fail_disabled",
     "give_up",
+    "park",
     "lease_seconds",
     "record",
     "record_with_retries",
@@ -65,7 +68,8 @@ CLAIM_DUE = """
 CLAIM_ONE = """
     UPDATE webhook_messages m
     SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s),
-        unrecorded_claims = m.unrecorded_claims + 1
+        unrecorded_claims = m.unrecorded_claims + 1,
+        give_up_at = COALESCE(m.give_up_at, now() + make_interval(secs => %(round)s))
     FROM webhook_endpoints e
     WHERE m.id = %(id)s AND e.id = m.endpoint_id AND m.status = 'pending'
       AND m.next_attempt_at <= now()
@@ -80,11 +84,52 @@ GIVE_UP = """
     WHERE id = %(id)s AND claim_token = %(token)s
     """
 
-RELEASE = """
+# A retry asked for during the claim starts its new round here (no attempt was made).
+NEW_ROUND_IF_ASKED = (
+    "schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position END,"
+    " give_up_at = CASE WHEN retry_requested THEN NULL ELSE give_up_at END,"
+    " retry_requested = false"
+)
+
+RELEASE = f"""
     UPDATE webhook_messages
     SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
-        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0
+        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
+        {NEW_ROUND_IF_ASKED}
     WHERE id = %(id)s AND claim_token = %(token)s
+    """
+
+# A receiver whose breaker is open: this message and every other pending one of
+# its endpoint wait until the breaker's next trial, in one statement, instead of
+# a task per message per cycle. A message whose schedule runs out meanwhile is
+# failed (PARK_EXPIRED), so parked time counts toward the schedule.
+PARK = f"""
+    WITH released AS (
+        UPDATE webhook_messages
+        SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
+            dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
+            {NEW_ROUND_IF_ASKED}
+        WHERE id = %(id)s AND claim_token = %(token)s
+          AND (retry_requested OR give_up_at IS NULL
+               OR give_up_at > now() + make_interval(secs => %(retry_in)s))
+        RETURNING endpoint_id
+    ), parked AS (
+        UPDATE webhook_messages
+        SET next_attempt_at = now() + make_interval(secs => %(retry_in)s), dispatched_at = NULL
+        WHERE endpoint_id = (SELECT endpoint_id FROM released) AND id <> %(id)s
+          AND status = 'pending'
+          AND next_attempt_at < now() + make_interval(secs => %(retry_in)s)
+          AND (claimed_until IS NULL OR claimed_until < now())
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM parked) AS parked
+    """
+
+PARK_EXPIRED = """
+    UPDATE webhook_messages SET status = 'failed', last_error = CAST(%(reason)s AS text),
+        next_attempt_at = NULL, dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+    WHERE id = %(id)s AND claim_token = %(token)s
+    RETURNING id
     """
 
 # The attempt, the message's next state and (after a 410) the endpoint's
@@ -93,18 +138,21 @@ RELEASE = """
 RECORD = """
     WITH message AS (
         UPDATE webhook_messages
-        SET status = CAST(%(status)s AS varchar),
+        SET status = CASE WHEN retry_requested THEN 'pending' ELSE CAST(%(status)s AS varchar) END,
             attempt_count = attempt_count + 1,
-            schedule_position = schedule_position + 1,
-            next_attempt_at = CASE WHEN CAST(%(status)s AS varchar) = 'pending'
+            schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position + 1 END,
+            next_attempt_at = CASE WHEN retry_requested THEN now()
+                                   WHEN CAST(%(status)s AS varchar) = 'pending'
                                    THEN now() + make_interval(secs => %(retry_in)s) END,
             delivered_at = CASE WHEN CAST(%(status)s AS varchar) = 'delivered'
                                 THEN now() ELSE delivered_at END,
             last_error = CAST(%(last_error)s AS text),
+            give_up_at = CASE WHEN retry_requested THEN NULL ELSE give_up_at END,
+            retry_requested = false,
             dispatched_at = NULL, claim_token = NULL, claimed_until = NULL,
             unrecorded_claims = 0
         WHERE id = %(id)s AND claim_token = %(token)s
-        RETURNING id, endpoint_id, attempt_count
+        RETURNING id, endpoint_id, attempt_count, status
     ), attempt AS (
         INSERT INTO webhook_attempts
             (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
@@ -117,7 +165,7 @@ RECORD = """
         SET disabled = true, disabled_reason = CAST(%(disabled_reason)s AS text), updated_at = now()
         WHERE CAST(%(disable_endpoint)s AS boolean) AND id = (SELECT endpoint_id FROM message)
     )
-    SELECT attempt_count FROM message
+    SELECT attempt_count, status FROM message
     """
 
 
@@ -146,9 +194,53 @@ class Claim:
     unrecorded_claims: int = 1  # this claim included
 
 
+def round_seconds(settings: Settings) -> float:
+    """How long one round of the retry schedule may last: every delay at its
+    longest jitter. Past it a message still parked behind an open breaker fails."""
+    return sum(settings.delivery_retry_delays) * (1 + settings.delivery_retry_jitter)
+
+
+def park(claimed: Claim, retry_in: float, why: str) -> str | None:
+    """The receiver's breaker is open for ``retry_in`` more seconds: wait with
+    the rest of the endpoint's messages (``"deferred"``), or end ``"failed"`` when
+    that is past the message's schedule (None: our lease had lapsed)."""
+    rows = execute(PARK, {"id": claimed.message_id, "token": claimed.token, "retry_in": retry_in})
+    if rows and rows[0]["released"]:
+        log_event(
+            log,
+            "delivery.parked",
+            message_id=claimed.message_id,
+            endpoint_id=claimed.endpoint_id,
+            retry_in=round(retry_in, 1),
+            parked=rows[0]["parked"],
+        )
+        return "deferred"
+    reason = f"failed: the receiver was unavailable past the retry schedule ({why})"
+    params = {"id": claimed.message_id, "token": claimed.token, "reason": reason}
+    if not execute(PARK_EXPIRED, params):
+        return None
+    log_event(
+        log,
+        "delivery.failed_parked",
+        logging.WARNING,
+        message_id=claimed.message_id,
+        endpoint_id=claimed.endpoint_id,
+        reason=why,
+    )
+    return "failed"
+
+
 def claim(message_id: str, settings: Settings) -> Claim | None:
     token = uuid.uuid4().hex
-    rows = execute(CLAIM_ONE, {"id": message_id, "token": token, "lease": lease_seconds(settings)})
+    rows = execute(
+        CLAIM_ONE,
+        {
+            "id": message_id,
+            "token": token,
+            "lease": lease_seconds(settings),
+            "round": round_seconds(settings),
+        },
+    )
     if not rows:
         return None
     row = rows[0]
@@ -216,6 +308,9 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
     if not rows:
         return None  # our lease expired and someone else took over
     number = rows[0]["attempt_count"]
+    if rows[0]["status"] != decision.status:
+        # An operator asked for a retry during the attempt: a new round starts now.
+        log_event(log, "delivery.retry_applied", message_id=claimed.message_id, attempt=number)
     log_event(
         log,
         "delivery.attempt",

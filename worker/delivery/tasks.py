@@ -27,6 +27,7 @@ from worker.delivery.queries import (
     claim,
     fail_disabled,
     give_up,
+    park,
     record_with_retries,
 )
 from worker.delivery.resources import DB_ERRORS, execute, http_client
@@ -136,7 +137,10 @@ def deliver(self, message_id: str) -> str | None:
             status = result.outcome.status_code
             call.record(failed=failed_status(status))
     except GuardRefused as refused:
-        # Not an attempt: the receiver was spared. Come back when the guard says.
+        # Not an attempt: the receiver was spared. An open breaker parks the whole
+        # endpoint until its next trial; a full limit frees a slot soon: come back then.
+        if refused.reason == "open":
+            return park(claimed, max(0.0, refused.retry_in), str(refused))
         execute(
             RELEASE,
             {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)},

@@ -1,0 +1,88 @@
+"""Parked, not spinning, on a real (migrated) PostgreSQL: a receiver whose
+breaker is open holds back its endpoint's whole backlog in one statement until
+the breaker's next trial (no task per message per cycle), and a message whose
+retry schedule runs out while parked ends ``failed`` with the reason."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from common.config import load_settings, set_settings
+from tests.support.message_rows import insert_endpoint, insert_message
+from tests.support.stack import fresh_database
+from worker.delivery.queries import claim, park, round_seconds
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def database_url():
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def conn(database_url):
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as connection:
+        yield connection
+
+
+@pytest.fixture
+def settings(settings_env, database_url):
+    settings = load_settings(
+        {**settings_env, "DATABASE_URL": database_url, "DELIVERY_RETRY_SCHEDULE": "1m,1m"},
+        wait_seconds=0,
+    )
+    set_settings(settings)
+    yield settings
+    set_settings(None)
+
+
+def wait_seconds(conn, message_id: str) -> float | None:
+    """Seconds until the message is due (None: not pending)."""
+    row = conn.execute(
+        "SELECT status, extract(epoch FROM next_attempt_at - now()) AS wait"
+        " FROM webhook_messages WHERE id = %s",
+        (message_id,),
+    ).fetchone()
+    return float(row["wait"]) if row["status"] == "pending" else None
+
+
+def test_an_open_breaker_parks_the_whole_endpoint_until_its_next_trial(conn, settings):
+    endpoint = insert_endpoint(conn)
+    refused, *backlog = [insert_message(conn, endpoint) for _ in range(50)]
+    in_flight = insert_message(conn, endpoint)
+    elsewhere = insert_message(conn)
+    assert claim(in_flight, settings) is not None  # another worker's attempt: left alone
+
+    assert park(claim(refused, settings), 120.0, "breaker open") == "deferred"
+
+    for message_id in [refused, *backlog]:
+        assert 110 < wait_seconds(conn, message_id) <= 120
+    assert wait_seconds(conn, elsewhere) <= 0  # another endpoint: still due now
+    assert wait_seconds(conn, in_flight) <= 0
+
+
+def test_the_first_claim_starts_the_schedules_clock(conn, settings):
+    message_id = insert_message(conn)
+    claim(message_id, settings)
+    row = conn.execute(
+        "SELECT extract(epoch FROM give_up_at - now()) AS left FROM webhook_messages WHERE id = %s",
+        (message_id,),
+    ).fetchone()
+    assert round_seconds(settings) == pytest.approx(120 * (1 + settings.delivery_retry_jitter))
+    assert round_seconds(settings) - 5 < float(row["left"]) <= round_seconds(settings)
+
+
+def test_parked_past_its_schedule_a_message_ends_failed_with_the_reason(conn, settings):
+    message_id = insert_message(conn)
+    claimed = claim(message_id, settings)
+    assert park(claimed, round_seconds(settings) + 60, "breaker 'webhook:x' open") == "failed"
+    row = conn.execute(
+        "SELECT status, last_error, next_attempt_at FROM webhook_messages WHERE id = %s",
+        (message_id,),
+    ).fetchone()
+    assert row["status"] == "failed" and row["next_attempt_at"] is None
+    assert row["last_error"].startswith("failed: the receiver was unavailable past the retry")
