@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,10 +42,10 @@ from celery.exceptions import Retry
 
 from common.config import get_settings
 from common.guards.breaker.registry import BreakerRegistry, default_registry
+from common.guards.limit.registry import current_limits, process_limits
 from common.guards.limit.shared import SharedLimit
 from common.guards.outcome import result_failed
 from common.support.logs import log_event
-from common.support.per_process import PerProcess
 
 log = logging.getLogger("jenga.guard")
 
@@ -112,34 +110,6 @@ class GuardedCall:
 # --- this process's breakers and limits -------------------------------------------
 
 
-class ServiceLimits:
-    """This process's handle on each service's shared limit, built on first use."""
-
-    def __init__(self) -> None:
-        self._limits: dict[str, SharedLimit] = {}
-        self._lock = threading.Lock()
-
-    def get(self, service: str, build: Callable[[str], SharedLimit]) -> SharedLimit:
-        found = self._limits.get(service)
-        if found is not None:
-            return found
-        with self._lock:
-            if service not in self._limits:
-                self._limits[service] = build(service)
-            return self._limits[service]
-
-    def close(self) -> None:
-        """Stop every handle's sync thread, give idle slots back, and forget them."""
-        with self._lock:
-            limits, self._limits = list(self._limits.values()), {}
-        for limit in limits:
-            limit.close()
-
-
-# Each handle owns a sync thread, which a fork does not copy: built again in a child.
-_limits: PerProcess[ServiceLimits] = PerProcess(ServiceLimits)
-
-
 def registry() -> BreakerRegistry:
     """This process's breakers; opening and closing set and clear alarm ``breaker:<service>``
     (and notify people: the worker installs the notifier at start, see
@@ -152,13 +122,15 @@ def _limit_from_settings(service: str) -> SharedLimit:
 
 
 def limit_for(service: str) -> SharedLimit:
-    """This process's handle on the service's shared limit (``LIMIT_*`` settings)."""
-    return _limits.get().get(service, _limit_from_settings)
+    """This process's handle on the service's shared limit (``LIMIT_*`` settings), kept
+    by the process's limit registry (one sync thread; dropped after
+    ``GUARD_IDLE_EVICT_SECONDS`` unused)."""
+    return process_limits().get(service, _limit_from_settings)
 
 
 def close_limits() -> None:
     """Stop this process's limit handles and give their idle slots back (tests, embedders)."""
-    limits = _limits.peek()
+    limits = current_limits()
     if limits is not None:
         limits.close()
 

@@ -262,6 +262,14 @@ class Settings(BaseSettings):
             " timeout)."
         ),
     )
+    guard_idle_evict_seconds: float = Field(
+        default=600.0,
+        ge=1,
+        description=(
+            "A service's breaker and limit not used for this long are dropped from a process's"
+            " memory (their state stays in Redis and is read again on the next call)."
+        ),
+    )
 
     # --- adaptive concurrency limit (AIMD), one per external service ----------
     limit_initial: int = Field(

@@ -26,11 +26,14 @@ not give a slot back to Redis when a call ends: it keeps it in a small local
 read and a list pop: ~1 µs, see BENCHMARKS.md "AIMD limit"). Redis is only
 asked when the allotment is empty (the process wants more concurrency than it
 holds), and after Redis answered "full" the process refuses locally for
-``refusal_hold`` (10 ms) instead of asking again on every attempt. A background thread syncs every
-``sync_interval`` (default 0.1 s, at most a quarter of the window and of the
-TTL): it renews the leases, flushes the samples (count, drops, latency, peak in
-flight) into the window counters, learns the current limit, and returns the
-idle slots beyond what the process used since the previous sync.
+``refusal_hold`` (10 ms) instead of asking again on every attempt. The process's one
+sync loop (:mod:`common.guards.limit.registry`, a thread shared by every limit of
+the process) syncs a limit in use every ``sync_interval`` (default 0.1 s, at most
+a quarter of the window and of the TTL): it renews the leases, flushes the
+samples (count, drops, latency, peak in flight) into the window counters, learns
+the current limit, and returns the idle slots beyond what the process used since
+the previous sync. A limit left with no slot and no sample leaves the loop until
+it takes slots again, so idle limits cost no thread and no round trip.
 *The trade-off:* a slot idle in one process is not available to another for up
 to one sync interval, so under contention a process can be refused while the
 fleet is, for a moment, below the limit; and samples reach the window up to one
@@ -73,6 +76,7 @@ import redis
 from common.connections.probes import describe_error
 from common.guards.limit.aimd import AIMDOptions, initial
 from common.guards.limit.lease import Lease
+from common.guards.limit.registry import LimitRegistry, process_limits
 from common.guards.limit.store import LimitStore
 from common.guards.names import SERVICE_NAME_RULE, is_service_name
 from common.support.backoff import full_jitter_backoff
@@ -109,6 +113,8 @@ class SharedLimit:
         retry_base: float = 0.5,
         retry_cap: float = 5.0,
         refusal_hold: float | None = None,
+        registry: LimitRegistry | None = None,
+        idle_evict_seconds: float = 600.0,
     ):
         if not is_service_name(service):
             raise ValueError(
@@ -129,13 +135,18 @@ class SharedLimit:
             min(0.01, self.sync_interval / 2) if refusal_hold is None else refusal_hold
         )
         self.background = background
+        # The loop that syncs this limit in the background (the process's by default);
+        # a registry that holds the limit drops it after idle_evict_seconds unused.
+        self._registry = registry
+        self.idle_evict_seconds = idle_evict_seconds
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.store = LimitStore(redis_client, namespace)
         self._init_local_state()
-        # A forked child inherits this object with the parent's slots, its sync thread
-        # (which does not survive the fork) and a lock another thread may have held:
-        # it starts empty. The hook holds no reference, so the limit can be collected.
+        # A forked child inherits this object with the parent's slots, its place in the
+        # parent's sync loop (whose thread does not survive the fork) and a lock another
+        # thread may have held: it starts empty. The hook holds no reference, so the
+        # limit can be collected.
         # (Not a PerProcess: its pid check on every call would cost a quarter of the
         # hot path, see BENCHMARKS.md "AIMD limit".)
         os.register_at_fork(after_in_child=_start_afresh_in_child(weakref.ref(self)))
@@ -153,6 +164,7 @@ class SharedLimit:
             lease_ttl=settings.limit_lease_ttl_seconds,
             retry_base=settings.reconnect_base_seconds,
             retry_cap=settings.reconnect_cap_seconds,
+            idle_evict_seconds=settings.guard_idle_evict_seconds,
             **kwargs,
         )
 
@@ -175,8 +187,8 @@ class SharedLimit:
         self._fallback = False
         self._failures = 0
         self._retry_at = 0.0
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._in_loop = False  # in the sync loop's set (changed under the lock)
+        self._last_used = self.clock()
         self.syncs = 0  # successful round trips, for metrics and tests
 
     # --- hot path --------------------------------------------------------------
@@ -191,21 +203,27 @@ class SharedLimit:
                 and now < self._free_until
                 and len(self._busy) + self._extra < self._limit
             ):
+                self._last_used = now
                 return self._take(self._free.pop())
-            if self.background and self._thread is None:
-                self._start_thread()
+            self._last_used = now
             if now < self._refused_until and not self._fallback:
                 return None  # the fleet was full a moment ago: don't ask Redis on every call
             self._sync_locked(now, need=1)
+            lease = None
             if self._free and len(self._busy) + self._extra < self._limit:
-                return self._take(self._free.pop())
-            if self._fallback and len(self._busy) + self._extra < self.options.min:
+                lease = self._take(self._free.pop())
+            elif self._fallback and len(self._busy) + self._extra < self.options.min:
                 self._extra += 1
                 self._note_in_flight()
-                return Lease(self, None, fallback=True)
-            if not self._fallback:
+                lease = Lease(self, None, fallback=True)
+            elif not self._fallback:
                 self._refused_until = now + self.refusal_hold
-            return None
+            # Join the loop only now that slots or samples are held: the loop forgets
+            # a limit it found empty, and must not forget one that has just filled.
+            if self.background and not self._in_loop and not self._empty_locked():
+                self._in_loop = True
+                (self._registry or process_limits()).activate(self)
+            return lease
 
     def _take(self, slot: str) -> Lease:
         self._busy.add(slot)
@@ -222,6 +240,7 @@ class SharedLimit:
         with self._lock:
             if not lease.mark_released():
                 return
+            self._last_used = self.clock()  # idle from the end of its last call
             self._count += 1
             self._drops += 1 if dropped else 0
             self._latency_us += max(0, int(round(latency * 1e6)))
@@ -237,15 +256,44 @@ class SharedLimit:
 
     # --- sync with Redis ---------------------------------------------------------
     def sync(self) -> None:
-        """Renew leases, flush samples, learn the limit, return idle slots.
-        The background thread calls this every ``sync_interval``."""
+        """Renew leases, flush samples, learn the limit, return idle slots."""
         with self._lock:
             self._sync_locked(self.clock(), need=0)
+
+    def sync_in_background(self) -> bool:
+        """:meth:`sync`, for the sync loop (every ``sync_interval``): False once the limit
+        holds nothing (no slot, no sample), and the loop may forget it."""
+        with self._lock:
+            self._sync_locked(self.clock(), need=0)
+            if self._empty_locked():
+                self._in_loop = False
+            return self._in_loop
+
+    @property
+    def in_use(self) -> bool:
+        """True while the sync loop must keep syncing this limit."""
+        return self._in_loop
+
+    def evictable(self) -> bool:
+        """True when a registry may drop this limit: unused for ``idle_evict_seconds``,
+        holding no slot, owing Redis no sample, and not on its local fallback limit."""
+        with self._lock:
+            idle = self.clock() - self._last_used >= self.idle_evict_seconds
+            return idle and not self._fallback and self._empty_locked()
+
+    def _empty_locked(self) -> bool:
+        return (
+            not self._busy
+            and not self._free
+            and self._extra == 0
+            and self._count == 0
+            and self._peak == 0
+        )
 
     def _sync_locked(self, now: float, need: int) -> None:
         if self._fallback and now < self._retry_at:
             return
-        if need == 0 and not self._busy and not self._free and self._count == 0 and self._peak == 0:
+        if need == 0 and self._empty_locked():
             return  # idle: nothing to renew or report, no round trip
         busy = list(self._busy)
         try:
@@ -311,34 +359,12 @@ class SharedLimit:
         self._retry_at = now + full_jitter_backoff(self._failures, self.retry_base, self.retry_cap)
         self._failures += 1
 
-    def _start_thread(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"jenga-limit-{self.service}", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        stop = self._stop
-        while not stop.wait(self.sync_interval):
-            try:
-                self.sync()
-            except Exception as error:  # the thread must outlive any surprise
-                log_event(
-                    log,
-                    "limit.sync_failed",
-                    logging.WARNING,
-                    service=self.service,
-                    error=describe_error(error),
-                )
-
     def close(self) -> None:
-        """Stop the background sync and give idle slots back to the fleet."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        """Leave the sync loop and give idle slots back to the fleet."""
         with self._lock:
+            if self._in_loop:
+                self._in_loop = False
+                (self._registry or process_limits()).deactivate(self)
             if self._free and not self._fallback:
                 try:
                     self.store.give_back(self.service, self._free)
