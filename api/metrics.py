@@ -6,8 +6,16 @@ Two collectors feed one registry per app:
   workers (any number of hosts and prefork processes) add up in Redis
   (deliveries by outcome, delivery duration).
 * :func:`state_families`: gauges of the current state: this API's view of
-  each dependency, open alarms, every breaker and limit (from Redis), and the
-  depth of each Celery queue when the broker is Redis.
+  each dependency, open alarms, the breakers and limits of the services shown by
+  name (from Redis), and the depth of each Celery queue when the broker is Redis.
+
+**Bounded whatever the number of receivers.** Only the services shown by name
+(:mod:`common.health.named_services`: the ``METRICS_MAX_SERVICES`` busiest
+receivers and every service that is not a receiver) are read, plus the breakers
+with an open alarm (at most ``METRICS_MAX_SERVICES`` of them besides): a fixed
+number of Redis keys per scrape or page load. In the families, a receiver without
+a name is counted under ``other``: its breaker (open alarm) in
+``jenga_breaker_*{breaker="other"}``, its alarm in ``alarm_id="breaker:other"``.
 
 A source that cannot be read (Redis down) is left out and reported as
 ``jenga_metrics_source_up{source=...} 0``; the scrape itself still answers 200,
@@ -34,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from common.broker import queue_names
 from common.connections.probes import describe_error
 from common.health.fleet_metrics import FleetCollector, FleetMetrics
+from common.health.named_services import OTHER, Named, is_receiver, read_named
 from common.redis.client import make_redis
 from common.redis.keys import RedisKeys
 from common.support.logs import log_event
@@ -44,6 +53,7 @@ log = logging.getLogger("jenga.api")
 DEPENDENCY_STATES = ("connecting", "up", "down")
 BREAKER_STATES = ("closed", "open", "half_open")
 REDIS_DOWN = "Redis is unreachable"
+BREAKER_ALARM = "breaker:"  # the id of breaker <name>'s alarm is breaker:<name>
 
 
 @dataclass
@@ -52,6 +62,7 @@ class FleetView:
     could not be read is None, with the reason in ``errors``."""
 
     dependencies: dict[str, Any] = field(default_factory=dict)  # name -> DependencyState
+    named: Named | None = None  # the services shown by name
     alarms: list[dict] | None = None
     breakers: list[dict] | None = None
     limits: list[dict] | None = None
@@ -79,16 +90,42 @@ def _read_alarms(client: redis.Redis, settings) -> list[dict]:
     return AlarmStore.for_settings(client, settings).active()
 
 
-def _read_breakers(client: redis.Redis, namespace: str) -> list[dict]:
-    from common.guards.overview import list_breakers
+def breakers_to_read(named: Named, alarms: list[dict] | None, most: int) -> list[str]:
+    """The breakers the views show: every service shown by name, then those with an open
+    alarm (newest first), at most ``most`` of these (a pure function)."""
+    shown = named.services
+    known = set(shown)
+    alarmed = sorted(
+        (a for a in alarms or [] if str(a.get("id", "")).startswith(BREAKER_ALARM)),
+        key=lambda a: -float(a.get("set_at") or 0),
+    )
+    extra = []
+    for alarm in alarmed:
+        name = alarm["id"][len(BREAKER_ALARM) :]
+        if name not in known and len(extra) < most:
+            known.add(name)
+            extra.append(name)
+    return [*shown, *extra]
 
-    return list_breakers(client, namespace)
+
+def _read_breakers(client: redis.Redis, namespace: str, names: list[str]) -> list[dict]:
+    from common.guards.breaker.store import BreakerStore
+
+    keys = RedisKeys(namespace)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.exists(keys.breaker(name))
+    exists = pipe.execute() if names else []
+    store = BreakerStore(client, namespace)
+    return [store.read(name) for name, found in zip(names, exists, strict=True) if found]
 
 
-def _read_limits(client: redis.Redis, namespace: str) -> list[dict]:
-    from common.guards.overview import list_limits
+def _read_limits(client: redis.Redis, namespace: str, services: list[str]) -> list[dict]:
+    from common.guards.limit.store import LimitStore
 
-    return list_limits(client, namespace)
+    store = LimitStore(client, namespace)
+    views = (store.read(service) for service in services)
+    return [view for view in views if view is not None]
 
 
 def _read_workers(client: redis.Redis, namespace: str) -> list[dict]:
@@ -114,10 +151,21 @@ def read_fleet(app: FastAPI) -> FleetView:
     dependencies = getattr(state, "dependencies", None)
     view.dependencies = dependencies.snapshot() if dependencies is not None else {}
     redis_down = "redis" in view.dependencies and view.dependencies["redis"].state == "down"
+    most = settings.metrics_max_services
+
+    def breakers() -> list[dict]:
+        names = breakers_to_read(_named(), view.alarms, most)
+        return _read_breakers(state.redis, namespace, names)
+
+    def _named() -> Named:
+        if view.named is None:
+            view.named = read_named(state.redis, namespace)
+        return view.named
+
     readers = {
         "alarms": lambda: _read_alarms(state.redis, settings),
-        "breakers": lambda: _read_breakers(state.redis, namespace),
-        "limits": lambda: _read_limits(state.redis, namespace),
+        "breakers": breakers,
+        "limits": lambda: _read_limits(state.redis, namespace, _named().services),
         "workers": lambda: _read_workers(state.redis, namespace),
     }
     broker = getattr(state, "broker_redis", None)
@@ -174,10 +222,13 @@ def state_families(view: FleetView) -> Iterator[Metric]:
         alarm = GaugeMetricFamily(
             "jenga_alarm_active_seconds", "Age of each open alarm.", labels=["alarm_id", "severity"]
         )
+        ages: dict[tuple[str, str], float] = {}
         for a in view.alarms:
-            alarm.add_metric(
-                [a["id"], a.get("severity", "")], max(0.0, view.read_at - float(a.get("set_at", 0)))
-            )
+            key = (_alarm_label(a["id"], view.named), a.get("severity", ""))
+            age = max(0.0, view.read_at - float(a.get("set_at", 0)))
+            ages[key] = max(age, ages.get(key, 0.0))  # "breaker:other": the oldest
+        for (alarm_id, severity), age in ages.items():
+            alarm.add_metric([alarm_id, severity], age)
         yield alarm
 
     if view.breakers is not None:
@@ -196,11 +247,18 @@ def state_families(view: FleetView) -> Iterator[Metric]:
             "Failed calls in the breaker's sliding window.",
             labels=["breaker"],
         )
+        rows: dict[str, list[float]] = {}  # label -> a count per state, trips, failures
         for b in view.breakers:
-            for value in BREAKER_STATES:
-                bstate.add_metric([b["name"], value], 1.0 if b["state"] == value else 0.0)
-            trips.add_metric([b["name"]], float(b.get("total_trips", 0)))
-            failures.add_metric([b["name"]], float(b.get("window", {}).get("failures", 0)))
+            row = rows.setdefault(_label(b["name"], view.named), [0.0] * 5)
+            for i, value in enumerate(BREAKER_STATES):
+                row[i] += 1.0 if b["state"] == value else 0.0
+            row[3] += float(b.get("total_trips", 0))
+            row[4] += float(b.get("window", {}).get("failures", 0))
+        for name, row in rows.items():
+            for i, value in enumerate(BREAKER_STATES):
+                bstate.add_metric([name, value], row[i])
+            trips.add_metric([name], row[3])
+            failures.add_metric([name], row[4])
         yield from (bstate, trips, failures)
 
     if view.limits is not None:
@@ -213,6 +271,8 @@ def state_families(view: FleetView) -> Iterator[Metric]:
             labels=["service"],
         )
         for row in view.limits:
+            if _label(row["service"], view.named) == OTHER:
+                continue  # only the services shown by name are read; a sum would mean nothing
             limit.add_metric([row["service"]], float(row["limit"]))
             in_flight.add_metric([row["service"]], float(row["in_flight"]))
         yield from (limit, in_flight)
@@ -247,6 +307,18 @@ def state_families(view: FleetView) -> Iterator[Metric]:
         elif name == "fleet" or getattr(view, name) is not None:
             source.add_metric([name], 1.0)
     yield source
+
+
+def _label(service: str, named: Named | None) -> str:
+    return service if named is None else named.label(service)
+
+
+def _alarm_label(alarm_id: str, named: Named | None) -> str:
+    if alarm_id.startswith(BREAKER_ALARM):
+        name = alarm_id[len(BREAKER_ALARM) :]
+        if is_receiver(name) and _label(name, named) == OTHER:
+            return BREAKER_ALARM + OTHER
+    return alarm_id
 
 
 async def startup(app: FastAPI) -> None:

@@ -4,9 +4,14 @@ at a glance.
 Each level of the stack (config, connections, health, alarms, breakers,
 limits, delivery) gets green, amber or red from :func:`levels`, a pure function
 of what :func:`api.metrics.read_fleet` read; below come the open alarms with
-their age, every breaker and limiter, and a one-hour chart per service of the
+their age, the breakers and limiters, and a one-hour chart per service of the
 AIMD limit and the delivery throughput (inline SVG drawn here: no script, no
 build step). The page reloads itself every :data:`REFRESH_SECONDS`.
+
+The page is open to anyone, so what one load reads is bounded whatever the number
+of receivers: the services shown by name (the ``METRICS_MAX_SERVICES`` busiest
+receivers, every service that is not a receiver, and the breakers with an open
+alarm), and one chart, ``other``, for every other receiver together.
 
 A section that cannot be read (Redis down) is shown red with the reason; the
 page itself always answers 200, because an outage is exactly when it is read.
@@ -27,6 +32,7 @@ from api.metrics import FleetView, read_fleet
 from common.connections.probes import describe_error
 from common.guards.breaker.alarm import breaker_severity
 from common.health.fleet_metrics import FleetMetrics
+from common.health.named_services import OTHER
 
 router = APIRouter(tags=["operations"])
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -184,8 +190,9 @@ def age_text(seconds: float) -> str:
 
 
 def charts(history: dict[str, list[dict]]) -> list[dict]:
+    """One chart per service, every other receiver's together last (``other``)."""
     out = []
-    for service, series in sorted(history.items()):
+    for service, series in sorted(history.items(), key=lambda item: (item[0] == OTHER, item[0])):
         limits = [p["limit"] for p in series]
         throughput = [p["deliveries"] for p in series]
         out.append(
@@ -212,6 +219,7 @@ def status(request: Request) -> HTMLResponse:
         view.errors["history"] = view.errors["alarms"]
     else:
         try:
+            # The services shown by name and "other": a bounded read (the default).
             history = FleetMetrics(app.state.redis, settings.jenga_namespace).history(
                 now=view.read_at
             )
@@ -233,6 +241,7 @@ def status(request: Request) -> HTMLResponse:
                 dict(a, age=age_text(now - float(a.get("set_at", now)))) for a in view.alarms or []
             ],
             "charts": charts(history or {}),
+            "max_services": settings.metrics_max_services,
             "generated_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
         },
         headers={"Cache-Control": "no-store"},

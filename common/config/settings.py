@@ -187,6 +187,16 @@ class Settings(BaseSettings):
     alarm_webhook_url: SecretStr | None = Field(
         default=None, description="Generic JSON webhook that receives every alarm set/clear."
     )
+    metrics_max_services: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description=(
+            "Receivers (`webhook:<host>`) with their own label in /metrics and their own chart"
+            " on /status: the busiest ones; the others are summed up as `other`. Services that"
+            " are not receivers always keep their own."
+        ),
+    )
 
     # --- circuit breakers (level 4) -------------------------------------------
     breaker_failure_threshold: int = Field(

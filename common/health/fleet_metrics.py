@@ -18,9 +18,18 @@ status page's one-hour chart (``{ns}:history:{service}:{minute}``, a hash with
 ``deliveries``, ``failures`` and the service's AIMD ``limit``; each key expires
 after :data:`HISTORY_TTL_SECONDS`).
 
+**Bounded by the busiest.** A delivery is recorded under its receiver's name only
+while that receiver is among the ``METRICS_MAX_SERVICES`` busiest
+(:mod:`common.health.named_services`); otherwise under ``service="other"``, in the
+counters, the histogram and the history alike. So the Redis fields, the
+Prometheus series and the status page's charts are bounded whatever the number
+of receivers, and every event is counted under exactly one label; no counter
+goes down. A receiver ranked out loses its series (Prometheus sees it end, as
+for a target that went away); one ranked in starts from zero.
+
 Redis keys (:mod:`common.redis.keys`): ``RedisKeys.metric`` (a hash per metric,
 one field per label set; histograms add ``|le=<bound>``, ``|sum``, ``|count``),
-``history_services`` (set) and ``history`` (a hash per service and minute).
+``history`` (a hash per service and minute), and the named services' keys.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from common.connections.probes import describe_error
+from common.health.named_services import OTHER, Named, NamedServices, Ranking, read_named
 from common.redis.keys import RedisKeys
 from common.support.backoff import full_jitter_backoff
 from common.support.logs import log_event
@@ -90,7 +100,36 @@ METRICS: dict[str, MetricSpec] = {
 def _label_key(spec: MetricSpec, labels: Mapping[str, str]) -> str:
     if set(labels) != set(spec.labels):
         raise ValueError(f"{spec.name} takes labels {list(spec.labels)}, got {sorted(labels)}")
-    return json.dumps([str(labels[name]) for name in spec.labels], separators=(",", ":"))
+    return _encode([str(labels[name]) for name in spec.labels])
+
+
+def _encode(values: list[str]) -> str:
+    return json.dumps(values, separators=(",", ":"))
+
+
+def _split_field(spec: MetricSpec, field: str) -> tuple[list[str], str]:
+    """A hash field's label values and what follows them (``|le=…``, ``|sum``, ``|count``
+    for a histogram, nothing for a counter)."""
+    if spec.kind == "counter":
+        return json.loads(field), ""
+    labels, bar, part = field.rpartition("|")
+    return json.loads(labels), bar + part
+
+
+def _relabelled(spec: MetricSpec, field: str, label: Callable[[str], str]) -> str:
+    """``field`` with its service label replaced by ``label(service)``."""
+    values, suffix = _split_field(spec, field)
+    at = spec.labels.index("service")
+    values[at] = label(values[at])
+    return _encode(values) + suffix
+
+
+def _service_of(spec: MetricSpec, field: str) -> str:
+    return _split_field(spec, field)[0][spec.labels.index("service")]
+
+
+def _by_service(specs: Mapping[str, MetricSpec]) -> list[MetricSpec]:
+    return [spec for spec in specs.values() if "service" in spec.labels]
 
 
 def bucket_for(buckets: tuple[float, ...], seconds: float) -> float | None:
@@ -115,9 +154,11 @@ class FleetMetrics:
         clock: Callable[[], float] = time.time,
         retry_base: float = 0.5,
         retry_cap: float = 5.0,
+        max_services: int = 50,
     ):
         self.client = client
         self.keys = RedisKeys(namespace)
+        self.named = NamedServices(client, namespace, max_services, clock)
         self._clock = clock
         self._retry_base = retry_base
         self._retry_cap = retry_cap
@@ -138,23 +179,67 @@ class FleetMetrics:
         self._write(lambda pipe: self._observe(pipe, name, labels, seconds))
 
     def record_delivery(self, outcome: str, seconds: float, service: str) -> None:
-        """One delivery attempt: counter, duration histogram and the per-minute history."""
+        """One delivery attempt: counter, duration histogram and the per-minute history,
+        under the service's name if it is among the busiest, else under ``other``."""
         now = self._clock()
         minute = minute_of(now)
+        label = self._label(service)
 
         def write(pipe) -> None:
-            self._count(pipe, DELIVERIES.name, {"service": service, "outcome": outcome}, 1)
-            self._observe(pipe, DELIVERY_DURATION.name, {"service": service}, seconds)
-            key = self.keys.history(service, minute)
+            self._count(pipe, DELIVERIES.name, {"service": label, "outcome": outcome}, 1)
+            self._observe(pipe, DELIVERY_DURATION.name, {"service": label}, seconds)
+            key = self.keys.history(label, minute)
             pipe.hincrby(key, "deliveries", 1)
             if outcome not in SUCCESS_OUTCOMES:
                 pipe.hincrby(key, "failures", 1)
             pipe.expire(key, HISTORY_TTL_SECONDS)
-            pipe.sadd(self.keys.history_services(), service)
+            self.named.note(pipe, service)
 
-        if self._write(write) and self._limit_sampled.get(service) != minute:
-            self._limit_sampled[service] = minute
-            self._write(lambda pipe: self._copy_limit(service, minute))
+        written = self._write(write)
+        if written and label != OTHER and self._limit_sampled.get(label) != minute:
+            self._limit_sampled[label] = minute
+            self._write(lambda pipe: self._copy_limit(label, minute))
+
+    def _label(self, service: str) -> str:
+        """The label to record ``service`` under; refreshes the names (and ranks a new
+        period) when due. Never raises: with Redis in trouble, the last names read."""
+        if self._clock() >= self._retry_at:
+            try:
+                ranking = self.named.refresh()
+                if ranking is not None:
+                    self.apply_ranking(ranking)
+                return self.named.label(service)
+            except (redis.RedisError, OSError):
+                pass  # the write that follows fails too, and starts the backoff
+        return self.named.cached_label(service)
+
+    def apply_ranking(self, ranking: Ranking) -> None:
+        """Write ``ranking``, and in the same transaction end the series of the receivers
+        ranked out and move leftovers (recorded under a name already lost) to ``other``."""
+        specs = _by_service(METRICS)
+        pipe = self.client.pipeline(transaction=False)
+        for spec in specs:
+            pipe.hgetall(self.keys.metric(spec.name))
+        raws = pipe.execute()
+        pipe = self.client.pipeline(transaction=True)
+        self.named.write_ranking(pipe, ranking)
+        for spec, raw in zip(specs, raws, strict=True):
+            key = self.keys.metric(spec.name)
+            for field, value in raw.items():
+                fate = ranking.fate(_service_of(spec, field))
+                if fate == "keep":
+                    continue
+                if fate == "fold":
+                    other = _relabelled(spec, field, lambda _: OTHER)
+                    if field.endswith("|sum"):
+                        pipe.hincrbyfloat(key, other, float(value))
+                    else:
+                        pipe.hincrby(key, other, int(float(value)))
+                # An increment landing between the read above and this transaction is
+                # lost: only a process that has not seen the ranking yet writes there.
+                pipe.hdel(key, field)
+        pipe.execute()
+        self.named.adopted(ranking)
 
     def sample_limits(self, limits: list[dict], now: float | None = None) -> None:
         """Store each service's current AIMD limit (``list_limits`` rows) in this
@@ -166,7 +251,6 @@ class FleetMetrics:
                 key = self.keys.history(row["service"], minute)
                 pipe.hset(key, "limit", int(row["limit"]))
                 pipe.expire(key, HISTORY_TTL_SECONDS)
-                pipe.sadd(self.keys.history_services(), row["service"])
 
         if limits:
             self._write(write)
@@ -237,10 +321,11 @@ class FleetMetrics:
         minutes: int = HISTORY_MINUTES,
     ) -> dict[str, list[dict]]:
         """Per service, the last ``minutes`` minutes oldest first:
-        ``{"minute", "deliveries", "failures", "limit"}``. Raises ``redis.RedisError``
-        when Redis is unreachable."""
+        ``{"minute", "deliveries", "failures", "limit"}``; by default of the services shown
+        by name and of ``other`` (a bounded read). Raises ``redis.RedisError`` when Redis
+        is unreachable."""
         if services is None:
-            services = sorted(self.client.smembers(self.keys.history_services()))
+            services = [*read_named(self.client, self.keys.namespace).services, OTHER]
         last = minute_of(self._clock() if now is None else now)
         minutes_ = [last - 60 * i for i in range(minutes - 1, -1, -1)]
         pipe = self.client.pipeline(transaction=False)
@@ -275,15 +360,24 @@ class FleetCollector:
         self.keys = RedisKeys(namespace)
 
     def collect(self) -> Iterator[Metric]:
-        pipe = self.client.pipeline(transaction=False)
+        # One transaction: the fields and the names as one ranking left them, so a
+        # ranked-out receiver's total never shows up under "other" for one scrape.
+        pipe = self.client.pipeline(transaction=True)
         for spec in METRICS.values():
             pipe.hgetall(self.keys.metric(spec.name))
-        for spec, raw in zip(METRICS.values(), pipe.execute(), strict=True):
-            yield families(spec, raw)
+        pipe.zrange(self.keys.named_services(), 0, -1)
+        *raws, named = pipe.execute()
+        for spec, raw in zip(METRICS.values(), raws, strict=True):
+            yield families(spec, raw, frozenset(named))
 
 
-def families(spec: MetricSpec, raw: Mapping[str, str]) -> Metric:
-    """The Prometheus family of one metric from its Redis hash (a pure function)."""
+def families(
+    spec: MetricSpec, raw: Mapping[str, str], named: frozenset[str] | None = None
+) -> Metric:
+    """The Prometheus family of one metric from its Redis hash (a pure function). With
+    ``named`` (the named receivers), a field of any other receiver is added to ``other``."""
+    if named is not None and "service" in spec.labels:
+        raw = _fold_unnamed(spec, raw, Named(tuple(named), frozenset()))
     if spec.kind == "counter":
         family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
         if not spec.labels and not raw:
@@ -310,6 +404,14 @@ def _bound_text(bound: float) -> str:
     return repr(float(bound))
 
 
+def _fold_unnamed(spec: MetricSpec, raw: Mapping[str, str], named: Named) -> dict[str, float]:
+    folded: dict[str, float] = {}
+    for field, value in raw.items():
+        target = _relabelled(spec, field, named.label)
+        folded[target] = folded.get(target, 0.0) + float(value)
+    return folded
+
+
 # --- the process's recorder, for tasks -------------------------------------------
 
 
@@ -323,6 +425,7 @@ def _metrics_from_settings() -> FleetMetrics:
         settings.jenga_namespace,
         retry_base=settings.reconnect_base_seconds,
         retry_cap=settings.reconnect_cap_seconds,
+        max_services=settings.metrics_max_services,
     )
 
 

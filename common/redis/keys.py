@@ -47,9 +47,22 @@ class RedisKeys:
         """Hash: one fleet-wide counter or histogram, a field per label set."""
         return self.key("metrics", name)
 
-    def history_services(self) -> str:
-        """Set: services with delivery or limit history (status page charts)."""
-        return self.key("history", "services")
+    def named_services(self) -> str:
+        """Sorted set: the receivers shown by name in /metrics and /status (at most
+        ``METRICS_MAX_SERVICES``), scored by their attempts when they were ranked."""
+        return self.key("services", "named")
+
+    def own_services(self) -> str:
+        """Set: the services that are not receivers (always shown by name)."""
+        return self.key("services", "own")
+
+    def service_activity(self, period: int) -> str:
+        """Sorted set, TTL 3 periods: delivery attempts per receiver in one ranking period."""
+        return self.key("services", "activity", str(period))
+
+    def services_ranked(self, period: int) -> str:
+        """String, TTL 3 periods: set (``NX``) by the one process that ranks ``period``."""
+        return self.key("services", "ranked", str(period))
 
     def history(self, service: str, minute: int) -> str:
         """Hash, TTL 65 min: one minute of one service (deliveries, failures, limit)."""
