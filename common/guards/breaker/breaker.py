@@ -2,7 +2,10 @@
 
 Hot path: ``admit()`` on a closed breaker reads a cached state and makes no
 Redis round trip; ``record()`` appends to an in-process buffer that the
-registry flushes in batches. Only calls that need the fleet's consent (half-open
+registry flushes in batches. The first call of each refresh period tells the
+registry the breaker is in use (``touch``), and the first outcome of each
+flush period that it has outcomes to send (``mark_pending``): the registry's
+loops visit those breakers only. Only calls that need the fleet's consent (half-open
 trial calls, the first call after the open time) run a Lua step. While Redis is
 unreachable the same rules run on a per-process copy of the last known state.
 """
@@ -34,6 +37,10 @@ class BreakerHost(Protocol):
 
     def wake(self) -> None: ...
 
+    def touch(self, breaker: SharedBreaker) -> None: ...
+
+    def mark_pending(self, breaker: SharedBreaker) -> None: ...
+
     def enter_fallback(self, error: BaseException) -> None: ...
 
     def transitioned(
@@ -59,11 +66,19 @@ class SharedBreaker:
         self._lock = threading.Lock()
         self._pending = bp.Outcomes()
         self.last_failure: BaseException | None = None
+        # Used since the registry's last refresh (reset by it); last_used is when it
+        # was first used in that period (registry clock), for eviction.
+        self.touched = False
+        self.last_used = registry.clock()
+        self.evicted = False  # dropped by the registry: a new call must ask it again
 
     # --- hot path -----------------------------------------------------------
     def admit(self) -> bp.Admission:
         """May a call go out now? Refusals carry ``retry_in``; a half-open
         admission carries a ``probe`` lease to pass back to :meth:`record`."""
+        if not self.touched:
+            self.touched = True
+            self.registry.touch(self)
         state, open_until, forced = self._cached
         if state == bp.CLOSED and not self.registry.fallback:
             return bp.ADMITTED
@@ -82,7 +97,10 @@ class SharedBreaker:
             self.record_locally(bp.Outcomes().plus(failed, slow))
             return
         with self._lock:
+            first = not self._pending.calls
             self._pending = self._pending.plus(failed, slow)
+        if first:
+            self.registry.mark_pending(self)
         if failed:
             self.registry.wake()
 
@@ -144,6 +162,11 @@ class SharedBreaker:
         with self._lock:
             pending, self._pending = self._pending, bp.Outcomes()
         return pending
+
+    @property
+    def has_pending(self) -> bool:
+        """True while outcomes wait for the next flush."""
+        return bool(self._pending.calls)
 
     def handle_reply(self, reply: StepReply) -> None:
         """Adopt what a Lua step answered; report its transition, made by this process."""

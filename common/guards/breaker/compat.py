@@ -82,7 +82,9 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     @property
     def shared(self) -> SharedBreaker:
-        if self._shared is None:
+        # Asked again once the registry dropped it (idle): a dropped breaker is no
+        # longer refreshed nor told about transitions.
+        if self._shared is None or self._shared.evicted:
             registry = self.REGISTRY or default_registry()
             policy = registry.policy_for(str(self))
             if self._overrides:

@@ -7,11 +7,24 @@ workers see the same outage the breaker trips once and exactly
 ``half_open_calls`` trial calls go out, fleet-wide. A background thread
 flushes the breakers' buffered outcomes in batches (at once when a failure
 arrives, else every ``flush_interval`` s); every process learns a transition
-through pub/sub, and re-reads all states every ``refresh_seconds`` as a safety
-net for a missed message. Redis down: every breaker runs per process from the
-last known state (``breaker.fallback``), never "closed"; back on the shared
-state when Redis answers. Transitions go to ``on_transition`` only in the
-process whose step made them, so alarms are set and cleared once per incident.
+through pub/sub, and re-reads the states of the breakers used since the last
+time every ``refresh_seconds``, as a safety net for a missed message (all of
+them after a reconnection). Both loops visit only the breakers in use: those
+with outcomes to send, those called since the last refresh. Redis down: every
+breaker runs per process from the last known state (``breaker.fallback``), never
+"closed"; back on the shared state when Redis answers. Transitions go to
+``on_transition`` only in the process whose step made them, so alarms are set
+and cleared once per incident.
+
+A breaker not called for ``idle_evict_seconds`` (``GUARD_IDLE_EVICT_SECONDS``) is
+dropped from the process (:meth:`BreakerRegistry.evict_idle`, run by the flush
+thread every ``evict_interval``) once its outcomes are flushed; the next call
+builds it again from the shared state in Redis. Nothing is dropped while Redis is
+unreachable: the per-process fallback state (an open breaker, its counts) exists
+nowhere else, and a rebuilt breaker could only start closed. A call still in
+flight through a dropped breaker records normally (its outcome is flushed, its
+trial-call lease reported); the ``SharedCircuitBreaker`` drop-in asks the registry
+again once its breaker was dropped.
 
 The default registry (:func:`default_registry`) sets and clears alarm
 ``breaker:<name>`` and hands the alarm's transition to the notifier the hosting
@@ -41,6 +54,7 @@ from common.guards.breaker import policy as bp
 from common.guards.breaker.alarm import Notify, OnTransition, alarm_hook
 from common.guards.breaker.breaker import SharedBreaker
 from common.guards.breaker.store import BreakerStore
+from common.health.named_services import note_service
 from common.redis.client import redis_for
 from common.support.logs import log_event
 from common.support.per_process import PerProcess, ProcessSlot
@@ -89,7 +103,9 @@ class BreakerRegistry:
     shared by the fleet) and ``rand`` are injectable for tests. ``refusal_hold`` (s): once
     Redis refused a half-open breaker's call because every trial slot is taken, the
     process refuses locally for this long (or until a transition arrives) instead of
-    asking again on every call (at most about 100 round trips a second per process)."""
+    asking again on every call (at most about 100 round trips a second per process).
+    ``idle_evict_seconds``: a breaker not called for this long is dropped (see the module
+    doc); :meth:`evict_idle` runs every ``evict_interval`` seconds."""
 
     def __init__(
         self,
@@ -104,6 +120,8 @@ class BreakerRegistry:
         flush_interval: float = 0.05,
         refresh_seconds: float = 2.0,
         refusal_hold: float = 0.01,
+        idle_evict_seconds: float = 600.0,
+        evict_interval: float = 30.0,
     ):
         self.client = client
         self.namespace = namespace
@@ -116,10 +134,17 @@ class BreakerRegistry:
         self.flush_interval = flush_interval
         self.refresh_seconds = refresh_seconds
         self.refusal_hold = refusal_hold
+        self.idle_evict_seconds = idle_evict_seconds
+        self.evict_interval = evict_interval
         self.fallback = False
         self.fallback_error: str | None = None
         self._breakers: dict[str, SharedBreaker] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # creating and dropping breakers
+        # The breakers the loops visit: with outcomes to flush, called since the last
+        # refresh. Their own lock: creating a breaker holds _lock across a round trip.
+        self._pending: set[SharedBreaker] = set()
+        self._touched: set[SharedBreaker] = set()
+        self._work_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -140,6 +165,8 @@ class BreakerRegistry:
                 # "closed": read the shared state once, on first use.
                 try:
                     found.apply_state(self.store.read_state(name))
+                    # Not a receiver: few, named by the code, always shown by name (/status).
+                    note_service(self.client, self.namespace, name)
                 except redis.RedisError as error:
                     self._breakers[name] = found
                     self.enter_fallback(error)
@@ -152,6 +179,39 @@ class BreakerRegistry:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def touch(self, breaker: SharedBreaker) -> None:
+        """``breaker`` is called again (its first call since the last refresh)."""
+        breaker.last_used = self.clock()
+        with self._work_lock:
+            self._touched.add(breaker)
+
+    def mark_pending(self, breaker: SharedBreaker) -> None:
+        """``breaker`` has outcomes for the next flush."""
+        with self._work_lock:
+            self._pending.add(breaker)
+
+    def evict_idle(self) -> list[str]:
+        """Drop the breakers not called for ``idle_evict_seconds`` and with nothing left
+        to flush (none while Redis is unreachable); the names dropped."""
+        if self.fallback:
+            return []
+        now = self.clock()
+        evicted = []
+        with self._lock:
+            for name, breaker in list(self._breakers.items()):
+                if (
+                    breaker.touched
+                    or breaker.has_pending
+                    or now - breaker.last_used < self.idle_evict_seconds
+                ):
+                    continue
+                breaker.evicted = True
+                del self._breakers[name]
+                evicted.append(name)
+        if evicted:
+            log_event(log, "breaker.evicted", count=len(evicted), kept=len(self._breakers))
+        return evicted
 
     # --- background work ------------------------------------------------------
     def start(self) -> BreakerRegistry:
@@ -171,7 +231,9 @@ class BreakerRegistry:
 
     def flush(self) -> None:
         """Send every buffered outcome in one pipelined round trip; trip in Lua if a rule fires."""
-        batches = [(b, b.take_pending()) for b in self.breakers()]
+        with self._work_lock:
+            marked, self._pending = self._pending, set()
+        batches = [(b, b.take_pending()) for b in marked]
         batches = [(b, p) for b, p in batches if p.calls]
         if not batches:
             return
@@ -191,9 +253,15 @@ class BreakerRegistry:
         for (breaker, _), reply in zip(batches, replies, strict=True):
             breaker.handle_reply(reply)
 
-    def refresh(self) -> None:
-        """Re-read every breaker's shared state (the safety net for a missed pub/sub message)."""
-        breakers = self.breakers()
+    def refresh(self, everything: bool = False) -> None:
+        """Re-read the shared state of the breakers called since the last refresh (the
+        safety net for a missed pub/sub message); of every breaker with ``everything``
+        and while in fallback (the way back must leave no breaker on a stale state)."""
+        with self._work_lock:
+            touched, self._touched = self._touched, set()
+        for breaker in touched:
+            breaker.touched = False  # before the read: a call from now on touches it again
+        breakers = self.breakers() if everything or self.fallback else list(touched)
         try:
             states = self.store.read_states([b.name for b in breakers])
             if not breakers:
@@ -264,6 +332,7 @@ class BreakerRegistry:
 
     def _flush_loop(self) -> None:
         next_refresh = time.monotonic() + self.refresh_seconds
+        next_eviction = time.monotonic() + self.evict_interval
         while not self._stop.is_set():
             self._wake.wait(self.flush_interval)
             self._wake.clear()
@@ -272,6 +341,9 @@ class BreakerRegistry:
                 if time.monotonic() >= next_refresh:
                     next_refresh = time.monotonic() + self.refresh_seconds
                     self.refresh()
+                if time.monotonic() >= next_eviction:
+                    next_eviction = time.monotonic() + self.evict_interval
+                    self.evict_idle()
             except Exception as error:  # keep the thread alive whatever happens
                 log_event(log, "breaker.flush_failed", logging.ERROR, error=describe_error(error))
 
@@ -284,7 +356,7 @@ class BreakerRegistry:
                 attempt = 0
                 # Catch up on what happened while we were not subscribed.
                 if self._breakers:
-                    self.refresh()
+                    self.refresh(everything=True)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message and message.get("type") == "message":
@@ -361,6 +433,7 @@ def _registry_from_settings() -> BreakerRegistry:
         policy_from_settings(settings),
         on_transition=alarm_hook(client, settings, _notify_installed),
         on_fallback=_report_fallback,
+        idle_evict_seconds=settings.guard_idle_evict_seconds,
     ).start()
 
 
