@@ -5,6 +5,7 @@ eviction works from the state Redis kept."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -185,3 +186,24 @@ def test_a_forked_child_runs_its_own_loop(redis_client, namespace):
     assert registry.active() == [parent]
     held.release(False, 0.01)
     registry.close()
+
+
+def test_an_evicted_limit_leaves_nothing_behind(redis_client, namespace):
+    """Not even a fork hook: 1,000 services called and evicted leave the object count
+    where one service left it (a hook per limit would add four objects each)."""
+    clock = FakeClock()
+    registry = LimitRegistry(background=False)
+    build = builder(redis_client, namespace, registry, clock)
+
+    def call_and_evict(services: range) -> int:
+        for i in services:
+            use_once(registry.get(f"webhook:h{i}.example", build))
+        registry.sync_active()
+        registry.sync_active()
+        clock.now += 601
+        assert len(registry.evict_idle()) == len(services)
+        gc.collect()
+        return len(gc.get_objects())
+
+    one = call_and_evict(range(1))
+    assert call_and_evict(range(1, 1001)) - one < 1000

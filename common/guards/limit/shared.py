@@ -87,13 +87,18 @@ __all__ = ["SharedLimit"]
 log = logging.getLogger("jenga.limit")
 
 
-def _start_afresh_in_child(limit_ref: weakref.ref[SharedLimit]) -> Callable[[], None]:
-    def after_fork_in_child() -> None:
-        limit = limit_ref()
-        if limit is not None:
-            limit._init_local_state()
+# Every live limit of this process, for the one fork hook below. A hook per limit
+# would outlive it (os.register_at_fork cannot be undone): a closure left behind for
+# every service the process ever called.
+_live: weakref.WeakSet[SharedLimit] = weakref.WeakSet()
 
-    return after_fork_in_child
+
+def _start_afresh_in_child() -> None:
+    for limit in list(_live):
+        limit._init_local_state()
+
+
+os.register_at_fork(after_in_child=_start_afresh_in_child)
 
 
 class SharedLimit:
@@ -145,11 +150,11 @@ class SharedLimit:
         self._init_local_state()
         # A forked child inherits this object with the parent's slots, its place in the
         # parent's sync loop (whose thread does not survive the fork) and a lock another
-        # thread may have held: it starts empty. The hook holds no reference, so the
-        # limit can be collected.
+        # thread may have held: it starts empty. The module's fork hook finds it in a
+        # weak set, so the limit can still be collected.
         # (Not a PerProcess: its pid check on every call would cost a quarter of the
         # hot path, see BENCHMARKS.md "AIMD limit".)
-        os.register_at_fork(after_in_child=_start_afresh_in_child(weakref.ref(self)))
+        _live.add(self)
 
     @classmethod
     def from_settings(
