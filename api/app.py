@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import alarms, breakers, endpoints, errors, health, messages, metrics, status
+from api import alarms, apps, breakers, endpoints, errors, health, keys, messages, metrics, status
 from api.body_limit import BodySizeLimit, body_limit
+from api.tenancy import app_in_path
 from common.config import Settings
 from common.connections.database import make_engine
 from common.redis.client import redis_for
@@ -38,10 +39,19 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)  # JSON errors: 4xx for bad input, 503 when PostgreSQL is down
     app.add_middleware(BodySizeLimit, limit=body_limit(settings.max_payload_bytes))
     for module in ROUTER_MODULES:
-        app.include_router(module.router)
+        if module not in TENANT_ROUTERS.values():
+            app.include_router(module.router)
+    for name, module in TENANT_ROUTERS.items():
+        app.include_router(
+            module.router, prefix=f"/v1/apps/{{app}}/{name}", dependencies=[Depends(app_in_path)]
+        )
+        # The default application's, for one release (README: "Applications").
+        app.include_router(module.router, prefix=f"/v1/{name}", deprecated=True)
     return app
 
 
-ROUTER_MODULES = [health, alarms, breakers, endpoints, messages, metrics, status]
+ROUTER_MODULES = [health, alarms, breakers, apps, keys, metrics, status, endpoints, messages]
+# Routers mounted per application (their handlers take the application from api.tenancy).
+TENANT_ROUTERS = {"endpoints": endpoints, "messages": messages}
 # Modules with startup(app)/shutdown(app) coroutines, started in this order.
 LIFECYCLE_MODULES = [m for m in ROUTER_MODULES if hasattr(m, "startup")]

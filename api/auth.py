@@ -1,35 +1,106 @@
-"""The admin bearer-token check, as a FastAPI dependency.
+"""Who is asking: the bearer token of a request, as FastAPI dependencies.
 
-``Depends(require_admin)`` on a route refuses the call unless it carries
-``Authorization: Bearer $JENGA_ADMIN_TOKEN``:
+Every ``/v1`` route and every operator action needs ``Authorization: Bearer
+<key>``: an API key (``jk_…``, scoped: ``common/access/scopes.py``) or the
+bootstrap admin token ``JENGA_ADMIN_TOKEN``. Missing, malformed, unknown or
+revoked: 401 with ``WWW-Authenticate: Bearer`` and nothing else said.
 
-* no token configured: 403 ``admin API disabled`` (a deployment that never set
-  a token has no write API, rather than an open one);
-* header missing, malformed or wrong: 401 with ``WWW-Authenticate: Bearer``.
+* :func:`authenticate`: the :class:`~common.access.scopes.Principal` of the request.
+* :func:`require_admin`: an ``admin`` principal, else 401 (no key) or 403 (a key
+  without the scope). With no admin token configured and no API key sent, 403
+  ``admin API disabled``, as before keys existed.
 
-The token is compared with :func:`hmac.compare_digest` so the time a wrong
-guess takes says nothing about how close it was.
+The admin token is compared with :func:`hmac.compare_digest`; a key is looked
+up by its SHA-256 (an index scan, no secret compared). Lookups are cached for
+``KEY_CACHE_SECONDS`` per process, so a revoked key stops working within that.
 """
 
 from __future__ import annotations
 
 import hmac
+import threading
 
+from cachetools import TTLCache
 from fastapi import HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.access.keys import key_hash, key_prefix, looks_like_key
+from common.access.scopes import ADMIN, Principal, parse_scope
+from common.delivery.models import ApiKey
+
+__all__ = ["KEY_CACHE_SECONDS", "authenticate", "require_admin"]
 
 DISABLED = "admin API disabled: set JENGA_ADMIN_TOKEN to enable it"
+KEY_CACHE_SECONDS = 5.0
+ADMIN_TOKEN = Principal("admin token", (parse_scope(ADMIN),))
+
+_cache: TTLCache = TTLCache(maxsize=10_000, ttl=KEY_CACHE_SECONDS)
+_cache_lock = threading.Lock()
 
 
-def require_admin(request: Request) -> None:
-    """Raise 401/403 unless the request carries the admin bearer token."""
-    token = request.app.state.settings.jenga_admin_token
-    if token is None:
-        raise HTTPException(status_code=403, detail=DISABLED)
+def unauthorized() -> HTTPException:
+    return HTTPException(
+        status_code=401,
+        detail="missing, unknown or revoked key: send `Authorization: Bearer <API key>`",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def bearer(request: Request) -> str | None:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise HTTPException(
-            status_code=401,
-            detail="missing or wrong admin token: send `Authorization: Bearer $JENGA_ADMIN_TOKEN`",
-            headers={"WWW-Authenticate": "Bearer"},
+    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
+
+
+def authenticate(request: Request) -> Principal:
+    """The principal of the request's bearer token; 401 when there is none."""
+    given = bearer(request)
+    if given is None:
+        raise unauthorized()
+    token = request.app.state.settings.jenga_admin_token
+    if token is not None and hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        return ADMIN_TOKEN
+    if not looks_like_key(given):
+        raise unauthorized()
+    principal = principal_of_key(request, given)
+    if principal is None:
+        raise unauthorized()
+    return principal
+
+
+def principal_of_key(request: Request, key: str) -> Principal | None:
+    digest = key_hash(key)
+    with _cache_lock:
+        if digest in _cache:
+            return _cache[digest]
+    with Session(request.app.state.engine) as session:
+        row = session.scalars(
+            select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+        ).first()
+        principal = (
+            None
+            if row is None
+            else Principal(key_prefix(key), tuple(parse_scope(s) for s in row.scopes))
         )
+    with _cache_lock:
+        _cache[digest] = principal
+    return principal
+
+
+def forget_cached_keys() -> None:
+    """Drop every cached lookup (a revocation in this process takes effect at once)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def require_admin(request: Request) -> Principal:
+    """An ``admin`` principal, else 401/403."""
+    given = bearer(request)
+    if request.app.state.settings.jenga_admin_token is None and not (
+        given and looks_like_key(given)
+    ):
+        raise HTTPException(status_code=403, detail=DISABLED)
+    principal = authenticate(request)
+    if not principal.is_admin:
+        raise HTTPException(status_code=403, detail="this key has no `admin` scope")
+    return principal

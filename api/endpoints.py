@@ -1,16 +1,17 @@
-"""``/v1/endpoints``: where webhooks go.
+"""``/v1/apps/{app}/endpoints`` (and ``/v1/endpoints``, the default
+application's, for one release): where webhooks go.
 
 An endpoint is a URL plus a signing secret. Jenga generates the secret
 (``whsec_...``) and returns it once, in the answer to the create call; after
 that it is never shown again (receivers store it). The URL must pass the SSRF
 policy (:mod:`common.delivery.destinations`) on create and on update.
 
-Writes need ``Authorization: Bearer $JENGA_ADMIN_TOKEN``.
+Every call needs a key that may read the application (writes: one that may
+write it); see :mod:`api.tenancy`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -18,19 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.auth import require_admin
 from api.errors import ApiError
+from api.tenancy import current_app, db_session
 from common.delivery.destinations import DestinationError, resolve_destination
-from common.delivery.models import Endpoint
+from common.delivery.models import App, Endpoint
 from common.delivery.signing import generate_secret
 from common.delivery.urls import normalise_url
 
-router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
-
-
-def db_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        yield session
+# Mounted twice (api/app.py): under /v1/apps/{app}/endpoints and as /v1/endpoints.
+router = APIRouter(tags=["endpoints"])
 
 
 class EndpointIn(BaseModel):
@@ -92,23 +89,30 @@ def checked_url(request: Request, url: str) -> str:
     return url
 
 
-def endpoint_or_404(session: Session, endpoint_id: str, *, lock: bool = False) -> Endpoint:
-    query = select(Endpoint).where(Endpoint.id == endpoint_id)
+def endpoint_or_404(
+    session: Session, app: App, endpoint_id: str, *, lock: bool = False
+) -> Endpoint:
+    """The application's endpoint; another application's answers 404 like a missing one."""
+    query = select(Endpoint).where(Endpoint.id == endpoint_id, Endpoint.app_id == app.id)
     endpoint = session.scalars(query.with_for_update() if lock else query).first()
     if endpoint is None:
         raise ApiError(404, "endpoint_not_found", f"no endpoint {endpoint_id!r}")
     return endpoint
 
 
-@router.post(
-    "", status_code=201, response_model=EndpointCreated, dependencies=[Depends(require_admin)]
-)
+@router.post("", status_code=201, response_model=EndpointCreated)
 def create_endpoint(
-    body: EndpointIn, request: Request, session: Session = Depends(db_session)
+    body: EndpointIn,
+    request: Request,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
 ) -> EndpointCreated:
     """Create an endpoint; the answer carries its signing secret, once."""
     endpoint = Endpoint(
-        url=checked_url(request, body.url), description=body.description, secret=generate_secret()
+        app_id=app.id,
+        url=checked_url(request, body.url),
+        description=body.description,
+        secret=generate_secret(),
     )
     session.add(endpoint)
     session.commit()
@@ -118,24 +122,35 @@ def create_endpoint(
 
 @router.get("", response_model=EndpointList)
 def list_endpoints(
-    session: Session = Depends(db_session), limit: int = Query(default=100, ge=1, le=500)
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    limit: int = Query(default=100, ge=1, le=500),
 ) -> EndpointList:
     endpoints = session.scalars(
-        select(Endpoint).order_by(Endpoint.created_at, Endpoint.id).limit(limit)
+        select(Endpoint)
+        .where(Endpoint.app_id == app.id)
+        .order_by(Endpoint.created_at, Endpoint.id)
+        .limit(limit)
     ).all()
     return EndpointList(data=[EndpointOut.of(e) for e in endpoints])
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut)
-def get_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> EndpointOut:
-    return EndpointOut.of(endpoint_or_404(session, endpoint_id))
-
-
-@router.patch("/{endpoint_id}", response_model=EndpointOut, dependencies=[Depends(require_admin)])
-def update_endpoint(
-    endpoint_id: str, body: EndpointUpdate, request: Request, session: Session = Depends(db_session)
+def get_endpoint(
+    endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
 ) -> EndpointOut:
-    endpoint = endpoint_or_404(session, endpoint_id, lock=True)
+    return EndpointOut.of(endpoint_or_404(session, app, endpoint_id))
+
+
+@router.patch("/{endpoint_id}", response_model=EndpointOut)
+def update_endpoint(
+    endpoint_id: str,
+    body: EndpointUpdate,
+    request: Request,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+) -> EndpointOut:
+    endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
     if body.url is not None:
         endpoint.url = checked_url(request, body.url)
     if body.description is not None:
@@ -145,8 +160,8 @@ def update_endpoint(
     return EndpointOut.of(endpoint)
 
 
-def _set_disabled(endpoint_id: str, session: Session, disabled: bool) -> EndpointOut:
-    endpoint = endpoint_or_404(session, endpoint_id, lock=True)
+def _set_disabled(endpoint_id: str, session: Session, app: App, disabled: bool) -> EndpointOut:
+    endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
     endpoint.disabled = disabled
     endpoint.disabled_reason = "disabled through the API" if disabled else None
     session.commit()
@@ -154,24 +169,26 @@ def _set_disabled(endpoint_id: str, session: Session, disabled: bool) -> Endpoin
     return EndpointOut.of(endpoint)
 
 
-@router.post(
-    "/{endpoint_id}/disable", response_model=EndpointOut, dependencies=[Depends(require_admin)]
-)
-def disable_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> EndpointOut:
+@router.post("/{endpoint_id}/disable", response_model=EndpointOut)
+def disable_endpoint(
+    endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+) -> EndpointOut:
     """Stop deliveries: new messages are refused (409), pending ones end `failed`."""
-    return _set_disabled(endpoint_id, session, True)
+    return _set_disabled(endpoint_id, session, app, True)
 
 
-@router.post(
-    "/{endpoint_id}/enable", response_model=EndpointOut, dependencies=[Depends(require_admin)]
-)
-def enable_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> EndpointOut:
-    return _set_disabled(endpoint_id, session, False)
+@router.post("/{endpoint_id}/enable", response_model=EndpointOut)
+def enable_endpoint(
+    endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+) -> EndpointOut:
+    return _set_disabled(endpoint_id, session, app, False)
 
 
-@router.delete("/{endpoint_id}", status_code=204, dependencies=[Depends(require_admin)])
-def delete_endpoint(endpoint_id: str, session: Session = Depends(db_session)) -> Response:
+@router.delete("/{endpoint_id}", status_code=204)
+def delete_endpoint(
+    endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+) -> Response:
     """Delete the endpoint with its messages and their attempts."""
-    session.delete(endpoint_or_404(session, endpoint_id))
+    session.delete(endpoint_or_404(session, app, endpoint_id))
     session.commit()
     return Response(status_code=204)

@@ -1,4 +1,5 @@
-"""``/v1/messages``: accept events for delivery, and show how delivery went.
+"""``/v1/apps/{app}/messages`` (and ``/v1/messages``, the default application's,
+for one release): accept events for delivery, and show how delivery went.
 
 ``POST /v1/messages`` answers 202 only after the message is committed in
 PostgreSQL (the transactional outbox); then a delivery task is enqueued. If
@@ -8,9 +9,10 @@ down the answer is 503 with ``Retry-After`` and nothing was accepted.
 
 ``Idempotency-Key``: repeating a request with the same key returns the first
 message (and delivers nothing more); the same key with a different request is
-refused with 422.
+refused with 422. Keys are the sender's, per application.
 
-Writes need ``Authorization: Bearer $JENGA_ADMIN_TOKEN``.
+Every call needs a key that may read the application (writes: one that may
+write it); see :mod:`api.tenancy`.
 """
 
 from __future__ import annotations
@@ -27,17 +29,17 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from api.auth import require_admin
-from api.endpoints import db_session
 from api.errors import ApiError
+from api.tenancy import current_app, db_session
 from common.broker import DELIVER_TASK, publisher, queue_names
 from common.config import Settings
 from common.connections.probes import describe_error
-from common.delivery.models import MESSAGE_STATUSES, PENDING, Endpoint, Message
+from common.delivery.models import MESSAGE_STATUSES, PENDING, App, Endpoint, Message
 from common.support.logs import log_event
 
 log = logging.getLogger("jenga.api")
-router = APIRouter(prefix="/v1/messages", tags=["messages"])
+# Mounted twice (api/app.py): under /v1/apps/{app}/messages and as /v1/messages.
+router = APIRouter(tags=["messages"])
 
 
 async def startup(app: FastAPI) -> None:
@@ -136,8 +138,10 @@ def request_hash(body: MessageIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(session: Session, key: str, digest: str) -> Message | None:
-    existing = session.scalars(select(Message).where(Message.idempotency_key == key)).first()
+def _replay(session: Session, app: App, key: str, digest: str) -> Message | None:
+    existing = session.scalars(
+        select(Message).where(Message.app_id == app.id, Message.idempotency_key == key)
+    ).first()
     if existing is not None and existing.request_hash != digest:
         raise ApiError(
             422,
@@ -193,7 +197,6 @@ def enqueue(request: Request, message_id: str) -> None:
     "",
     status_code=202,
     response_model=MessageOut,
-    dependencies=[Depends(require_admin)],
     responses={
         409: {"description": "endpoint disabled"},
         413: {"description": "payload too large"},
@@ -206,6 +209,7 @@ def create_message(
     request: Request,
     response: Response,
     session: Session = Depends(db_session),
+    app: App = Depends(current_app),
     idempotency_key: str | None = Header(default=None, max_length=255),
 ) -> MessageOut:
     """Accept a message for delivery (202 once it is stored)."""
@@ -233,12 +237,12 @@ def create_message(
         )
     digest = request_hash(body)
     if idempotency_key is not None:
-        existing = _replay(session, idempotency_key, digest)
+        existing = _replay(session, app, idempotency_key, digest)
         if existing is not None:
             response.headers["Idempotent-Replayed"] = "true"
             return MessageOut.of(existing)
     endpoint = session.get(Endpoint, body.endpoint_id)
-    if endpoint is None:
+    if endpoint is None or endpoint.app_id != app.id:
         raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}")
     if endpoint.disabled:
         raise ApiError(
@@ -246,6 +250,7 @@ def create_message(
         )
     now = database_now(session)
     message = Message(
+        app_id=app.id,
         endpoint_id=endpoint.id,
         event_type=body.event_type,
         payload=body.payload,
@@ -267,7 +272,7 @@ def create_message(
     except IntegrityError:
         # The same Idempotency-Key committed concurrently: answer with that one.
         session.rollback()
-        existing = _replay(session, idempotency_key, digest) if idempotency_key else None
+        existing = _replay(session, app, idempotency_key, digest) if idempotency_key else None
         if existing is None:
             # The other constraint a commit can hit: the endpoint was deleted meanwhile.
             raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}") from None
@@ -280,12 +285,18 @@ def create_message(
 @router.get("", response_model=MessageList)
 def list_messages(
     session: Session = Depends(db_session),
+    app: App = Depends(current_app),
     endpoint_id: str | None = None,
     status: str | None = Query(default=None, pattern="^(" + "|".join(MESSAGE_STATUSES) + ")$"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> MessageList:
     """Newest first."""
-    query = select(Message).order_by(Message.created_at.desc(), Message.id).limit(limit)
+    query = (
+        select(Message)
+        .where(Message.app_id == app.id)
+        .order_by(Message.created_at.desc(), Message.id)
+        .limit(limit)
+    )
     if endpoint_id:
         query = query.where(Message.endpoint_id == endpoint_id)
     if status:
@@ -293,9 +304,12 @@ def list_messages(
     return MessageList(data=[MessageOut.of(m) for m in session.scalars(query)])
 
 
-def message_or_404(session: Session, message_id: str) -> Message:
+def message_or_404(session: Session, app: App, message_id: str) -> Message:
+    """The application's message; another application's answers 404 like a missing one."""
     message = session.scalars(
-        select(Message).where(Message.id == message_id).options(selectinload(Message.attempts))
+        select(Message)
+        .where(Message.id == message_id, Message.app_id == app.id)
+        .options(selectinload(Message.attempts))
     ).first()
     if message is None:
         raise ApiError(404, "message_not_found", f"no message {message_id!r}")
@@ -318,23 +332,27 @@ def detail(message: Message) -> MessageDetail:
 
 
 @router.get("/{message_id}", response_model=MessageDetail)
-def get_message(message_id: str, session: Session = Depends(db_session)) -> MessageDetail:
+def get_message(
+    message_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+) -> MessageDetail:
     """The message, its status and every delivery attempt."""
-    return detail(message_or_404(session, message_id))
+    return detail(message_or_404(session, app, message_id))
 
 
 @router.post(
     "/{message_id}/retry",
     status_code=202,
     response_model=MessageOut,
-    dependencies=[Depends(require_admin)],
 )
 def retry_message(
-    message_id: str, request: Request, session: Session = Depends(db_session)
+    message_id: str,
+    request: Request,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
 ) -> MessageOut:
     """Deliver again now, with a fresh retry schedule (also after `delivered` or `failed`)."""
     message = session.scalars(
-        select(Message).where(Message.id == message_id).with_for_update()
+        select(Message).where(Message.id == message_id, Message.app_id == app.id).with_for_update()
     ).first()
     if message is None:
         raise ApiError(404, "message_not_found", f"no message {message_id!r}")

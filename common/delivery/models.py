@@ -49,10 +49,49 @@ class Base(DeclarativeBase):
     pass
 
 
+# Backs the routes without an application (/v1/endpoints, /v1/messages), kept for
+# one release as aliases; every row written before applications existed is its.
+DEFAULT_APP_ID = "app_default"
+
+
+class App(Base):
+    """An application: one tenant of the sender (its own customer), owning endpoints
+    and messages. ``uid`` is the sender's own id for it, usable wherever the id is."""
+
+    __tablename__ = "webhook_apps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("app"))
+    uid: Mapped[str | None] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class ApiKey(Base):
+    """An API key, stored as its hash (``common/access/keys.py``); ``scopes`` as text
+    (``admin``, ``app:<id>``, ``app:<id>:read``)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    name: Mapped[str] = mapped_column(Text, default="", server_default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Endpoint(Base):
     __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_app", "app_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ep"))
+    app_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_apps.id", ondelete="CASCADE"), server_default=DEFAULT_APP_ID
+    )
     url: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     secret: Mapped[str] = mapped_column(Text)
@@ -74,15 +113,21 @@ class Message(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_webhook_messages_endpoint", "endpoint_id", "created_at"),
+        Index("ix_webhook_messages_app", "app_id", "created_at", "id"),
+        # An Idempotency-Key is the sender's, per application.
+        Index("uq_webhook_messages_app_idempotency", "app_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
+    app_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_apps.id", ondelete="CASCADE"), server_default=DEFAULT_APP_ID
+    )
     endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     event_type: Mapped[str] = mapped_column(String(200))
     payload: Mapped[Any] = mapped_column(JSONB)
     # The exact bytes sent (and signed), fixed at accept time so every retry is identical.
     body: Mapped[str] = mapped_column(Text)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=PENDING, server_default=PENDING)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

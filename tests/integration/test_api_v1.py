@@ -42,9 +42,11 @@ def test_endpoint_lifecycle(client):
     assert created["secret"].startswith("whsec_") and created["disabled"] is False
     endpoint_id = created["id"]
 
-    shown = client.get(f"/v1/endpoints/{endpoint_id}").json()
+    shown = client.get(f"/v1/endpoints/{endpoint_id}", headers=AUTH).json()
     assert shown["url"] == PUBLIC_URL and "secret" not in shown  # the secret is shown once only
-    assert endpoint_id in [e["id"] for e in client.get("/v1/endpoints").json()["data"]]
+    assert endpoint_id in [
+        e["id"] for e in client.get("/v1/endpoints", headers=AUTH).json()["data"]
+    ]
 
     updated = client.patch(
         f"/v1/endpoints/{endpoint_id}", json={"description": "billing"}, headers=AUTH
@@ -65,7 +67,7 @@ def test_endpoint_lifecycle(client):
     )
 
     assert client.delete(f"/v1/endpoints/{endpoint_id}", headers=AUTH).status_code == 204
-    missing = client.get(f"/v1/endpoints/{endpoint_id}")
+    missing = client.get(f"/v1/endpoints/{endpoint_id}", headers=AUTH)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "endpoint_not_found"
 
 
@@ -103,7 +105,7 @@ def test_private_url_refused_on_update_too(client):
         f"/v1/endpoints/{endpoint['id']}", json={"url": "http://192.168.1.1/"}, headers=AUTH
     )
     assert response.status_code == 422
-    assert client.get(f"/v1/endpoints/{endpoint['id']}").json()["url"] == PUBLIC_URL
+    assert client.get(f"/v1/endpoints/{endpoint['id']}", headers=AUTH).json()["url"] == PUBLIC_URL
 
 
 def test_message_accepted_and_shown(client):
@@ -116,13 +118,15 @@ def test_message_accepted_and_shown(client):
     assert response.status_code == 202, response.text
     message = response.json()
     assert message["id"].startswith("msg_") and message["status"] == "pending"
-    shown = client.get(f"/v1/messages/{message['id']}").json()
+    shown = client.get(f"/v1/messages/{message['id']}", headers=AUTH).json()
     assert (
         shown["payload"] == {"n": 1}
         and shown["attempts"] == []
         and shown["event_type"] == "invoice.paid"
     )
-    listed = client.get("/v1/messages", params={"endpoint_id": endpoint["id"]}).json()["data"]
+    listed = client.get(
+        "/v1/messages", params={"endpoint_id": endpoint["id"]}, headers=AUTH
+    ).json()["data"]
     assert [m["id"] for m in listed] == [message["id"]]
 
 
@@ -178,7 +182,12 @@ def test_idempotency_key(client):
     assert first.json()["id"] == again.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert (
-        len(client.get("/v1/messages", params={"endpoint_id": endpoint["id"]}).json()["data"]) == 1
+        len(
+            client.get("/v1/messages", params={"endpoint_id": endpoint["id"]}, headers=AUTH).json()[
+                "data"
+            ]
+        )
+        == 1
     )
 
     different = client.post("/v1/messages", json={**body, "payload": {"x": 3}}, headers=headers)
@@ -259,7 +268,7 @@ def test_values_postgresql_cannot_store_get_422_not_500(client, method, path, bo
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_request"
     assert (
-        client.get(f"/v1/endpoints/{endpoint['id']}").json()["description"] == ""
+        client.get(f"/v1/endpoints/{endpoint['id']}", headers=AUTH).json()["description"] == ""
     )  # nothing changed
 
 
@@ -291,7 +300,10 @@ def test_huge_body_is_refused_before_it_is_read(client):
 
 
 def test_unknown_message_is_404(client):
-    assert client.get("/v1/messages/msg_nope").json()["error"]["code"] == "message_not_found"
+    assert (
+        client.get("/v1/messages/msg_nope", headers=AUTH).json()["error"]["code"]
+        == "message_not_found"
+    )
     assert client.post("/v1/messages/msg_nope/retry", headers=AUTH).status_code == 404
 
 

@@ -161,7 +161,7 @@ def send(client: httpx.Client, endpoint_id: str, payload, key: str | None = None
 
 
 def message(client: httpx.Client, message_id: str) -> dict:
-    return client.get(f"/v1/messages/{message_id}").json()
+    return client.get(f"/v1/messages/{message_id}", headers=AUTH).json()
 
 
 def settled(client: httpx.Client, message_id: str, status: str = "delivered") -> dict:

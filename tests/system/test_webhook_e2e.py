@@ -114,7 +114,7 @@ def test_schedule_exhausted_retry_after_and_410(broker_env, redis_client):
 
         shown = settled(client, dead["id"], "failed")
         assert [a["status_code"] for a in shown["attempts"]] == [410]  # no retry after 410
-        endpoint = client.get(f"/v1/endpoints/{gone['id']}").json()
+        endpoint = client.get(f"/v1/endpoints/{gone['id']}", headers=AUTH).json()
         assert endpoint["disabled"] is True and "410" in endpoint["disabled_reason"]
 
 
