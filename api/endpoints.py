@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.pagination import ITERATOR, page, split
 from api.tenancy import current_app, db_session
 from common.delivery.destinations import DestinationError, resolve_destination
 from common.delivery.models import App, Endpoint
@@ -74,6 +75,8 @@ class EndpointCreated(EndpointOut):
 
 class EndpointList(BaseModel):
     data: list[EndpointOut]
+    iterator: str | None = Field(description="Pass as `?iterator=` for the next page.")
+    done: bool = Field(description="True on the last page.")
 
 
 def checked_url(request: Request, url: str) -> str:
@@ -125,14 +128,14 @@ def list_endpoints(
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
     limit: int = Query(default=100, ge=1, le=500),
+    iterator: str | None = ITERATOR,
 ) -> EndpointList:
-    endpoints = session.scalars(
-        select(Endpoint)
-        .where(Endpoint.app_id == app.id)
-        .order_by(Endpoint.created_at, Endpoint.id)
-        .limit(limit)
-    ).all()
-    return EndpointList(data=[EndpointOut.of(e) for e in endpoints])
+    """Oldest first, a page at a time."""
+    query = page(
+        select(Endpoint).where(Endpoint.app_id == app.id), Endpoint, iterator, limit, False
+    )
+    rows, next_iterator, done = split(list(session.scalars(query)), limit)
+    return EndpointList(data=[EndpointOut.of(e) for e in rows], iterator=next_iterator, done=done)
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut)

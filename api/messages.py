@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from api.errors import ApiError
+from api.pagination import ITERATOR, page, split
 from api.tenancy import current_app, db_session
 from common.broker import DELIVER_TASK, publisher, queue_names
 from common.config import Settings
@@ -108,6 +109,8 @@ class MessageDetail(MessageOut):
 
 class MessageList(BaseModel):
     data: list[MessageOut]
+    iterator: str | None = Field(description="Pass as `?iterator=` for the next page.")
+    done: bool = Field(description="True on the last page.")
 
 
 def unstorable_text(value: object) -> str | None:
@@ -289,19 +292,18 @@ def list_messages(
     endpoint_id: str | None = None,
     status: str | None = Query(default=None, pattern="^(" + "|".join(MESSAGE_STATUSES) + ")$"),
     limit: int = Query(default=100, ge=1, le=1000),
+    iterator: str | None = ITERATOR,
 ) -> MessageList:
-    """Newest first."""
-    query = (
-        select(Message)
-        .where(Message.app_id == app.id)
-        .order_by(Message.created_at.desc(), Message.id)
-        .limit(limit)
-    )
+    """Newest first, a page at a time."""
+    query = select(Message).where(Message.app_id == app.id)
     if endpoint_id:
         query = query.where(Message.endpoint_id == endpoint_id)
     if status:
         query = query.where(Message.status == status)
-    return MessageList(data=[MessageOut.of(m) for m in session.scalars(query)])
+    rows, next_iterator, done = split(
+        list(session.scalars(page(query, Message, iterator, limit, True))), limit
+    )
+    return MessageList(data=[MessageOut.of(m) for m in rows], iterator=next_iterator, done=done)
 
 
 def message_or_404(session: Session, app: App, message_id: str) -> Message:
