@@ -140,3 +140,11 @@ class RedisKeys:
         """Hash, TTL refreshed on use: process id -> most calls it had in flight
         during the open window."""
         return self.key("limit", service, "peaks")
+
+    # --- API access (common/access) ---------------------------------------------
+
+    def rate_limit(self, principal: str) -> str:
+        """Hash, TTL: the time an empty bucket takes to fill + 60 s: one API key's request
+        bucket (``tokens``, ``at``), named by the key's visible prefix (or ``admin token``),
+        never the key; written only by ``common/access/ratelimit.lua``."""
+        return self.key("ratelimit", principal)
