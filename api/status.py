@@ -8,10 +8,11 @@ their age, the breakers and limiters, and a one-hour chart per service of the
 AIMD limit and the delivery throughput (inline SVG drawn here: no script, no
 build step). The page reloads itself every :data:`REFRESH_SECONDS`.
 
-The page is open to anyone, so what one load reads is bounded whatever the number
-of receivers: the services shown by name (the ``METRICS_MAX_SERVICES`` busiest
-receivers, every service that is not a receiver, and the breakers with an open
-alarm), and one chart, ``other``, for every other receiver together.
+What one load reads is bounded whatever the number of receivers (anyone who can
+create endpoints can name new hosts): the services shown by name (the
+``METRICS_MAX_SERVICES`` busiest receivers, every service that is not a receiver,
+and the breakers with an open alarm), and one chart, ``other``, for every other
+receiver together.
 
 A section that cannot be read (Redis down) is shown red with the reason; the
 page itself always answers 200, because an outage is exactly when it is read.

@@ -12,11 +12,13 @@ against the baseline before the first call: the process's threads, its RSS, the
 breaker and limit objects it holds, Redis ``used_memory`` and the namespace's keys,
 and the series of ``/metrics``'s fleet families. ``--old-design`` also starts, in a
 child process, one idle thread per limit as each ``SharedLimit`` did before, to show
-what that cost.
+what that cost; ``--waves 2`` calls a second set of new receivers after the first
+went idle (does the process grow again?).
 
 Run from the repository root (needs Redis; ``REDIS_URL`` or 127.0.0.1:6379):
 
-    .venv/bin/python -m bench.bench_many_hosts [--hosts 10000] [--max-services 50] [--old-design]
+    .venv/bin/python -m bench.bench_many_hosts [--hosts 10000] [--max-services 50] [--waves 1]
+        [--old-design]
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=10_000)
     parser.add_argument("--max-services", type=int, default=50)
+    parser.add_argument("--waves", type=int, default=1, help="rounds of new receivers")
     parser.add_argument("--old-design", action="store_true")
     args = parser.parse_args()
 
@@ -202,17 +205,19 @@ def main() -> None:
         worker.call(webhook_service("first.example"))  # the loops' threads start here
         worker.settle()
         rows.append(measure(worker, "baseline: one receiver called"))
-        started = time.perf_counter()
-        for i in range(args.hosts):
-            worker.call(webhook_service(f"h{i}.wildcard.example"))
-        rows.append(measure(worker, f"{args.hosts} receivers called", started))
-        started = time.perf_counter()
-        worker.settle()
-        rows.append(measure(worker, "loops settled (slots returned)", started))
-        worker.clock.offset += IDLE_EVICT_SECONDS + 1
-        started = time.perf_counter()
-        evicted = (len(worker.breakers.evict_idle()), len(worker.limits.evict_idle()))
-        rows.append(measure(worker, f"idle, evicted {evicted[0]} + {evicted[1]}", started))
+        for wave in range(1, args.waves + 1):
+            started = time.perf_counter()
+            for i in range(args.hosts):
+                worker.call(webhook_service(f"h{i}.w{wave}.wildcard.example"))
+            rows.append(measure(worker, f"wave {wave}: {args.hosts} receivers called", started))
+            started = time.perf_counter()
+            worker.settle()
+            rows.append(measure(worker, f"wave {wave}: loops settled", started))
+            worker.clock.offset += IDLE_EVICT_SECONDS + 1
+            started = time.perf_counter()
+            evicted = (len(worker.breakers.evict_idle()), len(worker.limits.evict_idle()))
+            label = f"wave {wave}: idle, evicted {evicted[0]} + {evicted[1]}"
+            rows.append(measure(worker, label, started))
     finally:
         worker.close()
         keys = list(client.scan_iter(f"{namespace}:*", count=1000))

@@ -74,15 +74,19 @@ def admit(named: frozenset[str], service: str, most: int) -> tuple[bool, frozens
     return False, named
 
 
-def rank(tops: Iterable[Mapping[str, float]], most: int) -> dict[str, float]:
+def rank(
+    tops: Iterable[Mapping[str, float]], most: int, named: frozenset[str] = frozenset()
+) -> dict[str, float]:
     """The ``most`` receivers with the most attempts summed over ``tops`` (one mapping
-    per period), busiest first; ties go to the name that sorts first."""
+    per period), busiest first. A tie goes to a receiver already ``named`` (a name is
+    not taken away for an equal one), then to the name that sorts first."""
     totals: dict[str, float] = {}
     for top in tops:
         for service, attempts in top.items():
             totals[service] = totals.get(service, 0.0) + float(attempts)
     ordered = sorted(
-        ((s, n) for s, n in totals.items() if n > 0), key=lambda item: (-item[1], item[0])
+        ((s, n) for s, n in totals.items() if n > 0),
+        key=lambda item: (-item[1], item[0] not in named, item[0]),
     )
     return dict(ordered[:most])
 
@@ -213,11 +217,23 @@ class NamedServices:
         self._adopt(frozenset(_text(s) for s in named))
         if not first:
             return None
+        # The busiest of each period, and what the named ones did (they win a tie).
+        current = sorted(self._named)
         pipe = self.client.pipeline(transaction=False)
         for p in (period - 1, period):
-            pipe.zrevrange(self.keys.service_activity(p), 0, self.most - 1, withscores=True)
-        tops = [{_text(s): n for s, n in top} for top in pipe.execute()]
-        return Ranking(period, self._named, rank(tops, self.most))
+            key = self.keys.service_activity(p)
+            pipe.zrevrange(key, 0, self.most - 1, withscores=True)
+            if current:
+                pipe.zmscore(key, current)
+        replies = iter(pipe.execute())
+        tops = []
+        for _ in (period - 1, period):
+            top = {_text(s): float(n) for s, n in next(replies)}
+            if current:
+                scores = zip(current, next(replies), strict=True)
+                top.update((s, float(n)) for s, n in scores if n)
+            tops.append(top)
+        return Ranking(period, self._named, rank(tops, self.most, self._named))
 
     def write_ranking(self, pipe: redis.client.Pipeline, ranking: Ranking) -> None:
         """Replace the named receivers by ``ranking.new`` (in the caller's transaction)."""

@@ -95,6 +95,20 @@ def test_rank_keeps_the_busiest_over_both_periods():
     tops = [{"webhook:a": 5, "webhook:b": 1}, {"webhook:b": 5, "webhook:c": 2, "webhook:d": 0}]
     assert rank(tops, 2) == {"webhook:b": 6.0, "webhook:a": 5.0}
     assert rank(tops, 10) == {"webhook:b": 6.0, "webhook:a": 5.0, "webhook:c": 2.0}
+    tied = [{"webhook:a": 1, "webhook:z": 1}]
+    assert rank(tied, 1) == {"webhook:a": 1.0}
+    assert rank(tied, 1, frozenset({"webhook:z"})) == {"webhook:z": 1.0}  # named: keeps it
+
+
+def test_an_equally_busy_newcomer_does_not_take_a_name(redis_client, namespace):
+    """Ties keep the names (no churn of series among receivers equally busy)."""
+    clock = Clock()
+    metrics = FleetMetrics(redis_client, namespace, clock=clock, max_services=1)
+    for i in (9, 0, 1):  # 9 comes first: named; 0 and 1 sort before it
+        metrics.record_delivery("delivered", 0.02, receiver(i))
+    clock.now += RANKING_PERIOD_SECONDS
+    metrics.record_delivery("delivered", 0.02, receiver(5))
+    assert read_named(redis_client, namespace).receivers == (receiver(9),)
 
 
 @hsettings(
@@ -254,7 +268,9 @@ def populate(redis_client, namespace, receivers: range, clock: Clock) -> None:
 def test_one_load_reads_as_many_keys_for_120_receivers_as_for_30(
     settings_env, redis_client, namespace, monkeypatch, path
 ):
-    settings = load_settings(dict(settings_env, METRICS_MAX_SERVICES="5"), wait_seconds=0)
+    token = "operator-token-0123456789"
+    env = dict(settings_env, METRICS_MAX_SERVICES="5", JENGA_ADMIN_TOKEN=token)
+    settings = load_settings(env, wait_seconds=0)
     clock = Clock()
     read: list[list[str]] = []
     with TestClient(create_app(settings)) as client:
@@ -263,7 +279,7 @@ def test_one_load_reads_as_many_keys_for_120_receivers_as_for_30(
                 AlarmStore(redis_client, namespace).clear(alarm["id"])
             populate(redis_client, namespace, receivers, clock)
             counter = KeyCounter(monkeypatch)
-            response = client.get(path)
+            response = client.get(path, headers={"Authorization": f"Bearer {token}"})
             monkeypatch.undo()
             assert response.status_code == 200
             read.append(counter.keys)
