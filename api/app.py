@@ -11,7 +11,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import alarms, apps, breakers, endpoints, errors, health, keys, messages, metrics, status
+from api import (
+    alarms,
+    apps,
+    audit,
+    breakers,
+    endpoints,
+    errors,
+    health,
+    keys,
+    messages,
+    metrics,
+    status,
+)
 from api.body_limit import BodySizeLimit, body_limit
 from api.tenancy import app_in_path
 from common.config import Settings
@@ -50,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-ROUTER_MODULES = [health, alarms, breakers, apps, keys, metrics, status, endpoints, messages]
+ROUTER_MODULES = [health, alarms, breakers, apps, keys, audit, metrics, status, endpoints, messages]
 # Routers mounted per application (their handlers take the application from api.tenancy).
 TENANT_ROUTERS = {"endpoints": endpoints, "messages": messages}
 # Modules with startup(app)/shutdown(app) coroutines, started in this order.

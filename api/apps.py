@@ -4,7 +4,8 @@ An application owns endpoints and messages (``/v1/apps/{app}/endpoints``,
 ``/v1/apps/{app}/messages``). ``uid`` is the sender's own id for it, unique,
 usable wherever the id is. Creating, listing all and deleting need an
 ``admin`` key; a key of one application may read (and, with write scope,
-rename) that one only.
+rename) that one only. The rules are ``common/access/app_store.py``'s, shared with
+``jenga apps``; creations and deletions are audited.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ from datetime import datetime
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import authenticate, require_admin
 from api.errors import ApiError
 from api.tenancy import app_in_path, current_app, db_session
+from common.access import app_store
 from common.access.scopes import Principal
-from common.delivery.models import DEFAULT_APP_ID, App
+from common.delivery.models import App
 
 router = APIRouter(prefix="/v1/apps", tags=["applications"])
 
@@ -70,21 +70,16 @@ class AppList(BaseModel):
     data: list[AppOut]
 
 
-def _commit_unique_uid(session: Session, uid: str | None) -> None:
+@router.post("", status_code=201, response_model=AppOut)
+def create_app(
+    body: AppIn,
+    session: Session = Depends(db_session),
+    principal: Principal = Depends(require_admin),
+) -> AppOut:
     try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise ApiError(409, "uid_taken", f"an application with uid {uid!r} exists") from None
-
-
-@router.post("", status_code=201, response_model=AppOut, dependencies=[Depends(require_admin)])
-def create_app(body: AppIn, session: Session = Depends(db_session)) -> AppOut:
-    app = App(name=body.name, uid=body.uid)
-    session.add(app)
-    _commit_unique_uid(session, body.uid)
-    session.refresh(app)
-    return AppOut.of(app)
+        return AppOut.of(app_store.create_app(session, principal.name, body.name, body.uid))
+    except app_store.UidTaken as error:
+        raise ApiError(409, "uid_taken", str(error)) from None
 
 
 @router.get("", response_model=AppList)
@@ -92,11 +87,8 @@ def list_apps(
     session: Session = Depends(db_session), principal: Principal = Depends(authenticate)
 ) -> AppList:
     """Every application an admin key sees; an application key, its own."""
-    query = select(App).order_by(App.created_at, App.id).limit(1000)
-    readable = principal.readable_apps()
-    if readable is not None:
-        query = query.where(App.id.in_(readable))
-    return AppList(data=[AppOut.of(app) for app in session.scalars(query)])
+    apps = app_store.list_apps(session, principal.readable_apps())
+    return AppList(data=[AppOut.of(app) for app in apps])
 
 
 @router.get("/{app}", response_model=AppOut, dependencies=[Depends(app_in_path)])
@@ -112,22 +104,26 @@ def update_app(
         app.name = body.name
     if "uid" in body.model_fields_set:
         app.uid = body.uid
-    _commit_unique_uid(session, body.uid)
+    try:
+        app_store.commit_unique_uid(session, body.uid)
+    except app_store.UidTaken as error:
+        raise ApiError(409, "uid_taken", str(error)) from None
     session.refresh(app)
     return AppOut.of(app)
 
 
+# require_admin before current_app: a key of another application gets 403, not 404.
 @router.delete(
-    "/{app}",
-    status_code=204,
-    dependencies=[Depends(app_in_path), Depends(require_admin)],
+    "/{app}", status_code=204, dependencies=[Depends(app_in_path), Depends(require_admin)]
 )
-def delete_app(session: Session = Depends(db_session), app: App = Depends(current_app)) -> Response:
+def delete_app(
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(require_admin),
+) -> Response:
     """Delete the application with its endpoints, messages and attempts."""
-    if app.id == DEFAULT_APP_ID:
-        raise ApiError(
-            409, "default_app", "the default application serves /v1/endpoints and /v1/messages"
-        )
-    session.delete(app)
-    session.commit()
+    try:
+        app_store.delete_app(session, principal.name, app)
+    except app_store.DefaultAppKept as error:
+        raise ApiError(409, "default_app", str(error)) from None
     return Response(status_code=204)

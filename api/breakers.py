@@ -16,6 +16,8 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import require_admin
+from common.access.audit import BREAKER_FORCED, record_alone
+from common.access.scopes import Principal
 from common.connections.probes import describe_error
 from common.guards.force import InvalidBreakerName, UnknownBreaker, force_breaker
 from common.guards.overview import fleet_overview
@@ -59,7 +61,6 @@ def breakers(request: Request):
 
 @router.post(
     "/breakers/{name}/{action}",
-    dependencies=[Depends(require_admin)],
     responses={
         401: {"description": "missing or wrong admin token"},
         403: {"description": "admin API disabled (no JENGA_ADMIN_TOKEN)"},
@@ -70,6 +71,7 @@ def force(
     request: Request,
     action: Literal["open", "close", "reset"],
     name: str = Path(description="breaker (service) name"),
+    principal: Principal = Depends(require_admin),
 ):
     """Force a breaker open (until closed), closed, or reset (closed, counts forgotten)."""
     try:
@@ -81,4 +83,5 @@ def force(
     except redis.RedisError as error:
         return _unavailable(error)
     log_event(log, "breaker.forced", level=logging.WARNING, breaker=name, action=action)
+    record_alone(request.app.state.engine, principal.name, BREAKER_FORCED, name, {"action": action})
     return JSONResponse(body, headers=NO_STORE)

@@ -19,9 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.auth import authenticate
 from api.errors import ApiError
 from api.pagination import ITERATOR, page, split
 from api.tenancy import current_app, db_session
+from common.access.audit import ENDPOINT_DELETED, record
+from common.access.scopes import Principal
 from common.delivery.destinations import DestinationError, resolve_destination
 from common.delivery.models import App, Endpoint
 from common.delivery.signing import generate_secret
@@ -189,9 +192,13 @@ def enable_endpoint(
 
 @router.delete("/{endpoint_id}", status_code=204)
 def delete_endpoint(
-    endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+    endpoint_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
 ) -> Response:
     """Delete the endpoint with its messages and their attempts."""
     session.delete(endpoint_or_404(session, app, endpoint_id))
+    record(session, principal.name, ENDPOINT_DELETED, endpoint_id, {"app": app.id})
     session.commit()
     return Response(status_code=204)
