@@ -8,8 +8,13 @@
     jenga alarms            list active alarms and recent set/clear events (--json for machines)
     jenga breakers          list circuit breakers and concurrency limits (--json;
                             open/close/reset NAME)
+    jenga keys              create (--scope ..., shown once), list or revoke API keys
+    jenga apps              create or list applications
     jenga run               run the whole local stack (embedded PostgreSQL/Redis when no URLs
                             are set)
+
+``keys`` and ``apps`` work on PostgreSQL directly, through the functions the API's
+``/v1/keys`` and ``/v1/apps`` use (``common/access/``); each change is audited as ``cli``.
 
 Each level adds its own commands (alarms, breakers, worker health) here.
 """
@@ -19,8 +24,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from common.config import ConfigError, describe_settings, load_settings, settings_table
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session
+
+    from common.config import Settings
 
 
 def config_check(args: argparse.Namespace) -> int:
@@ -158,6 +172,7 @@ def breakers(args: argparse.Namespace) -> int:
                 print(f"{error} (see `jenga breakers`)", file=sys.stderr)
                 return 1
             print(f"breaker {args.name}: {view['state']}")
+            _audit_breaker(settings, args.name, args.action)
             return 0
         view = fleet_overview(client, settings.jenga_namespace)
     except redis.RedisError as error:
@@ -190,6 +205,155 @@ def breakers(args: argparse.Namespace) -> int:
             f" in_flight={limit.get('in_flight')}"
         )
     return 0
+
+
+def _audit_breaker(settings: Settings, name: str, action: str) -> None:
+    from common.access.audit import BREAKER_FORCED, CLI, record_alone
+    from common.connections.database import make_engine
+
+    engine = make_engine(settings, pool_size=1)
+    try:
+        if not record_alone(engine, CLI, BREAKER_FORCED, name, {"action": action}):
+            print(
+                f"warning: breaker {name} was forced, but its audit entry could not be stored"
+                " in PostgreSQL; check DATABASE_URL",
+                file=sys.stderr,
+            )
+    finally:
+        engine.dispose()
+
+
+def on_database(work: Callable[[Session], int]) -> int:
+    """``work(session)`` on the configured PostgreSQL; one clear line, exit 1, when it
+    cannot be reached or has not been migrated."""
+    from psycopg import errors as pg_errors
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.orm import Session
+
+    from common.connections.database import make_engine
+    from common.connections.probes import describe_error
+
+    try:
+        settings = load_settings(wait_seconds=0)
+    except ConfigError as error:
+        print(error.message(), file=sys.stderr)
+        return 1
+    engine = make_engine(settings, pool_size=1)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            return work(session)
+    except DBAPIError as error:
+        if isinstance(error.orig, pg_errors.UndefinedTable):
+            advice = "the database is not migrated: run `alembic upgrade head`"
+        elif error.connection_invalidated or isinstance(error.orig, pg_errors.OperationalError):
+            advice = "PostgreSQL is unreachable; check DATABASE_URL"
+        else:
+            advice = "PostgreSQL refused it"
+        print(f"{advice} ({describe_error(error.orig or error)})", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    """Print the new key alone on stdout (``KEY=$(jenga keys create ...)``), the rest on
+    stderr."""
+    from common.access import key_store
+    from common.access.audit import CLI
+
+    def create(session: Session) -> int:
+        try:
+            row, key = key_store.create_key(session, CLI, args.scope, args.name)
+        except key_store.InvalidScope as error:
+            print(f"{error} (see `jenga apps list`)", file=sys.stderr)
+            return 2
+        print(key)
+        print(
+            f"key {row.id} ({row.prefix}..., scopes {' '.join(row.scopes)}) created;"
+            " it is shown only now: store it",
+            file=sys.stderr,
+        )
+        return 0
+
+    return on_database(create)
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    import json
+
+    from common.access import key_store
+
+    def show(session: Session) -> int:
+        rows = key_store.list_keys(session)
+        if args.json:
+            fields = ("id", "name", "prefix", "scopes", "created_at", "revoked_at")
+            print(json.dumps([{f: getattr(r, f) for f in fields} for r in rows], default=str))
+            return 0
+        print(f"keys: {len(rows)}")
+        for r in rows:
+            revoked = f"revoked {_when(r.revoked_at)}" if r.revoked_at else "live"
+            print(
+                f"  {r.id}  {r.prefix}...  {' '.join(r.scopes):30} created {_when(r.created_at)}"
+                f"  {revoked:27} {r.name}"
+            )
+        return 0
+
+    return on_database(show)
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    from common.access import key_store
+    from common.access.audit import CLI
+
+    def revoke(session: Session) -> int:
+        try:
+            key_store.revoke_key(session, CLI, args.key_id)
+        except key_store.UnknownKey as error:
+            print(f"{error} (see `jenga keys list`)", file=sys.stderr)
+            return 1
+        print(f"key {args.key_id}: revoked (API processes stop accepting it within 5 s)")
+        return 0
+
+    return on_database(revoke)
+
+
+def apps_create(args: argparse.Namespace) -> int:
+    from common.access import app_store
+    from common.access.audit import CLI
+
+    def create(session: Session) -> int:
+        try:
+            app = app_store.create_app(session, CLI, args.name, args.uid)
+        except app_store.UidTaken as error:
+            print(error, file=sys.stderr)
+            return 1
+        print(app.id)
+        return 0
+
+    return on_database(create)
+
+
+def apps_list(args: argparse.Namespace) -> int:
+    import json
+
+    from common.access import app_store
+
+    def show(session: Session) -> int:
+        apps = app_store.list_apps(session)
+        if args.json:
+            fields = ("id", "uid", "name", "created_at")
+            print(json.dumps([{f: getattr(a, f) for f in fields} for a in apps], default=str))
+            return 0
+        print(f"applications: {len(apps)}")
+        for a in apps:
+            print(f"  {a.id:36}  {a.uid or '-':20} created {_when(a.created_at)}  {a.name}")
+        return 0
+
+    return on_database(show)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,6 +398,34 @@ def build_parser() -> argparse.ArgumentParser:
     breaker.add_argument("name", nargs="?", help="the breaker (service) to force")
     breaker.add_argument("--json", action="store_true", help="print JSON instead of text")
     breaker.set_defaults(func=breakers)
+
+    keys = commands.add_parser("keys", help="create, list or revoke API keys (in PostgreSQL)")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create_key = keys_commands.add_parser("create", help="make a key; it is printed only now")
+    create_key.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        help="admin, app:<app> or app:<app>:read (the app by id or uid); repeat for more",
+    )
+    create_key.add_argument("--name", default="", help="free text for people")
+    create_key.set_defaults(func=keys_create)
+    list_keys = keys_commands.add_parser("list", help="every key: prefix, scopes, revoked or not")
+    list_keys.add_argument("--json", action="store_true", help="print JSON instead of text")
+    list_keys.set_defaults(func=keys_list)
+    revoke = keys_commands.add_parser("revoke", help="revoke a key by its id (key_...)")
+    revoke.add_argument("key_id", metavar="ID")
+    revoke.set_defaults(func=keys_revoke)
+
+    apps = commands.add_parser("apps", help="create or list applications (in PostgreSQL)")
+    apps_commands = apps.add_subparsers(dest="apps_command", required=True)
+    create_app = apps_commands.add_parser("create", help="make an application; prints its id")
+    create_app.add_argument("name")
+    create_app.add_argument("--uid", help="your own id for it (unique), usable as its id")
+    create_app.set_defaults(func=apps_create)
+    list_apps = apps_commands.add_parser("list", help="every application")
+    list_apps.add_argument("--json", action="store_true", help="print JSON instead of text")
+    list_apps.set_defaults(func=apps_list)
 
     run = commands.add_parser("run", help="run the local stack (web, worker, ops, beat, flower)")
     run.add_argument("processes", nargs="*", default=["web", "worker", "ops", "beat", "flower"])
