@@ -12,6 +12,10 @@ servers are stopped on the way out, after the processes that use them.
 While it runs, ``.jenga/local.env`` holds the settings it chose (URLs of the
 embedded servers, ports, namespace), so ``JENGA_ENV_FILE=.jenga/local.env
 jenga alarms`` works from another shell; it is removed on the way out.
+
+Unless ``JENGA_ADMIN_TOKEN`` is set, the first start makes a development API key
+with scope ``admin`` (audited as ``cli``) and keeps it in ``.jenga/admin.key``
+(mode 0600); later starts reuse it while the database still accepts it.
 """
 
 from __future__ import annotations
@@ -27,9 +31,14 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("JENGA_DATA_DIR", ROOT / ".jenga"))
+DEVELOPMENT_KEY_NAME = "development admin key (jenga run)"
 
 # What another shell needs to reach this stack with the operator commands.
 SHARED_SETTINGS = (
@@ -192,6 +201,67 @@ def local_env_file(env: Mapping[str, str], path: Path) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def development_key(settings: Settings, path: Path) -> str:
+    """The admin key kept in ``path`` while this database accepts it, else a new one,
+    written there (mode 0600: it is the key to everything)."""
+    from sqlalchemy.orm import Session
+
+    from common.access import key_store
+    from common.access.audit import CLI
+    from common.access.scopes import ADMIN
+    from common.connections.database import make_engine
+
+    engine = make_engine(settings, pool_size=1)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            if path.exists():
+                kept = path.read_text().strip()
+                row = key_store.live_key(session, kept)
+                if row is not None and ADMIN in row.scopes:
+                    return kept
+            _, key = key_store.create_key(session, CLI, [ADMIN], DEVELOPMENT_KEY_NAME)
+    finally:
+        engine.dispose()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    os.replace(partial, path)
+    return key
+
+
+def announce_admin_access(settings: Settings, key_file: Path) -> None:
+    """Say how to make admin calls: with ``JENGA_ADMIN_TOKEN``, else the development key."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from common.connections.probes import describe_error
+
+    api = f"http://127.0.0.1:{settings.port}"
+    if settings.jenga_admin_token is not None:
+        print(
+            f'jenga: admin calls: curl -H "Authorization: Bearer $JENGA_ADMIN_TOKEN" {api}/v1/apps',
+            flush=True,
+        )
+        return
+    try:
+        development_key(settings, key_file)
+    except (SQLAlchemyError, OSError) as error:
+        print(
+            f"jenga: could not make the development API key ({describe_error(error)});"
+            " set JENGA_ADMIN_TOKEN (16+ characters) for admin calls",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"jenga: development admin API key (scope admin) in {key_file}; from another shell:\n"
+        f"jenga:   export KEY=$(cat {key_file})\n"
+        f'jenga:   curl -H "Authorization: Bearer $KEY" {api}/v1/apps',
+        flush=True,
+    )
+
+
 def run(processes: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
@@ -253,12 +323,7 @@ def run(processes: list[str]) -> int:
             f"{bin_dir / 'jenga'} alarms (or breakers, worker health, config check)",
             flush=True,
         )
-        if not settings.jenga_admin_token:
-            print(
-                "jenga: JENGA_ADMIN_TOKEN is unset, so creating endpoints and sending messages"
-                " is refused (403); set it to 16+ characters",
-                flush=True,
-            )
+        announce_admin_access(settings, DATA / "admin.key")
         print("jenga: Ctrl-C stops everything", flush=True)
         honcho = subprocess.Popen(
             [str(bin_dir / "honcho"), "-f", str(ROOT / "Procfile"), "start", *processes],

@@ -1,6 +1,6 @@
 """`make run` (``jenga run``) on a machine with nothing configured: embedded
-PostgreSQL and Redis start, the four Procfile processes come up, and Ctrl-C
-stops everything, embedded servers included."""
+PostgreSQL and Redis start, the four Procfile processes come up, a development
+admin key opens the API, and Ctrl-C stops everything, embedded servers included."""
 
 import os
 import re
@@ -88,6 +88,17 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
             timeout=60,
         )
         assert alarms.returncode == 0, alarms.stderr
+        # No JENGA_ADMIN_TOKEN: a development admin key, kept private, that the API takes.
+        key_file = tmp_path / "admin.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert f"export KEY=$(cat {key_file})" in output
+        key = key_file.read_text().strip()
+        apps = httpx.get(
+            f"http://127.0.0.1:{api_port}/v1/apps",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=5,
+        )
+        assert apps.status_code == 200 and "app_default" in apps.text, apps.text
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         try:
@@ -101,6 +112,7 @@ def test_jenga_run_starts_the_stack_on_embedded_servers_and_stops_it(tmp_path, n
     assert not port_open("127.0.0.1", api_port) and not port_open("127.0.0.1", flower_port)
     assert not port_open("127.0.0.1", redis_port)
     assert "local-flower-pw" not in output
+    assert key not in output  # printed as $(cat .jenga/admin.key), never in the clear
 
 
 def test_data_of_another_postgres_major_is_moved_aside_not_deleted(tmp_path):
