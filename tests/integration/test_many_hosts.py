@@ -94,8 +94,9 @@ class Process:
         self.limits.close()
 
 
-def guard_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name.startswith("jenga-"))
+def threads_since(before: set[threading.Thread]) -> list[str]:
+    """The threads started since ``before`` and still running (other tests' may run too)."""
+    return sorted(t.name for t in threading.enumerate() if t not in before)
 
 
 def series_per_family(client, namespace) -> dict[str, set[str]]:
@@ -109,15 +110,17 @@ def series_per_family(client, namespace) -> dict[str, set[str]]:
 
 def test_hundreds_of_idle_receivers_leave_nothing_behind(redis_client, namespace):
     clock = Clock()
+    before = set(threading.enumerate())
     process = Process(redis_client, namespace, clock)
     try:
         busy = webhook_service("busy.example")
         held = process.call(busy, hold=True)  # a call in flight all along
-        threads_for_one = guard_threads()
+        guards = ["jenga-breaker-flush", "jenga-breaker-listen", "jenga-limit-sync"]
+        assert threads_since(before) == guards
 
         for i in range(HOSTS):
             process.call(webhook_service(f"h{i}.wildcard.example"))
-        assert guard_threads() == threads_for_one  # 2 for the breakers, 1 for every limit
+        assert threads_since(before) == guards  # 2 for the breakers, 1 for every limit
         assert len(process.breakers.breakers()) == len(process.limits.limits()) == HOSTS + 1
         assert len(process.alive()) == 2 * (HOSTS + 1)
         families = series_per_family(redis_client, namespace)
@@ -134,7 +137,7 @@ def test_hundreds_of_idle_receivers_leave_nothing_behind(redis_client, namespace
         assert [b.name for b in process.breakers.breakers()] == [busy]
         assert [limit.service for limit in process.limits.limits()] == [busy]
         assert len(process.alive()) == 2  # the busy service's breaker and limit, no other
-        assert guard_threads() == threads_for_one
+        assert threads_since(before) == guards
 
         # Used again: rebuilt from Redis (its breaker was forced open meanwhile).
         again = webhook_service("h7.wildcard.example")
