@@ -5,7 +5,8 @@ Every ``/v1`` route and every operator action needs ``Authorization: Bearer
 bootstrap admin token ``JENGA_ADMIN_TOKEN``. Missing, malformed, unknown or
 revoked: 401 with ``WWW-Authenticate: Bearer`` and nothing else said.
 
-* :func:`authenticate`: the :class:`~common.access.scopes.Principal` of the request.
+* :func:`authenticate`: the :class:`~common.access.scopes.Principal` of the request,
+  charged one request of its rate limit (429 over it: :mod:`api.rate_limit`).
 * :func:`require_admin`: an ``admin`` principal, else 401 (no key) or 403 (a key
   without the scope). With no admin token configured and no API key sent, 403
   ``admin API disabled``, as before keys existed.
@@ -21,10 +22,11 @@ import hmac
 import threading
 
 from cachetools import TTLCache
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.rate_limit import enforce_rate_limit
 from common.access.keys import key_hash, key_prefix, looks_like_key
 from common.access.scopes import ADMIN, Principal, parse_scope
 from common.delivery.models import ApiKey
@@ -52,7 +54,16 @@ def bearer(request: Request) -> str | None:
     return given.strip() if scheme.lower() == "bearer" and given.strip() else None
 
 
-def authenticate(request: Request) -> Principal:
+# ``response``: FastAPI's, for the RateLimit headers; None when called directly (no headers).
+def authenticate(request: Request, response: Response = None) -> Principal:
+    """The principal of the request's bearer token; 401 when there is none, 429 when it
+    is over its rate limit."""
+    principal = identify(request)
+    enforce_rate_limit(request, response, principal)
+    return principal
+
+
+def identify(request: Request) -> Principal:
     """The principal of the request's bearer token; 401 when there is none."""
     given = bearer(request)
     if given is None:
@@ -93,14 +104,14 @@ def forget_cached_keys() -> None:
         _cache.clear()
 
 
-def require_admin(request: Request) -> Principal:
+def require_admin(request: Request, response: Response = None) -> Principal:
     """An ``admin`` principal, else 401/403."""
     given = bearer(request)
     if request.app.state.settings.jenga_admin_token is None and not (
         given and looks_like_key(given)
     ):
         raise HTTPException(status_code=403, detail=DISABLED)
-    principal = authenticate(request)
+    principal = authenticate(request, response)
     if not principal.is_admin:
         raise HTTPException(status_code=403, detail="this key has no `admin` scope")
     return principal

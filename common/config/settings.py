@@ -127,6 +127,24 @@ class Settings(BaseSettings):
             " Unset: those calls are refused with 401/403."
         ),
     )
+    api_rate_limit_per_second: int = Field(
+        default=50,
+        ge=0,
+        le=100_000,
+        description=(
+            "Requests a second each API key (and the admin token) may make, across every API"
+            " process (a token bucket in Redis); over it: 429 with `Retry-After`. 0 = no limit."
+        ),
+    )
+    api_rate_limit_burst: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Requests a key may make at once after being idle: the size of its bucket,"
+            " refilled at `API_RATE_LIMIT_PER_SECOND`."
+        ),
+    )
     flower_port: int = Field(
         default=5555, ge=1, le=65535, description="Port of the Flower dashboard."
     )
