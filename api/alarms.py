@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 
 import redis
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from api.operator import require_operator
 from common.alarms.store import AlarmStore
 from common.connections.probes import describe_error
 from common.support.logs import log_event
 
-router = APIRouter(tags=["alarms"])
+# Operator routes: an admin key, or the private OPS_PORT listener (api/operator.py).
+router = APIRouter(tags=["alarms"], dependencies=[Depends(require_operator)])
 log = logging.getLogger("jenga.api")
 
 

@@ -25,6 +25,7 @@ from api import (
     status,
 )
 from api.body_limit import BodySizeLimit, body_limit
+from api.operator import start_operator_listener
 from api.tenancy import app_in_path
 from common.config import Settings
 from common.connections.database import make_engine
@@ -39,9 +40,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = make_engine(settings)
         for module in LIFECYCLE_MODULES:
             await module.startup(app)
+        ops = None
+        if settings.ops_port is not None:
+            ops = start_operator_listener(app, settings.ops_host, settings.ops_port)
         try:
             yield
         finally:
+            if ops is not None:
+                ops.should_exit = True
             for module in reversed(LIFECYCLE_MODULES):
                 await module.shutdown(app)
             app.state.engine.dispose()

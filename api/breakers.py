@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import require_admin
+from api.operator import require_operator
 from common.access.audit import BREAKER_FORCED, record_alone
 from common.access.scopes import Principal
 from common.connections.probes import describe_error
@@ -23,7 +24,8 @@ from common.guards.force import InvalidBreakerName, UnknownBreaker, force_breake
 from common.guards.overview import fleet_overview
 from common.support.logs import log_event
 
-router = APIRouter(tags=["breakers"])
+# Operator routes: an admin key, or the private OPS_PORT listener (api/operator.py).
+router = APIRouter(tags=["breakers"], dependencies=[Depends(require_operator)])
 log = logging.getLogger("jenga.api")
 
 NO_STORE = {"Cache-Control": "no-store"}

@@ -17,9 +17,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api.operator import require_operator
 from common.connections.dependency import Dependencies, DependencyState
 
 router = APIRouter(tags=["health"])
@@ -113,7 +114,11 @@ def health_document(snapshot: dict[str, DependencyState]) -> dict[str, Any]:
     }
 
 
-@router.get("/health", responses={503: {"description": "a dependency is down"}})
+@router.get(
+    "/health",
+    responses={503: {"description": "a dependency is down"}},
+    dependencies=[Depends(require_operator)],
+)
 async def health(request: Request) -> JSONResponse:
     """Detail per dependency (application/health+json); 503 when any check fails."""
     document = health_document(_snapshot(request))

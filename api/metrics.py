@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from api.operator import require_operator
 from common.broker import queue_names
 from common.connections.probes import describe_error
 from common.health.fleet_metrics import FleetCollector, FleetMetrics
@@ -47,7 +48,8 @@ from common.redis.client import make_redis
 from common.redis.keys import RedisKeys
 from common.support.logs import log_event
 
-router = APIRouter(tags=["operations"])
+# Operator routes: an admin key, or the private OPS_PORT listener (api/operator.py).
+router = APIRouter(tags=["operations"], dependencies=[Depends(require_operator)])
 log = logging.getLogger("jenga.api")
 
 DEPENDENCY_STATES = ("connecting", "up", "down")

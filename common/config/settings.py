@@ -113,6 +113,18 @@ class Settings(BaseSettings):
     port: int = Field(
         default=8000, ge=1, le=65535, description="Port of the HTTP API (`web` process)."
     )
+    ops_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "When set, the `web` process also serves the operator routes (`/health`, `/status`,"
+            " `/metrics`, `/alarms`, `GET /breakers`) on this port without a key, for Prometheus"
+            " and dashboards; bind it to a private interface (`OPS_HOST`). Unset: those routes"
+            " need an `admin` key."
+        ),
+    )
+    ops_host: str = Field(default="127.0.0.1", description="Interface of the `OPS_PORT` listener.")
     jenga_env: Literal["development", "production"] = Field(
         default="development",
         description=(

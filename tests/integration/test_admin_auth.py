@@ -42,7 +42,8 @@ def test_missing_or_wrong_token_is_401(api, header):
         assert response.headers["www-authenticate"] == "Bearer"
         assert TOKEN not in response.text
         # nothing was forced
-        assert client.get("/breakers").json()["breakers"] == []
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.get("/breakers", headers=admin).json()["breakers"] == []
 
 
 def test_right_token_forces_open_close_reset(api, redis_client, namespace):
@@ -51,7 +52,7 @@ def test_right_token_forces_open_close_reset(api, redis_client, namespace):
         opened = client.post("/breakers/webhook:example.com/open", headers=auth)
         assert opened.status_code == 200, opened.text
         assert opened.json()["state"] == "open" and opened.json()["forced"] is True
-        listed = client.get("/breakers").json()
+        listed = client.get("/breakers", headers=auth).json()
         assert [b["name"] for b in listed["breakers"]] == ["webhook:example.com"]
         assert listed["fallback"] is False
         # opening raised the alarm
@@ -66,3 +67,17 @@ def test_right_token_forces_open_close_reset(api, redis_client, namespace):
         assert reset.json()["total_trips"] == 0
         assert client.post("/breakers/nope/close", headers=auth).status_code == 404
         assert client.post("/breakers/slack/explode", headers=auth).status_code == 422
+
+
+def test_operator_routes_need_an_admin_key_and_up_and_live_do_not(api):
+    """They name hosts, users and driver errors: not for anyone who can reach the API."""
+    with api(TOKEN) as client:
+        for path in ("/health", "/status", "/metrics", "/alarms", "/breakers"):
+            anonymous = client.get(path)
+            assert anonymous.status_code == 401, path
+            assert client.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code in (
+                200,
+                503,
+            ), path
+        assert client.get("/live").status_code == 200
+        assert client.get("/up").status_code in (200, 503)

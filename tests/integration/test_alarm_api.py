@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.operator import OperatorListener
 from common.alarms.store import AlarmStore
 from common.config import load_settings
 from common.ops import cli
@@ -20,7 +21,7 @@ def test_get_alarms_shows_active_and_history(settings, store):
     store.record_check("postgres", False, "PostgreSQL is unreachable", details={"error": "refused"})
     store.set("breaker:acme", "breaker open", severity="warning")
     store.clear("breaker:acme")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(OperatorListener(create_app(settings))) as client:
         response = client.get("/alarms")
         assert response.status_code == 200
         body = response.json()
@@ -41,7 +42,7 @@ def test_get_alarms_when_redis_is_down_is_503(settings_env):
     settings = load_settings(
         {**settings_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, wait_seconds=0
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(OperatorListener(create_app(settings))) as client:
         response = client.get("/alarms")
     assert response.status_code == 503
     assert "Redis is unreachable" in response.json()["error"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.operator import OperatorListener
 from common.config import load_settings
 from common.guards.breaker import policy as bp
 from common.guards.breaker.registry import BreakerRegistry
@@ -18,7 +19,7 @@ def test_lists_a_tripped_breaker_with_its_counts(settings, redis_client, namespa
     breaker.record(False)
     breaker.record(True)
     registry.flush()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(OperatorListener(create_app(settings))) as client:
         body = client.get("/breakers").json()
         (view,) = body["breakers"]
         assert view["state"] == "closed" and view["window"] == {
@@ -42,7 +43,7 @@ def test_redis_down_is_503_with_fallback(settings_env):
         "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",
         "CHECK_TIMEOUT_SECONDS": "0.3",
     }
-    with TestClient(create_app(load_settings(env, wait_seconds=0))) as client:
+    with TestClient(OperatorListener(create_app(load_settings(env, wait_seconds=0)))) as client:
         response = client.get("/breakers")
     assert response.status_code == 503
     assert response.json()["fallback"] is True

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from api.operator import OperatorListener
 from common.alarms.store import AlarmStore
 from common.guards.breaker.registry import policy_from_settings
 from common.guards.breaker.store import BreakerStore
@@ -171,7 +172,7 @@ def test_metrics_endpoint_shows_state_and_fleet_counters(settings, redis_client,
             "jenga.selftest", args=["x"], queue=f"{namespace}.default", priority=priority
         )
 
-    with TestClient(create_app(settings)) as client:
+    with TestClient(OperatorListener(create_app(settings))) as client:
         wait_for(
             lambda: all(
                 f'jenga_dependency_up{{dependency="{name}"}} 1.0' in text
@@ -221,7 +222,7 @@ def test_metrics_endpoint_answers_with_redis_down(settings_env, redis_server, na
         wait_seconds=0,
     )
     redis_server.stop()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(OperatorListener(create_app(settings))) as client:
         wait_for(
             lambda: (
                 'jenga_dependency_state{dependency="redis",state="down"} 1.0'
@@ -269,7 +270,7 @@ def test_four_prefork_processes_add_up_exactly(settings, settings_env, redis_cli
                 "jenga.metrics.probe", args=[token, per_task, service], queue=f"{namespace}.default"
             )
         key = ("jenga_deliveries_total", (("outcome", "probe"), ("service", service)))
-        with TestClient(create_app(settings)) as client:
+        with TestClient(OperatorListener(create_app(settings))) as client:
             wait_for(
                 lambda: (
                     samples(client.get("/metrics").text).get(key) == tasks * per_task

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from api.operator import OperatorListener
 from common.alarms.store import AlarmStore
 from common.config import load_settings
 from common.guards.breaker import policy as bp
@@ -273,7 +274,7 @@ def test_one_load_reads_as_many_keys_for_120_receivers_as_for_30(
     settings = load_settings(env, wait_seconds=0)
     clock = Clock()
     read: list[list[str]] = []
-    with TestClient(create_app(settings)) as client:
+    with TestClient(OperatorListener(create_app(settings))) as client:
         for receivers in (range(30), range(30, 120)):
             for alarm in AlarmStore(redis_client, namespace).active():  # as many open as before
                 AlarmStore(redis_client, namespace).clear(alarm["id"])

@@ -50,10 +50,19 @@ def test_health_document_shape():
     assert health_document(snapshot)["status"] == "pass"
 
 
+TOKEN = "health-admin-token-0123456789"
+
+
 def start_api(env: dict[str, str]) -> tuple[JengaProcess, str]:
     port = free_port()
     api = JengaProcess.api(
-        jenga_env(**env, PORT=str(port), CHECK_INTERVAL_SECONDS="0.2", CHECK_TIMEOUT_SECONDS="1")
+        jenga_env(
+            **env,
+            PORT=str(port),
+            CHECK_INTERVAL_SECONDS="0.2",
+            CHECK_TIMEOUT_SECONDS="1",
+            JENGA_ADMIN_TOKEN=TOKEN,
+        )
     ).start()
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{base}/live", timeout=1).status_code == 200, 30, what="API /live")
@@ -61,7 +70,8 @@ def start_api(env: dict[str, str]) -> tuple[JengaProcess, str]:
 
 
 def get(base: str, path: str) -> httpx.Response:
-    return httpx.get(base + path, timeout=2)
+    """As an operator: /health needs an admin key (/up and /live do not)."""
+    return httpx.get(base + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2)
 
 
 def up_status(base: str) -> int:

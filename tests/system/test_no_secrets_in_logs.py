@@ -101,10 +101,13 @@ def test_no_secret_reaches_any_process_output(settings_env, namespace, redis_cli
             headers={"Authorization": "Bearer wrong-token-123456"},
             timeout=5,
         ).status_code in (401, 403)
-        assert httpx.get(f"{base}/alarms?limit=nope", timeout=5).status_code == 422
-        assert httpx.get(f"{base}/health", timeout=5).status_code == 503
-        assert httpx.get(f"{base}/status", timeout=5).status_code == 200
-        assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200
+        assert httpx.get(f"{base}/alarms?limit=nope", headers=headers, timeout=5).status_code == 422
+        assert httpx.get(f"{base}/health", headers=headers, timeout=5).status_code == 503
+        assert httpx.get(f"{base}/status", headers=headers, timeout=5).status_code == 200
+        assert httpx.get(f"{base}/metrics", headers=headers, timeout=5).status_code == 200
+        # Without the key the operator routes say nothing at all.
+        refused = httpx.get(f"{base}/health", timeout=5)
+        assert refused.status_code == 401 and "Connection refused" not in refused.text
         flower_base = f"http://127.0.0.1:{flower_port}"
         wait_for(
             lambda: (
@@ -121,7 +124,7 @@ def test_no_secret_reaches_any_process_output(settings_env, namespace, redis_cli
             == 401
         )
         # The health body carries the driver's error: masked too.
-        body = httpx.get(f"{base}/health", timeout=5).text
+        body = httpx.get(f"{base}/health", headers=headers, timeout=5).text
         assert db_password not in body and "Connection refused" in body
     finally:
         for process in processes.values():

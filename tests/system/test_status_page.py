@@ -148,23 +148,26 @@ def test_status_page_in_chromium_shows_postgres_down_and_its_alarm(
     for outcome in ("delivered", "delivered", "failed"):
         metrics.record_delivery(outcome, 0.05, "hooks.example")
 
-    port = free_port()
+    port, ops_port = free_port(), free_port()
     closed = free_port()  # nothing listens there: PostgreSQL is "down"
     env = dict(
         settings_env,
         PORT=str(port),
+        OPS_PORT=str(ops_port),  # the private listener: a browser there needs no key
         DATABASE_URL=f"postgresql://jenga:pw@127.0.0.1:{closed}/jenga",
         CHECK_INTERVAL_SECONDS="0.2",
         CHECK_TIMEOUT_SECONDS="0.5",
     )
     api = JengaProcess.api(jenga_env(**env)).start()
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{ops_port}"
     try:
         wait_for(
             lambda: "postgres down" in httpx.get(f"{base}/status", timeout=2).text,
             30,
             what="postgres down on /status",
         )
+        # The same page on the public listener needs an admin key.
+        assert httpx.get(f"http://127.0.0.1:{port}/status", timeout=2).status_code in (401, 403)
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(

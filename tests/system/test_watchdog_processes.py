@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.operator import OperatorListener
 from common.config import load_settings
 from tests.support.fake_slack import FakeSlack
 from tests.support.servers import JengaProcess, jenga_env, wait_for
@@ -84,7 +85,7 @@ def texts_about(slack: FakeSlack, alarm_id: str, kind: str) -> list[str]:
 
 
 def alarms_now(settings) -> dict:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(OperatorListener(create_app(settings))) as client:
         response = client.get("/alarms")
     return {"status": response.status_code, **response.json()}
 

@@ -61,7 +61,7 @@ def test_delivered_signed_retried_and_recorded(broker_env, redis_client):
                 rf'jenga_deliveries_total\{{(?=[^}}]*outcome="{outcome}")'
                 rf'(?=[^}}]*service="webhook:127.0.0.1")[^}}]*\}} 1\.0'
             )
-            return re.search(pattern, client.get("/metrics").text) is not None
+            return re.search(pattern, client.get("/metrics", headers=AUTH).text) is not None
 
         wait_for(lambda: counted("retry") and counted("delivered"), 10, what="delivery metrics")
 
