@@ -165,6 +165,9 @@ BEHAVIOURS: dict[str, Behaviour] = {
         b"HTTP/1.1 500 Oops\r\nContent-Length: 6", b"\xff\xfe\xc3(ok"
     ),
     "NUL in a header": answer(b"HTTP/1.1 503 Busy\r\nX-Bad: a\x00b\r\nContent-Length: 0"),
+    "invalid UTF-8 in a header": answer(
+        b"HTTP/1.1 503 Busy\r\nRetry-After: \xff\xfe\r\nX-Name: \xc3(\r\nContent-Length: 0"
+    ),
     "redirect to the metadata address": answer(
         b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\n"
         b"Content-Length: 0"

@@ -36,6 +36,7 @@ EXPECTED = {
     "NUL in the body": 500,
     "invalid UTF-8 in the body": 500,
     "NUL in a header": "RemoteProtocolError",
+    "invalid UTF-8 in a header": 503,  # recorded; the unreadable Retry-After is ignored
     "redirect to the metadata address": 302,  # recorded as it is, never followed
 }
 
@@ -129,3 +130,9 @@ def test_time_left_is_the_smaller_of_the_timeout_and_the_deadline():
         with pytest.raises(TimeoutError):
             time_left(1.0, TimeoutError, clock=lambda: now[0])
     assert time_left(5.0, TimeoutError) == 5.0  # no attempt in progress: no deadline
+
+
+def test_an_unreadable_retry_after_is_ignored_not_fatal(client):
+    with HostileReceiver(BEHAVIOURS["invalid UTF-8 in a header"]) as rx:
+        result = send(client, rx.url())
+    assert result.outcome.status_code == 503 and result.outcome.retry_after is None
