@@ -22,6 +22,7 @@ from api import (
     keys,
     messages,
     metrics,
+    openapi,
     status,
 )
 from api.body_limit import BodySizeLimit, body_limit
@@ -38,6 +39,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.redis = redis_for(settings)
         app.state.engine = make_engine(settings)
+        # Reads get a pool of their own: slow lists can never starve writes (api/tenancy.py).
+        app.state.read_engine = make_engine(settings)
         for module in LIFECYCLE_MODULES:
             await module.startup(app)
         ops = None
@@ -51,10 +54,12 @@ def create_app(settings: Settings) -> FastAPI:
             for module in reversed(LIFECYCLE_MODULES):
                 await module.shutdown(app)
             app.state.engine.dispose()
+            app.state.read_engine.dispose()
             app.state.redis.close()
 
     app = FastAPI(title="Jenga", version="0.1.0", lifespan=lifespan)
     errors.install(app)  # JSON errors: 4xx for bad input, 503 when PostgreSQL is down
+    openapi.install(app)  # /openapi.json says so
     app.add_middleware(BodySizeLimit, limit=body_limit(settings.max_payload_bytes))
     for module in ROUTER_MODULES:
         if module not in TENANT_ROUTERS.values():

@@ -5,7 +5,8 @@ the sender's ``uid``; the routes without one (``/v1/endpoints``,
 ``/v1/messages``, kept for one release) mean the default application. A key
 that may not read the application gets 404, exactly as for one that does not
 exist, so ids of other tenants never leak; a read-only key that tries to write
-gets 403.
+gets 403. Routes declare those answers: :data:`APP_ERRORS`, and
+:data:`WRITE_ERRORS` on the ones that write.
 """
 
 from __future__ import annotations
@@ -16,18 +17,24 @@ from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from api.auth import authenticate
-from api.errors import ApiError
+from api.auth import KEY_ERRORS, authenticate
+from api.errors import ApiError, error_responses
 from common.access.scopes import Principal
 from common.delivery.models import DEFAULT_APP_ID, App
 
-__all__ = ["app_in_path", "current_app", "db_session", "find_app"]
+__all__ = ["APP_ERRORS", "WRITE_ERRORS", "app_in_path", "current_app", "db_session", "find_app"]
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
+APP_ERRORS = {**KEY_ERRORS, **error_responses(404)}
+WRITE_ERRORS = error_responses(403)  # a read-only key
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    """A session on the read pool for reads, on the write pool otherwise: however
+    many slow lists are in flight, a message can still be accepted."""
+    reading = request.method in READ_METHODS
+    engine = request.app.state.read_engine if reading else request.app.state.engine
+    with Session(engine, expire_on_commit=False) as session:
         yield session
 
 

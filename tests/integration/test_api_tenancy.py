@@ -154,3 +154,27 @@ def test_the_old_routes_are_the_default_application(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert paths["/v1/endpoints"]["get"].get("deprecated") is True
     assert any(p["name"] == "app" for p in paths["/v1/apps/{app}/endpoints"]["get"]["parameters"])
+
+
+def test_reads_that_hold_every_read_connection_never_starve_writes(client):
+    """Reads and writes have separate pools: with every read connection taken,
+    a message is still accepted, and a read waits its pool's timeout, then 503."""
+    endpoint = client.post("/v1/endpoints", json={"url": URL}, headers=ADMIN).json()
+    engine = client.app.state.read_engine
+    # make_engine's pool: pool_size connections, as many again in overflow.
+    held = [engine.connect() for _ in range(2 * engine.pool.size())]
+    try:
+        sent = client.post(
+            "/v1/messages",
+            json={"endpoint_id": endpoint["id"], "event_type": "a.b", "payload": {}},
+            headers=ADMIN,
+        )
+        assert sent.status_code == 202, sent.text
+        starved = client.get("/v1/messages", headers=ADMIN)
+        assert starved.status_code == 503 and starved.json()["error"]["code"] == (
+            "database_unavailable"
+        )
+    finally:
+        for connection in held:
+            connection.close()
+    assert client.get("/v1/messages", headers=ADMIN).status_code == 200
