@@ -1,0 +1,85 @@
+"""Level 5: webhook delivery (payloads, destinations, timeouts, retries, dispatch).
+
+One group of :class:`common.config.settings.Settings` fields; the validators that
+compare fields live there.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+__all__ = ["DeliverySettings"]
+
+
+class DeliverySettings(BaseModel):
+    """Webhook delivery settings."""
+
+    max_payload_bytes: int = Field(
+        default=262144,
+        ge=1024,
+        description=(
+            "Largest accepted message `payload` (serialized JSON, bytes); larger ones get 413."
+        ),
+    )
+    allow_private_destinations: bool = Field(
+        default=False,
+        description=(
+            "Let webhooks go to loopback/private/link-local addresses (local development, tests)."
+            " Refused when `JENGA_ENV=production`."
+        ),
+    )
+    delivery_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connect timeout of one webhook delivery attempt."
+    )
+    delivery_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Total time one delivery attempt may take; a later answer counts as a timeout.",
+    )
+    delivery_retry_schedule: str = Field(
+        default="5s,5m,30m,2h,5h,10h,10h",
+        description=(
+            "Delays between delivery attempts (ms/s/m/h/d); after the last one the message is"
+            " `failed`."
+        ),
+    )
+    delivery_retry_jitter: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description=(
+            "Each retry delay grows by a random fraction up to this, so retries spread out."
+        ),
+    )
+    delivery_dispatch_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often beat enqueues the messages that are due."
+    )
+    delivery_redispatch_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "A due message whose task has not started this long after enqueueing"
+            " (broker or worker lost) is enqueued again."
+        ),
+    )
+    delivery_dispatch_batch: int = Field(
+        default=500, ge=1, description="Most messages one dispatch run enqueues."
+    )
+    delivery_max_unrecorded_attempts: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "A message claimed this many times without an attempt being recorded (the worker"
+            " died during it, or PostgreSQL refused the record) is `failed` with the reason,"
+            " not sent again."
+        ),
+    )
+    task_time_limit_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "Backstop for every task: past 90% of this the task is interrupted (soft limit),"
+            " past it the pool process is replaced (hard limit, prefork pool only)."
+            " A delivery attempt itself ends within `DELIVERY_TIMEOUT_SECONDS`."
+        ),
+    )
