@@ -17,7 +17,7 @@ import redis
 from common.alarms.dispatch import send_notify_tasks
 from common.config import Settings
 from common.guards.breaker.alarm import alarm_hook
-from common.guards.breaker.registry import policy_from_settings
+from common.guards.breaker.policy import policy_from_settings
 from common.guards.breaker.store import BreakerStore
 from common.guards.names import SERVICE_NAME_RULE, is_service_name
 

@@ -10,7 +10,7 @@ from celery import bootsteps
 
 from common.alarms.dispatch import notify
 from common.config import get_settings
-from common.guards.breaker.registry import set_alarm_notifier, set_fallback_listener
+from common.guards.breaker.hooks import set_alarm_notifier, set_fallback_listener
 from common.health.heartbeat import (
     breakers_summary,
     clear_breaker_fallback,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 from common.support.backoff import backoff_ceiling
 
@@ -45,6 +46,7 @@ __all__ = [
     "admit",
     "force",
     "open_duration",
+    "policy_from_settings",
     "record",
     "record_probe",
     "settle",
@@ -263,3 +265,19 @@ def force(
     now_open = new.state != CLOSED
     change = Change(s.state, new.state, new.reason) if was_open != now_open else None
     return new, change
+
+
+def policy_from_settings(settings: Any) -> BreakerPolicy:
+    """The breaker policy the ``BREAKER_*`` settings describe."""
+    return BreakerPolicy(
+        failure_threshold=settings.breaker_failure_threshold,
+        failure_rate=settings.breaker_failure_rate,
+        min_calls=settings.breaker_min_calls,
+        window_seconds=settings.breaker_window_seconds,
+        slow_call_seconds=settings.breaker_slow_call_seconds,
+        slow_call_rate=settings.breaker_slow_call_rate,
+        open_seconds=settings.breaker_open_seconds,
+        open_max_seconds=settings.breaker_open_max_seconds,
+        half_open_calls=settings.breaker_half_open_calls,
+        lease_seconds=settings.breaker_probe_lease_seconds,
+    )

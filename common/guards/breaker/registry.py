@@ -27,12 +27,7 @@ trial-call lease reported); the ``SharedCircuitBreaker`` drop-in asks the regist
 again once its breaker was dropped.
 
 The default registry (:func:`default_registry`) sets and clears alarm
-``breaker:<name>`` and hands the alarm's transition to the notifier the hosting
-process installed with :func:`set_alarm_notifier` (the worker does it at start,
-before its pool forks); its fallback changes go to the listener of
-:func:`set_fallback_listener`. Both are looked up when used, so whichever code
-builds the registry first (``GuardedTask`` or the ``SharedCircuitBreaker``
-drop-in) gets the same hooks.
+``breaker:<name>`` and reports to the hooks of :mod:`common.guards.breaker.hooks`.
 """
 
 from __future__ import annotations
@@ -43,21 +38,28 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
-from common.alarms.store import Transition
 from common.config import get_settings
 from common.connections.probes import describe_error
 from common.guards.breaker import policy as bp
-from common.guards.breaker.alarm import Notify, OnTransition, alarm_hook
+from common.guards.breaker.alarm import OnTransition, alarm_hook
 from common.guards.breaker.breaker import SharedBreaker
+from common.guards.breaker.hooks import (
+    FallbackListener,
+    notify_installed,
+    report_fallback,
+    set_alarm_notifier,
+    set_fallback_listener,
+)
+from common.guards.breaker.policy import policy_from_settings
 from common.guards.breaker.store import BreakerStore
 from common.health.named_services import note_service
 from common.redis.client import redis_for
 from common.support.logs import log_event
-from common.support.per_process import PerProcess, ProcessSlot
+from common.support.per_process import PerProcess
 
 __all__ = [
     "BreakerRegistry",
@@ -71,28 +73,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("jenga.breaker")
-
-
-class FallbackListener(Protocol):
-    """Told ``(fallback, error)`` when a registry enters or leaves per-process fallback."""
-
-    def __call__(self, fallback: bool, error: str | None) -> None: ...
-
-
-def policy_from_settings(settings: Any) -> bp.BreakerPolicy:
-    """The breaker policy the ``BREAKER_*`` settings describe."""
-    return bp.BreakerPolicy(
-        failure_threshold=settings.breaker_failure_threshold,
-        failure_rate=settings.breaker_failure_rate,
-        min_calls=settings.breaker_min_calls,
-        window_seconds=settings.breaker_window_seconds,
-        slow_call_seconds=settings.breaker_slow_call_seconds,
-        slow_call_rate=settings.breaker_slow_call_rate,
-        open_seconds=settings.breaker_open_seconds,
-        open_max_seconds=settings.breaker_open_max_seconds,
-        half_open_calls=settings.breaker_half_open_calls,
-        lease_seconds=settings.breaker_probe_lease_seconds,
-    )
 
 
 class BreakerRegistry:
@@ -393,36 +373,6 @@ class BreakerRegistry:
 
 # --- the process's default registry ---------------------------------------------
 
-# Installed by the hosting process (the worker, at start: worker/steps/breakers.py) and
-# looked up when used, so it does not matter which code builds the registry first
-# (a SharedCircuitBreaker or a GuardedTask): alarms always reach people.
-_alarm_notifier: ProcessSlot[Notify | None] = ProcessSlot(None)
-_fallback_listener: ProcessSlot[FallbackListener | None] = ProcessSlot(None)
-
-
-def set_alarm_notifier(notify: Notify | None) -> None:
-    """Who this process tells about a breaker alarm's set/clear (``None``: nobody;
-    the alarm is still set)."""
-    _alarm_notifier.set(notify)
-
-
-def set_fallback_listener(listener: FallbackListener | None) -> None:
-    """Told ``(fallback, error)`` when this process's default registry enters or
-    leaves per-process fallback."""
-    _fallback_listener.set(listener)
-
-
-def _notify_installed(transition: Transition) -> None:
-    notify = _alarm_notifier.get()
-    if notify is not None:
-        notify(transition)
-
-
-def _report_fallback(fallback: bool, error: str | None) -> None:
-    listener = _fallback_listener.get()
-    if listener is not None:
-        listener(fallback, error)
-
 
 def _registry_from_settings() -> BreakerRegistry:
     settings = get_settings()
@@ -431,8 +381,8 @@ def _registry_from_settings() -> BreakerRegistry:
         client,
         settings.jenga_namespace,
         policy_from_settings(settings),
-        on_transition=alarm_hook(client, settings, _notify_installed),
-        on_fallback=_report_fallback,
+        on_transition=alarm_hook(client, settings, notify_installed),
+        on_fallback=report_fallback,
         idle_evict_seconds=settings.guard_idle_evict_seconds,
     ).start()
 
