@@ -16,14 +16,14 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from api.auth import authenticate, require_admin
-from api.errors import ApiError
+from api.auth import KEY_ERRORS, authenticate, require_admin
+from api.errors import ApiError, error_responses
 from api.tenancy import app_in_path, current_app, db_session
 from common.access import app_store
 from common.access.scopes import Principal
 from common.delivery.models import App
 
-router = APIRouter(prefix="/v1/apps", tags=["applications"])
+router = APIRouter(prefix="/v1/apps", tags=["applications"], responses=KEY_ERRORS)
 
 UID = Field(
     default=None,
@@ -70,7 +70,7 @@ class AppList(BaseModel):
     data: list[AppOut]
 
 
-@router.post("", status_code=201, response_model=AppOut)
+@router.post("", status_code=201, response_model=AppOut, responses=error_responses(403, 409))
 def create_app(
     body: AppIn,
     session: Session = Depends(db_session),
@@ -91,12 +91,22 @@ def list_apps(
     return AppList(data=[AppOut.of(app) for app in apps])
 
 
-@router.get("/{app}", response_model=AppOut, dependencies=[Depends(app_in_path)])
+@router.get(
+    "/{app}",
+    response_model=AppOut,
+    dependencies=[Depends(app_in_path)],
+    responses=error_responses(404),
+)
 def get_app(app: App = Depends(current_app)) -> AppOut:
     return AppOut.of(app)
 
 
-@router.patch("/{app}", response_model=AppOut, dependencies=[Depends(app_in_path)])
+@router.patch(
+    "/{app}",
+    response_model=AppOut,
+    dependencies=[Depends(app_in_path)],
+    responses=error_responses(403, 404, 409),
+)
 def update_app(
     body: AppUpdate, session: Session = Depends(db_session), app: App = Depends(current_app)
 ) -> AppOut:
@@ -114,7 +124,10 @@ def update_app(
 
 # require_admin before current_app: a key of another application gets 403, not 404.
 @router.delete(
-    "/{app}", status_code=204, dependencies=[Depends(app_in_path), Depends(require_admin)]
+    "/{app}",
+    status_code=204,
+    dependencies=[Depends(app_in_path), Depends(require_admin)],
+    responses=error_responses(403, 404, 409),
 )
 def delete_app(
     session: Session = Depends(db_session),

@@ -15,11 +15,16 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from api.auth import require_admin
+from api.auth import ADMIN_ERRORS, require_admin
 from api.tenancy import db_session
 from common.access.audit import AuditEntry, entries
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/v1/audit",
+    tags=["audit"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 
 class AuditOut(BaseModel):
@@ -52,7 +57,7 @@ class AuditList(BaseModel):
 @router.get("", response_model=AuditList)
 def list_audit(
     session: Session = Depends(db_session),
-    limit: int = Query(default=100, ge=1, le=1000),
+    limit: int = Query(default=100, ge=1, le=1000, description="Entries per page, 1 to 1000."),
     before: int | None = Query(default=None, ge=1, description="Entries older than this id."),
 ) -> AuditList:
     rows = entries(session, limit + 1, before)

@@ -14,6 +14,10 @@ revoked: 401 with ``WWW-Authenticate: Bearer`` and nothing else said.
 The admin token is compared with :func:`hmac.compare_digest`; a key is looked
 up by its SHA-256 (an index scan, no secret compared). Lookups are cached for
 ``KEY_CACHE_SECONDS`` per process, so a revoked key stops working within that.
+
+Both declare :data:`BEARER` (the OpenAPI ``securityScheme`` of every operation that
+needs a key) and answer the errors in :data:`KEY_ERRORS` / :data:`ADMIN_ERRORS`, which
+routers declare as their ``responses``.
 """
 
 from __future__ import annotations
@@ -22,20 +26,41 @@ import hmac
 import threading
 
 from cachetools import TTLCache
-from fastapi import HTTPException, Request, Response
+from fastapi import HTTPException, Request, Response, Security
+from fastapi.security import HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.errors import error_responses
 from api.rate_limit import enforce_rate_limit
 from common.access.keys import key_hash, key_prefix, looks_like_key
 from common.access.scopes import ADMIN, Principal, parse_scope
 from common.delivery.models import ApiKey
 
-__all__ = ["KEY_CACHE_SECONDS", "authenticate", "require_admin"]
+__all__ = [
+    "ADMIN_ERRORS",
+    "BEARER",
+    "KEY_CACHE_SECONDS",
+    "KEY_ERRORS",
+    "authenticate",
+    "require_admin",
+]
 
 DISABLED = "admin API disabled: set JENGA_ADMIN_TOKEN to enable it"
 KEY_CACHE_SECONDS = 5.0
 ADMIN_TOKEN = Principal("admin token", (parse_scope(ADMIN),))
+
+# Documents the scheme; the header itself is read by bearer(), which also serves direct callers.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="API key",
+    description="An API key (`jk_…`) or JENGA_ADMIN_TOKEN. The operator routes need an `admin`"
+    " one on the public listener and none on the OPS_PORT listener.",
+    auto_error=False,
+)
+# 503: a key is looked up in PostgreSQL (api/errors.py answers database_unavailable).
+KEY_ERRORS = error_responses(401, 429, 503)
+ADMIN_ERRORS = error_responses(401, 403, 429, 503)
 
 _cache: TTLCache = TTLCache(maxsize=10_000, ttl=KEY_CACHE_SECONDS)
 _cache_lock = threading.Lock()
@@ -55,7 +80,10 @@ def bearer(request: Request) -> str | None:
 
 
 # ``response``: FastAPI's, for the RateLimit headers; None when called directly (no headers).
-def authenticate(request: Request, response: Response = None) -> Principal:
+# ``_scheme``: declares BEARER on the operation (its value is bearer(request) again).
+def authenticate(
+    request: Request, response: Response = None, _scheme=Security(BEARER)
+) -> Principal:
     """The principal of the request's bearer token; 401 when there is none, 429 when it
     is over its rate limit."""
     principal = identify(request)
@@ -104,7 +132,9 @@ def forget_cached_keys() -> None:
         _cache.clear()
 
 
-def require_admin(request: Request, response: Response = None) -> Principal:
+def require_admin(
+    request: Request, response: Response = None, _scheme=Security(BEARER)
+) -> Principal:
     """An ``admin`` principal, else 401/403."""
     given = bearer(request)
     if request.app.state.settings.jenga_admin_token is None and not (

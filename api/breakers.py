@@ -2,8 +2,9 @@
 straight from Redis) and the admin actions ``POST /breakers/{name}/open|close|reset``
 (``Authorization: Bearer $JENGA_ADMIN_TOKEN``).
 
-Redis unreachable: 503 with ``fallback: true`` — every worker is then running
-per-process breakers and the fleet-wide view does not exist.
+Redis unreachable: 503 ``redis_unavailable`` with ``fallback: true`` beside the
+error — every worker is then running per-process breakers and the fleet-wide view
+does not exist.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import require_admin
-from api.operator import require_operator
+from api.errors import ApiError, error_response, error_responses
+from api.operator import OPERATOR_ERRORS, require_operator
 from common.access.audit import BREAKER_FORCED, record_alone
 from common.access.scopes import Principal
 from common.connections.probes import describe_error
@@ -25,7 +27,9 @@ from common.guards.overview import fleet_overview
 from common.support.logs import log_event
 
 # Operator routes: an admin key, or the private OPS_PORT listener (api/operator.py).
-router = APIRouter(tags=["breakers"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    tags=["breakers"], dependencies=[Depends(require_operator)], responses=OPERATOR_ERRORS
+)
 log = logging.getLogger("jenga.api")
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -33,24 +37,17 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def _unavailable(error: BaseException) -> JSONResponse:
     log_event(log, "breakers.unavailable", level=logging.WARNING, error=describe_error(error))
-    return JSONResponse(
-        {
-            "error": (
-                "breaker state unavailable: Redis is unreachable;"
-                " workers fall back to per-process breakers"
-            ),
-            "fallback": True,
-            "detail": describe_error(error),
-        },
-        status_code=503,
+    return error_response(
+        503,
+        "redis_unavailable",
+        f"breaker state unavailable: Redis is unreachable ({describe_error(error)});"
+        " workers fall back to per-process breakers",
         headers=NO_STORE,
+        extra={"fallback": True},
     )
 
 
-@router.get(
-    "/breakers",
-    responses={503: {"description": "Redis, which holds breaker state, is unreachable"}},
-)
+@router.get("/breakers")
 def breakers(request: Request):
     """Every circuit breaker (state, trips, window counts, probes) and every concurrency limit
     (limit, in flight)."""
@@ -61,14 +58,7 @@ def breakers(request: Request):
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.post(
-    "/breakers/{name}/{action}",
-    responses={
-        401: {"description": "missing or wrong admin token"},
-        403: {"description": "admin API disabled (no JENGA_ADMIN_TOKEN)"},
-        404: {"description": "no such breaker"},
-    },
-)
+@router.post("/breakers/{name}/{action}", responses=error_responses(404))
 def force(
     request: Request,
     action: Literal["open", "close", "reset"],
@@ -79,9 +69,9 @@ def force(
     try:
         body = force_breaker(request.app.state.redis, request.app.state.settings, name, action)
     except InvalidBreakerName as error:
-        return JSONResponse({"error": str(error)}, status_code=422)
+        raise ApiError(422, "invalid_breaker_name", str(error)) from None
     except UnknownBreaker as error:
-        return JSONResponse({"error": str(error)}, status_code=404)
+        raise ApiError(404, "breaker_not_found", str(error)) from None
     except redis.RedisError as error:
         return _unavailable(error)
     log_event(log, "breaker.forced", level=logging.WARNING, breaker=name, action=action)

@@ -13,16 +13,17 @@ write it); see :mod:`api.tenancy`.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import authenticate
 from api.errors import ApiError
-from api.pagination import ITERATOR, page, split
-from api.tenancy import current_app, db_session
+from api.pagination import ITERATOR, page, page_size, split
+from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
 from common.access.audit import ENDPOINT_DELETED, record
 from common.access.scopes import Principal
 from common.delivery.destinations import DestinationError, resolve_destination
@@ -31,22 +32,26 @@ from common.delivery.signing import generate_secret
 from common.delivery.urls import normalise_url
 
 # Mounted twice (api/app.py): under /v1/apps/{app}/endpoints and as /v1/endpoints.
-router = APIRouter(tags=["endpoints"])
+router = APIRouter(tags=["endpoints"], responses=APP_ERRORS)
+
+
+# Documented as a URI; checked by checked_url() (the SSRF policy), not by the model.
+WebhookUrl = Annotated[
+    str, Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri"})
+]
 
 
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(
-        min_length=1, max_length=2048, description="http(s) URL that receives the webhooks."
-    )
+    url: WebhookUrl = Field(description="http(s) URL that receives the webhooks.")
     description: str = Field(default="", max_length=1000, description="Free text for people.")
 
 
 class EndpointUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    url: WebhookUrl | None = None
     description: str | None = Field(default=None, max_length=1000)
 
 
@@ -106,7 +111,7 @@ def endpoint_or_404(
     return endpoint
 
 
-@router.post("", status_code=201, response_model=EndpointCreated)
+@router.post("", status_code=201, response_model=EndpointCreated, responses=WRITE_ERRORS)
 def create_endpoint(
     body: EndpointIn,
     request: Request,
@@ -130,7 +135,7 @@ def create_endpoint(
 def list_endpoints(
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
-    limit: int = Query(default=100, ge=1, le=500),
+    limit: int = page_size(500),
     iterator: str | None = ITERATOR,
 ) -> EndpointList:
     """Oldest first, a page at a time."""
@@ -148,7 +153,7 @@ def get_endpoint(
     return EndpointOut.of(endpoint_or_404(session, app, endpoint_id))
 
 
-@router.patch("/{endpoint_id}", response_model=EndpointOut)
+@router.patch("/{endpoint_id}", response_model=EndpointOut, responses=WRITE_ERRORS)
 def update_endpoint(
     endpoint_id: str,
     body: EndpointUpdate,
@@ -175,7 +180,7 @@ def _set_disabled(endpoint_id: str, session: Session, app: App, disabled: bool) 
     return EndpointOut.of(endpoint)
 
 
-@router.post("/{endpoint_id}/disable", response_model=EndpointOut)
+@router.post("/{endpoint_id}/disable", response_model=EndpointOut, responses=WRITE_ERRORS)
 def disable_endpoint(
     endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
 ) -> EndpointOut:
@@ -183,14 +188,14 @@ def disable_endpoint(
     return _set_disabled(endpoint_id, session, app, True)
 
 
-@router.post("/{endpoint_id}/enable", response_model=EndpointOut)
+@router.post("/{endpoint_id}/enable", response_model=EndpointOut, responses=WRITE_ERRORS)
 def enable_endpoint(
     endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
 ) -> EndpointOut:
     return _set_disabled(endpoint_id, session, app, False)
 
 
-@router.delete("/{endpoint_id}", status_code=204)
+@router.delete("/{endpoint_id}", status_code=204, responses=WRITE_ERRORS)
 def delete_endpoint(
     endpoint_id: str,
     session: Session = Depends(db_session),

@@ -13,6 +13,10 @@ Every error body has the same shape, so clients branch on a stable ``code``::
   nothing, try again (with the same ``Idempotency-Key`` for messages);
 * anything unexpected: 500 with a generic message; the details go to the log
   (scrubbed of secrets), not to the client.
+
+:class:`ErrorBody` is that shape as a model: :func:`error_response` builds every
+error body through it, and :func:`error_responses` documents it in the OpenAPI
+document for the statuses an operation can answer (see :mod:`api.openapi`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,6 +51,81 @@ STATUS_CODES = {
 }
 
 
+ERROR_SCHEMA_REF = "#/components/schemas/ErrorBody"
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+# What each error status means across the API; the error codes are the values of `error.code`.
+ERROR_STATUSES: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("The body is not valid JSON (`malformed_json`).", {}),
+    401: (
+        "No key, or an unknown or revoked one (`unauthorized`).",
+        {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    ),
+    403: (
+        "The key may not do this (`forbidden`): no `admin` scope, a read-only key for a write,"
+        " or the admin API disabled (no JENGA_ADMIN_TOKEN).",
+        {},
+    ),
+    404: (
+        "No such thing (`app_not_found`, `endpoint_not_found`, `message_not_found`,"
+        " `key_not_found`, `breaker_not_found`); another application's ids answer the same.",
+        {},
+    ),
+    409: (
+        "Refused in the current state (`uid_taken`, `endpoint_disabled`, `default_app`).",
+        {},
+    ),
+    413: ("The body or the payload is over the limit (`payload_too_large`).", {}),
+    422: (
+        "Invalid input: `invalid_request` (with `details` per field) or a specific code"
+        " (`invalid_url`, `invalid_scope`, `invalid_iterator`, `unknown_endpoint`,"
+        " `idempotency_key_reused`, `invalid_breaker_name`).",
+        {},
+    ),
+    429: ("Over this key's rate limit (`rate_limited`).", RETRY_AFTER),
+    503: (
+        "PostgreSQL is unavailable (`database_unavailable`): nothing was stored, retry later;"
+        " on the operator routes, Redis (`redis_unavailable`).",
+        RETRY_AFTER,
+    ),
+}
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where, e.g. `payload` or `query.limit`.")
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable, for programs to branch on: `invalid_request`, ...")
+    message: str = Field(description="For people: what is wrong and what to do.")
+    details: list[FieldError] | None = Field(
+        default=None, description="One entry per invalid field (`invalid_request`)."
+    )
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx and 5xx answer of the API."""
+
+    error: ErrorInfo
+    detail: str = Field(description="`error.message` again, FastAPI's usual field.")
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of ``statuses``, each with the :class:`ErrorBody` schema
+    (always ``application/json``, whatever the operation's own media type)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, headers = ERROR_STATUSES[status]
+        response: dict[str, Any] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
+        }
+        if headers:
+            response["headers"] = headers
+        responses[status] = response
+    return responses
+
+
 class ApiError(Exception):
     """An expected failure, answered as JSON with ``status`` and ``code``."""
 
@@ -55,12 +135,24 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        error["details"] = details
-    return JSONResponse({"error": error, "detail": message}, status_code=status, headers=headers)
+    """An :class:`ErrorBody` answer; ``extra`` adds members beside ``error`` and ``detail``."""
+    body = ErrorBody(
+        error=ErrorInfo(
+            code=code,
+            message=message,
+            details=None if details is None else [FieldError(**d) for d in details],
+        ),
+        detail=message,
+    )
+    content = {**body.model_dump(exclude_none=True), **(extra or {})}
+    return JSONResponse(content, status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:

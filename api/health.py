@@ -15,12 +15,14 @@ request nothing.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
-from api.operator import require_operator
+from api.errors import ERROR_SCHEMA_REF
+from api.operator import OPERATOR_ERRORS, require_operator
 from common.connections.dependency import Dependencies, DependencyState
 
 router = APIRouter(tags=["health"])
@@ -29,6 +31,53 @@ HEALTH_JSON = "application/health+json"
 CHECK_STATUS = {"up": "pass", "connecting": "warn", "down": "fail"}
 COMPONENT_TYPE = {"postgres": "datastore", "redis": "datastore", "broker": "system"}
 NO_CACHE = {"Cache-Control": "no-store"}
+
+
+class HealthJSONResponse(JSONResponse):
+    media_type = HEALTH_JSON
+
+
+# The shapes below document the answers (the routes build them as dicts).
+class Liveness(BaseModel):
+    status: Literal["OK"]
+
+
+class Readiness(BaseModel):
+    status: Literal["OK", "LOADING"]
+    missing: list[str] | None = Field(default=None, description="What is not reachable yet.")
+    dependencies: dict[str, str] | None = Field(
+        default=None, description="Each dependency's state: `up`, `connecting` or `down`."
+    )
+
+
+class HealthCheckResult(BaseModel):
+    componentId: str
+    componentType: str
+    status: Literal["pass", "warn", "fail"]
+    time: str | None
+    observedUnit: str
+    observedValue: float | None
+    state: str
+    changedAt: str | None
+    output: str | None = Field(default=None, description="Why, when the status is not `pass`.")
+
+
+class HealthDocument(BaseModel):
+    status: Literal["pass", "warn", "fail"]
+    description: str
+    checks: dict[str, list[HealthCheckResult]]
+
+
+HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **OPERATOR_ERRORS,
+    # A check fails (health+json); or, before that, a key could not be looked up (JSON error).
+    503: {
+        "model": HealthDocument,
+        "description": "A dependency is down (`status: fail`); or PostgreSQL is, for an API"
+        " key (`database_unavailable`).",
+        "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
+    },
+}
 
 
 async def startup(app: FastAPI) -> None:
@@ -48,13 +97,17 @@ def _snapshot(request: Request) -> dict[str, DependencyState]:
     return dependencies.snapshot() if dependencies is not None else {}
 
 
-@router.get("/live")
+@router.get("/live", response_model=Liveness)
 async def live() -> dict[str, str]:
     """200 whenever the process can answer, whatever its dependencies."""
     return {"status": "OK"}
 
 
-@router.get("/up", responses={503: {"description": "a dependency is not reachable yet"}})
+@router.get(
+    "/up",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is not reachable yet."}},
+)
 async def up(request: Request) -> JSONResponse:
     """Readiness: 200 when PostgreSQL, Redis and the broker are all reachable."""
     snapshot = _snapshot(request)
@@ -116,15 +169,14 @@ def health_document(snapshot: dict[str, DependencyState]) -> dict[str, Any]:
 
 @router.get(
     "/health",
-    responses={503: {"description": "a dependency is down"}},
+    response_class=HealthJSONResponse,
+    response_model=HealthDocument,
+    responses=HEALTH_RESPONSES,
     dependencies=[Depends(require_operator)],
 )
-async def health(request: Request) -> JSONResponse:
+async def health(request: Request) -> HealthJSONResponse:
     """Detail per dependency (application/health+json); 503 when any check fails."""
     document = health_document(_snapshot(request))
-    return JSONResponse(
-        document,
-        status_code=503 if document["status"] == "fail" else 200,
-        media_type=HEALTH_JSON,
-        headers=NO_CACHE,
+    return HealthJSONResponse(
+        document, status_code=503 if document["status"] == "fail" else 200, headers=NO_CACHE
     )

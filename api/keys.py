@@ -16,14 +16,19 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from api.auth import forget_cached_keys, require_admin
-from api.errors import ApiError
+from api.auth import ADMIN_ERRORS, forget_cached_keys, require_admin
+from api.errors import ApiError, error_responses
 from api.tenancy import db_session
 from common.access import key_store
 from common.access.scopes import Principal
 from common.delivery.models import ApiKey
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/v1/keys",
+    tags=["keys"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 
 class KeyIn(BaseModel):
@@ -83,7 +88,7 @@ def list_keys(session: Session = Depends(db_session)) -> KeyList:
     return KeyList(data=[KeyOut.of(row) for row in key_store.list_keys(session)])
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete("/{key_id}", status_code=204, responses=error_responses(404))
 def revoke_key(
     key_id: str,
     session: Session = Depends(db_session),

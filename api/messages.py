@@ -29,9 +29,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from api.errors import ApiError
-from api.pagination import ITERATOR, page, split
-from api.tenancy import current_app, db_session
+from api.errors import ApiError, error_responses
+from api.pagination import ITERATOR, page, page_size, split
+from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
 from common.broker import DELIVER_TASK, publisher, queue_names
 from common.config import Settings
 from common.connections.probes import describe_error
@@ -40,7 +40,9 @@ from common.support.logs import log_event
 
 log = logging.getLogger("jenga.api")
 # Mounted twice (api/app.py): under /v1/apps/{app}/messages and as /v1/messages.
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], responses=APP_ERRORS)
+# 409: the endpoint is disabled.
+SEND_ERRORS = {**WRITE_ERRORS, **error_responses(409)}
 
 
 async def startup(app: FastAPI) -> None:
@@ -200,12 +202,7 @@ def enqueue(request: Request, message_id: str) -> None:
     "",
     status_code=202,
     response_model=MessageOut,
-    responses={
-        409: {"description": "endpoint disabled"},
-        413: {"description": "payload too large"},
-        422: {"description": "invalid request, unknown endpoint, or Idempotency-Key reused"},
-        503: {"description": "PostgreSQL unavailable: nothing stored, retry"},
-    },
+    responses=SEND_ERRORS,
 )
 def create_message(
     body: MessageIn,
@@ -291,7 +288,7 @@ def list_messages(
     app: App = Depends(current_app),
     endpoint_id: str | None = None,
     status: str | None = Query(default=None, pattern="^(" + "|".join(MESSAGE_STATUSES) + ")$"),
-    limit: int = Query(default=100, ge=1, le=1000),
+    limit: int = page_size(1000),
     iterator: str | None = ITERATOR,
 ) -> MessageList:
     """Newest first, a page at a time."""
@@ -342,9 +339,7 @@ def get_message(
 
 
 @router.post(
-    "/{message_id}/retry",
-    status_code=202,
-    response_model=MessageOut,
+    "/{message_id}/retry", status_code=202, response_model=MessageOut, responses=SEND_ERRORS
 )
 def retry_message(
     message_id: str,

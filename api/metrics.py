@@ -35,11 +35,11 @@ from typing import Any
 
 import redis
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from api.operator import require_operator
+from api.operator import OPERATOR_ERRORS, require_operator
 from common.broker import queue_names
 from common.connections.probes import describe_error
 from common.health.fleet_metrics import FleetCollector, FleetMetrics
@@ -49,7 +49,9 @@ from common.redis.keys import RedisKeys
 from common.support.logs import log_event
 
 # Operator routes: an admin key, or the private OPS_PORT listener (api/operator.py).
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    tags=["operations"], dependencies=[Depends(require_operator)], responses=OPERATOR_ERRORS
+)
 log = logging.getLogger("jenga.api")
 
 DEPENDENCY_STATES = ("connecting", "up", "down")
@@ -340,7 +342,8 @@ async def shutdown(app: FastAPI) -> None:
         broker.close()
 
 
-@router.get("/metrics", response_class=Response)
+# PlainTextResponse documents text/plain; the answer is Prometheus' own text/plain; version=...
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics(request: Request) -> Response:
     """Prometheus text format: fleet counters from Redis plus current-state gauges."""
     app = request.app

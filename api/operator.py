@@ -15,11 +15,14 @@ from __future__ import annotations
 import threading
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 
-from api.auth import require_admin
+from api.auth import ADMIN_ERRORS, BEARER, require_admin
 
-__all__ = ["OperatorListener", "require_operator", "start_operator_listener"]
+__all__ = ["OPERATOR_ERRORS", "OperatorListener", "require_operator", "start_operator_listener"]
+
+# What the public listener answers without an admin key (the document describes that one).
+OPERATOR_ERRORS = ADMIN_ERRORS
 
 MARK = "jenga.operator_listener"
 
@@ -36,7 +39,7 @@ class OperatorListener:
         await self.app(scope, receive, send)
 
 
-def require_operator(request: Request) -> None:
+def require_operator(request: Request, _scheme=Security(BEARER)) -> None:
     """Pass on the private listener; elsewhere, an ``admin`` key (401/403)."""
     if not request.scope.get(MARK):
         require_admin(request)

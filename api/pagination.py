@@ -19,11 +19,16 @@ from sqlalchemy import Select, and_, or_
 
 from api.errors import ApiError
 
-__all__ = ["ITERATOR", "decode", "encode", "page", "split"]
+__all__ = ["ITERATOR", "decode", "encode", "page", "page_size", "split"]
 
 ITERATOR = Query(
     default=None, max_length=200, description="From the previous page's `iterator`: the next page."
 )
+
+
+def page_size(most: int):
+    """The ``?limit=`` parameter of a list: 100 items a page unless asked, at most ``most``."""
+    return Query(default=100, ge=1, le=most, description=f"Items per page, 1 to {most}.")
 
 
 def encode(created_at: datetime, row_id: str) -> str:

@@ -30,14 +30,16 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from api.metrics import FleetView, read_fleet
-from api.operator import require_operator
+from api.operator import OPERATOR_ERRORS, require_operator
 from common.connections.probes import describe_error
 from common.guards.breaker.alarm import breaker_severity
 from common.health.fleet_metrics import FleetMetrics
 from common.health.named_services import OTHER
 
 # Operator routes: an admin key, or the private OPS_PORT listener (api/operator.py).
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    tags=["operations"], dependencies=[Depends(require_operator)], responses=OPERATOR_ERRORS
+)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 REFRESH_SECONDS = 10

@@ -40,7 +40,10 @@ def db_session(request: Request) -> Iterator[Session]:
 
 def app_in_path(
     app: str = Path(
-        min_length=1, max_length=255, description="The application's id (`app_…`) or its `uid`."
+        min_length=1,
+        max_length=255,
+        description="The application's id (`app_…`) or its `uid`.",
+        examples=[DEFAULT_APP_ID],
     ),
 ) -> None:
     """Declares ``{app}`` for the routes mounted under ``/v1/apps/{app}/``."""

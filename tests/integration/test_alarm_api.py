@@ -45,7 +45,8 @@ def test_get_alarms_when_redis_is_down_is_503(settings_env):
     with TestClient(OperatorListener(create_app(settings))) as client:
         response = client.get("/alarms")
     assert response.status_code == 503
-    assert "Redis is unreachable" in response.json()["error"]
+    assert response.json()["error"]["code"] == "redis_unavailable"
+    assert "Redis is unreachable" in response.json()["error"]["message"]
 
 
 def test_cli_lists_alarms(settings_env, store, monkeypatch, capsys):
