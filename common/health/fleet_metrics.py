@@ -28,120 +28,61 @@ goes down. A receiver ranked out loses its series (Prometheus sees it end, as
 for a target that went away); one ranked in starts from zero.
 
 Redis keys (:mod:`common.redis.keys`): ``RedisKeys.metric`` (a hash per metric,
-one field per label set; histograms add ``|le=<bound>``, ``|sum``, ``|count``),
+its fields laid out in :mod:`common.health.metric_specs`),
 ``history`` (a hash per service and minute), and the named services' keys.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 import redis
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from common.connections.probes import describe_error
-from common.health.named_services import OTHER, Named, NamedServices, Ranking, read_named
+from common.health.fleet_collector import FleetCollector, families
+from common.health.metric_specs import (
+    DELIVERIES,
+    DELIVERY_DURATION,
+    DROPPED,
+    HISTORY_MINUTES,
+    HISTORY_TTL_SECONDS,
+    METRICS,
+    SUCCESS_OUTCOMES,
+    MetricSpec,
+    bucket_for,
+    by_service,
+    label_field,
+    minute_of,
+    relabelled,
+    service_of,
+)
+from common.health.named_services import OTHER, NamedServices, Ranking, read_named
 from common.redis.keys import RedisKeys
 from common.support.backoff import full_jitter_backoff
 from common.support.logs import log_event
 from common.support.per_process import PerProcess
 
+__all__ = [
+    "DELIVERIES",
+    "DELIVERY_DURATION",
+    "DROPPED",
+    "HISTORY_MINUTES",
+    "HISTORY_TTL_SECONDS",
+    "METRICS",
+    "FleetCollector",
+    "FleetMetrics",
+    "MetricSpec",
+    "bucket_for",
+    "default_metrics",
+    "families",
+    "minute_of",
+    "record_delivery",
+]
+
 log = logging.getLogger("jenga.metrics")
-
-HISTORY_MINUTES = 60
-HISTORY_TTL_SECONDS = (HISTORY_MINUTES + 5) * 60
-# Delivery attempts take milliseconds to DELIVERY_TIMEOUT_SECONDS (15 s by default).
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
-# Outcomes that count as a successful delivery in the status page's throughput chart.
-SUCCESS_OUTCOMES = frozenset({"delivered", "success", "succeeded", "ok", "probe"})
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One fleet-wide metric: its Prometheus name (without ``_total``), kind, help and labels."""
-
-    name: str
-    kind: str  # "counter" | "histogram"
-    help: str
-    labels: tuple[str, ...]
-    buckets: tuple[float, ...] = ()
-
-
-DELIVERIES = MetricSpec(
-    "jenga_deliveries",
-    "counter",
-    "Webhook delivery attempts by outcome, whole fleet.",
-    ("service", "outcome"),
-)
-DELIVERY_DURATION = MetricSpec(
-    "jenga_delivery_duration_seconds",
-    "histogram",
-    "Duration of webhook delivery attempts, whole fleet.",
-    ("service",),
-    DURATION_BUCKETS,
-)
-DROPPED = MetricSpec(
-    "jenga_metrics_dropped",
-    "counter",
-    "Metric events dropped because Redis was unreachable (reported once it is back).",
-    (),
-)
-
-METRICS: dict[str, MetricSpec] = {
-    spec.name: spec for spec in (DELIVERIES, DELIVERY_DURATION, DROPPED)
-}
-
-
-def _label_key(spec: MetricSpec, labels: Mapping[str, str]) -> str:
-    if set(labels) != set(spec.labels):
-        raise ValueError(f"{spec.name} takes labels {list(spec.labels)}, got {sorted(labels)}")
-    return _encode([str(labels[name]) for name in spec.labels])
-
-
-def _encode(values: list[str]) -> str:
-    return json.dumps(values, separators=(",", ":"))
-
-
-def _split_field(spec: MetricSpec, field: str) -> tuple[list[str], str]:
-    """A hash field's label values and what follows them (``|le=…``, ``|sum``, ``|count``
-    for a histogram, nothing for a counter)."""
-    if spec.kind == "counter":
-        return json.loads(field), ""
-    labels, bar, part = field.rpartition("|")
-    return json.loads(labels), bar + part
-
-
-def _relabelled(spec: MetricSpec, field: str, label: Callable[[str], str]) -> str:
-    """``field`` with its service label replaced by ``label(service)``."""
-    values, suffix = _split_field(spec, field)
-    at = spec.labels.index("service")
-    values[at] = label(values[at])
-    return _encode(values) + suffix
-
-
-def _service_of(spec: MetricSpec, field: str) -> str:
-    return _split_field(spec, field)[0][spec.labels.index("service")]
-
-
-def _by_service(specs: Mapping[str, MetricSpec]) -> list[MetricSpec]:
-    return [spec for spec in specs.values() if "service" in spec.labels]
-
-
-def bucket_for(buckets: tuple[float, ...], seconds: float) -> float | None:
-    """The smallest bound ``>= seconds``; None when only ``+Inf`` holds it."""
-    for bound in buckets:
-        if seconds <= bound:
-            return bound
-    return None
-
-
-def minute_of(timestamp: float) -> int:
-    return int(timestamp // 60) * 60
 
 
 class FleetMetrics:
@@ -216,7 +157,7 @@ class FleetMetrics:
     def apply_ranking(self, ranking: Ranking) -> None:
         """Write ``ranking``, and in the same transaction end the series of the receivers
         ranked out and move leftovers (recorded under a name already lost) to ``other``."""
-        specs = _by_service(METRICS)
+        specs = by_service(METRICS)
         pipe = self.client.pipeline(transaction=False)
         for spec in specs:
             pipe.hgetall(self.keys.metric(spec.name))
@@ -226,11 +167,11 @@ class FleetMetrics:
         for spec, raw in zip(specs, raws, strict=True):
             key = self.keys.metric(spec.name)
             for field, value in raw.items():
-                fate = ranking.fate(_service_of(spec, field))
+                fate = ranking.fate(service_of(spec, field))
                 if fate == "keep":
                     continue
                 if fate == "fold":
-                    other = _relabelled(spec, field, lambda _: OTHER)
+                    other = relabelled(spec, field, lambda _: OTHER)
                     if field.endswith("|sum"):
                         pipe.hincrbyfloat(key, other, float(value))
                     else:
@@ -257,11 +198,11 @@ class FleetMetrics:
 
     def _count(self, pipe, name: str, labels: Mapping[str, str], n: int) -> None:
         spec = METRICS[name]
-        pipe.hincrby(self.keys.metric(name), _label_key(spec, labels), int(n))
+        pipe.hincrby(self.keys.metric(name), label_field(spec, labels), int(n))
 
     def _observe(self, pipe, name: str, labels: Mapping[str, str], seconds: float) -> None:
         spec = METRICS[name]
-        field = _label_key(spec, labels)
+        field = label_field(spec, labels)
         key = self.keys.metric(name)
         bound = bucket_for(spec.buckets, seconds)
         if bound is not None:
@@ -349,67 +290,6 @@ class FleetMetrics:
             if any(point["deliveries"] or point["limit"] is not None for point in series):
                 result[service] = series
         return result
-
-
-class FleetCollector:
-    """prometheus-client collector over the fleet-wide counters and histograms in Redis.
-    With Redis unreachable it yields nothing (the caller reports that separately)."""
-
-    def __init__(self, client: redis.Redis, namespace: str):
-        self.client = client
-        self.keys = RedisKeys(namespace)
-
-    def collect(self) -> Iterator[Metric]:
-        # One transaction: the fields and the names as one ranking left them, so a
-        # ranked-out receiver's total never shows up under "other" for one scrape.
-        pipe = self.client.pipeline(transaction=True)
-        for spec in METRICS.values():
-            pipe.hgetall(self.keys.metric(spec.name))
-        pipe.zrange(self.keys.named_services(), 0, -1)
-        *raws, named = pipe.execute()
-        for spec, raw in zip(METRICS.values(), raws, strict=True):
-            yield families(spec, raw, frozenset(named))
-
-
-def families(
-    spec: MetricSpec, raw: Mapping[str, str], named: frozenset[str] | None = None
-) -> Metric:
-    """The Prometheus family of one metric from its Redis hash (a pure function). With
-    ``named`` (the named receivers), a field of any other receiver is added to ``other``."""
-    if named is not None and "service" in spec.labels:
-        raw = _fold_unnamed(spec, raw, Named(tuple(named), frozenset()))
-    if spec.kind == "counter":
-        family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
-        if not spec.labels and not raw:
-            family.add_metric([], 0)
-        for field, value in sorted(raw.items()):
-            family.add_metric(json.loads(field), float(value))
-        return family
-    family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
-    series: dict[str, dict[str, float]] = {}
-    for field, value in raw.items():
-        labels, _, part = field.rpartition("|")
-        series.setdefault(labels, {})[part] = float(value)
-    for labels, parts in sorted(series.items()):
-        cumulative, buckets = 0.0, []
-        for bound in spec.buckets:
-            cumulative += parts.get(f"le={bound!r}", 0.0)
-            buckets.append((_bound_text(bound), cumulative))
-        buckets.append(("+Inf", parts.get("count", 0.0)))
-        family.add_metric(json.loads(labels), buckets, parts.get("sum", 0.0))
-    return family
-
-
-def _bound_text(bound: float) -> str:
-    return repr(float(bound))
-
-
-def _fold_unnamed(spec: MetricSpec, raw: Mapping[str, str], named: Named) -> dict[str, float]:
-    folded: dict[str, float] = {}
-    for field, value in raw.items():
-        target = _relabelled(spec, field, named.label)
-        folded[target] = folded.get(target, 0.0) + float(value)
-    return folded
 
 
 # --- the process's recorder, for tasks -------------------------------------------
