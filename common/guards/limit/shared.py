@@ -40,15 +40,9 @@ fleet is, for a moment, below the limit; and samples reach the window up to one
 sync interval late. Both are bounded by ``sync_interval``; exclusivity is not
 traded: held slots (busy or idle) never exceed the limit.
 
-**Windows are fleet-wide.** Samples are added to per-service counters in Redis;
-the first sync after the window's end applies the AIMD rule in Lua (``aimd.lua``, the
-same arithmetic as :func:`common.guards.limit.aimd.update`; a test checks they agree) and resets
-the counters, so the rule runs once per window whoever closes it, and that
-process logs ``limit.changed``. The window's peak in flight is the sum of each
-process's own peak: an upper bound of the true fleet peak (exact for one
-process), which can only make growth a little eager; drops correct it.
-Clocks of the fleet's hosts are assumed to agree within a fraction of the
-window (NTP), because ``now`` comes from the caller's ``clock``.
+**Windows are fleet-wide.** Samples go to per-service counters in Redis and the AIMD
+rule runs once per window, in ``aimd.lua``, whoever closes it
+(:mod:`common.guards.limit.store`).
 
 **Redis unreachable.** The process falls back to a conservative local limit of
 ``options.min`` calls in flight (``LIMIT_MIN``), says so in :meth:`snapshot`
@@ -56,8 +50,8 @@ window (NTP), because ``now`` comes from the caller's ``clock``.
 after a full-jitter backoff, never on every call.
 
 The Redis side (``aimd.lua``, its keys, reading a limit for people) is
-:mod:`common.guards.limit.store`; a call's slot is a
-:class:`~common.guards.limit.lease.Lease`.
+:mod:`common.guards.limit.store`, the view without it :mod:`common.guards.limit.view`;
+a call's slot is a :class:`~common.guards.limit.lease.Lease`.
 """
 
 from __future__ import annotations
@@ -78,6 +72,7 @@ from common.guards.limit.aimd import AIMDOptions, initial
 from common.guards.limit.lease import Lease
 from common.guards.limit.registry import LimitRegistry, process_limits
 from common.guards.limit.store import LimitStore
+from common.guards.limit.view import fallback_view, never_used_view
 from common.guards.names import SERVICE_NAME_RULE, is_service_name
 from common.support.backoff import full_jitter_backoff
 from common.support.logs import log_event
@@ -400,23 +395,5 @@ class SharedLimit:
                 if view is not None:
                     view.update(fallback=False, local=local)
                     return view
-                return {
-                    "service": self.service,
-                    "limit": initial(self.options),
-                    "in_flight": 0,
-                    "min": self.options.min,
-                    "max": self.options.max,
-                    "window": {"seconds": self.options.window, "count": 0, "drops": 0},
-                    "fallback": False,
-                    "local": local,
-                }
-        return {
-            "service": self.service,
-            "limit": self.options.min,
-            "in_flight": local["busy"],
-            "min": self.options.min,
-            "max": self.options.max,
-            "window": {"seconds": self.options.window},
-            "fallback": True,
-            "local": local,
-        }
+                return never_used_view(self.service, self.options, local)
+        return fallback_view(self.service, self.options, local)

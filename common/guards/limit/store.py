@@ -7,6 +7,14 @@ limit: leases renewed, granted or taken back, samples counted, the AIMD rule of
 (:meth:`LimitStore.read`, :func:`list_limits`: ``GET /breakers``, ``jenga breakers``).
 Every key comes from :class:`~common.redis.keys.RedisKeys`.
 
+**Windows are fleet-wide.** Samples are added to per-service counters in Redis;
+the first sync after the window's end applies the AIMD rule in Lua (``aimd.lua``, the
+same arithmetic as :func:`common.guards.limit.aimd.update`; a test checks they agree) and resets
+the counters, so the rule runs once per window whoever closes it, and that
+process logs ``limit.changed``. The window's peak in flight is the sum of each
+process's own peak: an upper bound of the true fleet peak (exact for one
+process), which can only make growth a little eager; drops correct it.
+
 One clock: a sync runs on Redis's (``TIME``), whatever each worker's says, so that
 the fleet agrees on when a lease lapsed. A service's keys expire when it has been
 idle for :func:`key_ttl`.
