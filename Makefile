@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYVERSION := import sys; print("%d.%d" % sys.version_info[:2])
 
-.PHONY: run test lint bench clean docs same-python
+.PHONY: run test lint fuzz bench clean docs same-python
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Jenga needs Python 3.11, 3.12, 3.13 or 3.14 on PATH (or make PYTHON=/path/to/python3.x)"; exit 1; }
@@ -29,6 +29,12 @@ run: same-python
 
 test: same-python
 	$(BIN)/python -m pytest
+
+# The OpenAPI contract test (tests/integration/test_openapi_contract.py) with a large budget:
+# FUZZ_EXAMPLES requests per operation (make test runs 25), a few minutes.
+FUZZ_EXAMPLES ?= 500
+fuzz: same-python
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/integration/test_openapi_contract.py
 
 lint: same-python
 	$(BIN)/ruff check .
