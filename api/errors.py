@@ -50,12 +50,14 @@ STATUS_CODES = {
     503: "unavailable",
 }
 
-
-ERROR_SCHEMA_REF = "#/components/schemas/ErrorBody"
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 # What each error status means across the API; the error codes are the values of `error.code`.
 ERROR_STATUSES: dict[int, tuple[str, dict[str, Any]]] = {
-    400: ("The body is not valid JSON (`malformed_json`).", {}),
+    400: (
+        "The body is not valid JSON (`malformed_json`), or JSON this API cannot read"
+        " (`bad_request`: nested too deep, a number of thousands of digits).",
+        {},
+    ),
     401: (
         "No key, or an unknown or revoked one (`unauthorized`).",
         {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
@@ -108,6 +110,10 @@ class ErrorBody(BaseModel):
 
     error: ErrorInfo
     detail: str = Field(description="`error.message` again, FastAPI's usual field.")
+
+
+# api/openapi.py puts the schema there.
+ERROR_SCHEMA_REF = f"#/components/schemas/{ErrorBody.__name__}"
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
