@@ -5,6 +5,8 @@ retry schedule runs out while parked ends ``failed`` with the reason."""
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -86,3 +88,21 @@ def test_parked_past_its_schedule_a_message_ends_failed_with_the_reason(conn, se
     ).fetchone()
     assert row["status"] == "failed" and row["next_attempt_at"] is None
     assert row["last_error"].startswith("failed: the receiver was unavailable past the retry")
+
+
+def test_parking_skips_rows_another_worker_holds_instead_of_waiting(conn, settings, database_url):
+    """Two workers refused by the same open breaker park the same endpoint at once:
+    each takes what the other does not hold (waiting on each other deadlocked)."""
+    endpoint = insert_endpoint(conn)
+    refused, held, *backlog = [insert_message(conn, endpoint) for _ in range(10)]
+    claimed = claim(refused, settings)
+    with psycopg.connect(database_url) as other:  # another worker's PARK, mid-transaction
+        other.execute("SELECT id FROM webhook_messages WHERE id = %s FOR UPDATE", (held,))
+        done = []
+        thread = threading.Thread(target=lambda: done.append(park(claimed, 60.0, "open")))
+        thread.start()
+        thread.join(10)
+        assert done == ["deferred"], "parking waited for a row another worker holds"
+        other.rollback()
+    assert wait_seconds(conn, held) <= 0  # left to the worker that holds it
+    assert all(50 < wait_seconds(conn, m) <= 60 for m in backlog)

@@ -114,12 +114,17 @@ PARK = f"""
                OR give_up_at > now() + make_interval(secs => %(retry_in)s))
         RETURNING endpoint_id
     ), parked AS (
+        -- SKIP LOCKED: two workers parking the same endpoint at once split its rows
+        -- instead of deadlocking on each other's (each locks its own message first).
         UPDATE webhook_messages
         SET next_attempt_at = now() + make_interval(secs => %(retry_in)s), dispatched_at = NULL
-        WHERE endpoint_id = (SELECT endpoint_id FROM released) AND id <> %(id)s
-          AND status = 'pending'
-          AND next_attempt_at < now() + make_interval(secs => %(retry_in)s)
-          AND (claimed_until IS NULL OR claimed_until < now())
+        WHERE id IN (
+            SELECT id FROM webhook_messages
+            WHERE endpoint_id = (SELECT endpoint_id FROM released) AND id <> %(id)s
+              AND status = 'pending'
+              AND next_attempt_at < now() + make_interval(secs => %(retry_in)s)
+              AND (claimed_until IS NULL OR claimed_until < now())
+            FOR UPDATE SKIP LOCKED)
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM parked) AS parked
