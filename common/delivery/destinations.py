@@ -68,11 +68,15 @@ def refusal_for_address(address: IPAddress) -> str | None:
     if isinstance(address, ipaddress.IPv6Address):
         # An IPv4 address inside an IPv6 one reaches that IPv4 host: judge that one.
         # ::ffff:127.0.0.1 is 127.0.0.1; 6to4 (2002::/16) and Teredo (2001::/32) embed one.
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+        # Mapped and 6to4 addresses are judged by the IPv4 host alone, on every Python
+        # (3.13's ipaddress calls all of 2002::/16 private, 3.11's none of it); a Teredo
+        # address is refused when its client is, and judged as IPv6 otherwise.
+        embedded = address.ipv4_mapped or address.sixtofour
         if embedded is not None:
-            reason = refusal_for_address(embedded)
-            if reason or address.ipv4_mapped is not None:
-                return reason
+            return refusal_for_address(embedded)
+        teredo_client = (address.teredo or (None, None))[1]
+        if teredo_client is not None and refusal_for_address(teredo_client):
+            return refusal_for_address(teredo_client)
         if address.is_site_local:  # fec0::/10: deprecated, but still routed inside some networks
             return "a site-local address"
     if address in METADATA_ADDRESSES:
