@@ -11,5 +11,6 @@ here imports Celery's app, the web framework, ``api`` or ``worker``.
 * ``alarms``       level 3: alarm policy and store, notifiers
 * ``guards``       level 4: circuit breakers and adaptive concurrency limits
 * ``delivery``     level 5 rules that need no Celery: models, destinations, signing, schedule
+* ``access``       who may use the API: key format, scopes, rate limit, audit log
 * ``ops``          the ``jenga`` command line and the embedded local stack
 """
