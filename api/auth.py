@@ -28,14 +28,13 @@ import threading
 from cachetools import TTLCache
 from fastapi import HTTPException, Request, Response, Security
 from fastapi.security import HTTPBearer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import error_responses
 from api.rate_limit import enforce_rate_limit
+from common.access.key_store import live_key
 from common.access.keys import key_hash, key_prefix, looks_like_key
 from common.access.scopes import ADMIN, Principal, parse_scope
-from common.delivery.models import ApiKey
 
 __all__ = [
     "ADMIN_ERRORS",
@@ -113,9 +112,7 @@ def principal_of_key(request: Request, key: str) -> Principal | None:
         if digest in _cache:
             return _cache[digest]
     with Session(request.app.state.engine) as session:
-        row = session.scalars(
-            select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-        ).first()
+        row = live_key(session, key)
         principal = (
             None
             if row is None

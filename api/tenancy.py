@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fastapi import Depends, HTTPException, Path, Request
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from api.auth import KEY_ERRORS, authenticate
 from api.errors import ApiError, error_responses
+from common.access.app_store import find_app
 from common.access.scopes import Principal
 from common.delivery.models import DEFAULT_APP_ID, App
 
@@ -47,10 +47,6 @@ def app_in_path(
     ),
 ) -> None:
     """Declares ``{app}`` for the routes mounted under ``/v1/apps/{app}/``."""
-
-
-def find_app(session: Session, ref: str) -> App | None:
-    return session.scalars(select(App).where(or_(App.id == ref, App.uid == ref))).first()
 
 
 def current_app(
