@@ -15,11 +15,18 @@ Each round sends ``--requests`` authenticated ``POST /v1/apps/{app}/messages``
 then as many ``GET /v1/apps/{app}/messages/{id}`` from ``--threads`` client
 threads, and reports throughput and p50/p99 latency per call. No worker runs:
 the deliveries wait in the broker under the run's own namespace.
+
+HTTP throughput on a shared 2-core machine moves by more than 5 % between rounds,
+so the run also times the added work itself, in this process, ``--direct`` times:
+the rate limit's Lua call on the same Redis (what every keyed request adds) and a
+cached key lookup (SHA-256 of the key + the TTL cache), against the admin token's
+constant-time comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
 import statistics
 import time
@@ -27,7 +34,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import redis
+import sqlalchemy
 
+from api.auth import principal_of_key
+from common.access.ratelimit import RateOptions
+from common.access.ratelimit_store import RateLimitStore
 from tests.support.servers import (
     JengaProcess,
     base_redis_url,
@@ -95,6 +107,44 @@ def round_of(base: str, key: str, app: str, endpoint: str, n: int, threads: int)
     return result
 
 
+def per_call_us(call, n: int) -> tuple[float, float]:
+    """Median and p99 of ``n`` calls of ``call``, in microseconds."""
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1_000_000)
+    times.sort()
+    return times[n // 2], times[int(n * 0.99)]
+
+
+class _CachedKeyRequest:
+    """Just enough of a request for :func:`api.auth.principal_of_key` (engine never used
+    once the key is cached)."""
+
+    class app:  # noqa: N801 - mirrors request.app
+        class state:  # noqa: N801
+            engine = None
+
+
+def direct_costs(n: int, namespace: str, key: str, engine) -> list[tuple[str, float, float]]:
+    client = redis.Redis.from_url(base_redis_url())
+    store = RateLimitStore(client, namespace)
+    options = RateOptions(per_second=1_000_000, burst=1_000_000)
+    token, given = TOKEN.encode(), TOKEN.encode()
+    request = _CachedKeyRequest()
+    request.app.state.engine = engine
+    principal_of_key(request, key)  # fills the cache
+    try:
+        return [
+            ("admin token compare", *per_call_us(lambda: hmac.compare_digest(given, token), n)),
+            ("key lookup (cached)", *per_call_us(lambda: principal_of_key(request, key), n)),
+            ("rate limit (Lua)", *per_call_us(lambda: store.take("jk_bench", options), n)),
+        ]
+    finally:
+        client.close()
+
+
 def summary(rounds: list[dict], name: str) -> tuple[float, float, float]:
     rates = [r[name][0] for r in rounds]
     latencies = sorted(x for r in rounds for x in r[name][1])
@@ -108,6 +158,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--direct", type=int, default=20_000)
     args = parser.parse_args()
     namespace = f"benchauth{uuid.uuid4().hex[:6]}"
     with fresh_database() as database_url:
@@ -136,6 +187,11 @@ def main() -> None:
                     runs[label].append(
                         round_of(base, credential, app, endpoint, args.requests, args.threads)
                     )
+            engine = sqlalchemy.create_engine(
+                database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+            )
+            costs = direct_costs(args.direct, namespace, key, engine)
+            engine.dispose()
         finally:
             baseline.stop()
             keyed.stop()
@@ -152,6 +208,9 @@ def main() -> None:
             f"  |  throughput {100 * (rate / base_rate - 1):+.1f} %,"
             f" p99 {p99 - base_p99:+.2f} ms"
         )
+    print(f"added work per request, {args.direct} calls each, in this process:")
+    for name, p50, p99 in costs:
+        print(f"  {name:22} p50 {p50:7.1f} us  p99 {p99:7.1f} us")
 
 
 if __name__ == "__main__":
