@@ -18,6 +18,7 @@ from api import (
     breakers,
     endpoints,
     errors,
+    event_types,
     health,
     keys,
     messages,
@@ -73,7 +74,19 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-ROUTER_MODULES = [health, alarms, breakers, apps, keys, audit, metrics, status, endpoints, messages]
+ROUTER_MODULES = [
+    health,
+    alarms,
+    breakers,
+    apps,
+    keys,
+    audit,
+    event_types,
+    metrics,
+    status,
+    endpoints,
+    messages,
+]
 # Routers mounted per application (their handlers take the application from api.tenancy).
 TENANT_ROUTERS = {"endpoints": endpoints, "messages": messages}
 # Modules with startup(app)/shutdown(app) coroutines, started in this order.

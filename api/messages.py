@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from api.errors import ApiError, error_responses
+from api.event_types import checked_payload
 from api.pagination import ITERATOR, page, page_size, split
 from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
 from common.broker import DELIVER_TASK, publisher, queue_names
@@ -235,6 +236,7 @@ def create_message(
             f"payload is {len(payload_json.encode())} bytes;"
             f" the limit is {settings.max_payload_bytes} (MAX_PAYLOAD_BYTES)",
         )
+    checked_payload(request, session, body.event_type, body.payload)
     digest = request_hash(body)
     if idempotency_key is not None:
         existing = _replay(session, app, idempotency_key, digest)

@@ -4,7 +4,9 @@
 
 The cursor is the last row's ``(created_at, id)``; the next page starts right
 after it, read through the ``(app_id, created_at, id)`` index, so page 1 000
-costs what page 1 does and rows added meanwhile never shift a page.
+costs what page 1 does and rows added meanwhile never shift a page. Rows that
+have a unique name instead (the event-type catalog) page by it
+(:func:`page_by_name`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from sqlalchemy import Select, and_, or_
 
 from api.errors import ApiError
 
-__all__ = ["ITERATOR", "decode", "encode", "page", "page_size", "split"]
+__all__ = [
+    "ITERATOR",
+    "decode",
+    "encode",
+    "page",
+    "page_by_name",
+    "page_size",
+    "split",
+    "split_by_name",
+]
 
 ITERATOR = Query(
     default=None, max_length=200, description="From the previous page's `iterator`: the next page."
@@ -35,12 +46,23 @@ def encode(created_at: datetime, row_id: str) -> str:
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
 
 
+def _text_of(iterator: str) -> str:
+    """What an iterator encodes; 422 ``invalid_iterator`` when it is not one of ours."""
+    try:
+        text = base64.b64decode(iterator.encode(), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        text = ""
+    if not text:
+        raise ApiError(422, "invalid_iterator", "iterator is not one this API gave")
+    return text
+
+
 def decode(iterator: str) -> tuple[datetime, str]:
     """``(created_at, id)`` of an iterator; 422 ``invalid_iterator`` when it is not one."""
     try:
-        created_at, row_id = base64.urlsafe_b64decode(iterator.encode()).decode().split("|", 1)
+        created_at, row_id = _text_of(iterator).split("|", 1)
         return datetime.fromisoformat(created_at), row_id
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+    except ValueError:
         raise ApiError(422, "invalid_iterator", "iterator is not one this API gave") from None
 
 
@@ -67,3 +89,19 @@ def split(rows: list[Any], limit: int) -> tuple[list[Any], str | None, bool]:
     done = len(rows) <= limit
     rows = rows[:limit]
     return rows, None if done or not rows else encode(rows[-1].created_at, rows[-1].id), done
+
+
+def page_by_name(query: Select, name: Any, iterator: str | None, limit: int) -> Select:
+    """``query`` ordered by the unique column ``name`` from after ``iterator`` (a list
+    whose rows are named, not created in an order: the event-type catalog)."""
+    if iterator is not None:
+        query = query.where(name > _text_of(iterator))
+    return query.order_by(name).limit(limit + 1)
+
+
+def split_by_name(rows: list[Any], limit: int) -> tuple[list[Any], str | None, bool]:
+    """:func:`split` for :func:`page_by_name`'s rows (which have a ``name``)."""
+    done = len(rows) <= limit
+    rows = rows[:limit]
+    last = None if done or not rows else base64.urlsafe_b64encode(rows[-1].name.encode()).decode()
+    return rows, last, done

@@ -31,6 +31,10 @@ __all__ = [
     "BREAKER_FORCED",
     "CLI",
     "ENDPOINT_DELETED",
+    "EVENT_TYPE_ARCHIVED",
+    "EVENT_TYPE_CREATED",
+    "EVENT_TYPE_DELETED",
+    "EVENT_TYPE_UPDATED",
     "KEY_CREATED",
     "KEY_REVOKED",
     "AuditEntry",
@@ -49,6 +53,10 @@ APP_CREATED = "app.created"
 APP_DELETED = "app.deleted"
 ENDPOINT_DELETED = "endpoint.deleted"
 BREAKER_FORCED = "breaker.forced"
+EVENT_TYPE_CREATED = "event_type.created"
+EVENT_TYPE_UPDATED = "event_type.updated"
+EVENT_TYPE_ARCHIVED = "event_type.archived"
+EVENT_TYPE_DELETED = "event_type.deleted"
 
 
 class AuditEntry(Base):

@@ -21,6 +21,13 @@ class DeliverySettings(BaseModel):
             "Largest accepted message `payload` (serialized JSON, bytes); larger ones get 413."
         ),
     )
+    event_types_strict: bool = Field(
+        default=False,
+        description=(
+            "Refuse (422) a message whose `event_type` is not in the catalog (`/v1/event-types`);"
+            " unset, any type is accepted and only registered ones have their schema checked."
+        ),
+    )
     allow_private_destinations: bool = Field(
         default=False,
         description=(

@@ -84,6 +84,26 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class EventType(Base):
+    """A kind of event the sender sends (``order.paid``), fleet-wide like Svix's: the
+    sender's product defines its catalog once for all its applications. ``schema`` (a
+    JSON Schema, optional) is checked against every message of the type; ``archived``
+    hides it from the catalog (its messages are still accepted); ``deprecated`` marks it
+    for receivers to move away from."""
+
+    __tablename__ = "webhook_event_types"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    deprecated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
 class Endpoint(Base):
     __tablename__ = "webhook_endpoints"
     __table_args__ = (Index("ix_webhook_endpoints_app", "app_id", "created_at", "id"),)
