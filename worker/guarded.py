@@ -92,19 +92,23 @@ class ServiceUnavailableError(Exception):
 class GuardedCall:
     """Handed to the guarded block, to report an outcome that is not an exception."""
 
-    __slots__ = ("failed", "latency", "recorded")
+    __slots__ = ("failed", "latency", "recorded", "timed_out", "trial")
 
-    def __init__(self) -> None:
+    def __init__(self, trial: bool = False) -> None:
+        self.trial = trial  # a half-open breaker's trial call: its success may close it
         self.failed = False
         self.latency: float | None = None
         self.recorded = False
+        self.timed_out = False
 
-    def record(self, failed: bool, latency: float | None = None) -> None:
+    def record(self, failed: bool, latency: float | None = None, timed_out: bool = False) -> None:
         """``failed``: the service misbehaved (5xx, 429, garbage); ``latency``: seconds, default
-        measured."""
+        measured; ``timed_out``: it failed by running out of time (it weighs more in the
+        breaker, ``BREAKER_TIMEOUT_WEIGHT``)."""
         self.failed = failed
         self.latency = latency
         self.recorded = True
+        self.timed_out = timed_out and failed
 
 
 # --- this process's breakers and limits -------------------------------------------
@@ -179,7 +183,7 @@ class GuardedTask(Task):
         # BREAKER_HALF_OPEN_CALLS of them, and refusing would strand the lease.
         if lease is None and admission.probe is None:
             self._refuse(service, LIMIT_RETRY_SECONDS, "limit", defer)
-        call = GuardedCall()
+        call = GuardedCall(trial=admission.probe is not None)
         started = time.perf_counter()
         counted = True
         try:
@@ -192,7 +196,7 @@ class GuardedTask(Task):
         finally:
             latency = call.latency if call.latency is not None else time.perf_counter() - started
             if call.recorded or counted:
-                breaker.record(call.failed, latency, admission)
+                breaker.record(call.failed, latency, admission, call.timed_out)
             # An uncounted outcome of a trial call leaves its lease to expire:
             # reporting success would close the breaker on no evidence.
             if lease is not None:

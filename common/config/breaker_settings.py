@@ -19,6 +19,14 @@ class BreakerSettings(BaseModel):
         ge=0,
         description="Consecutive failed calls that open a service's breaker (0 = rule off).",
     )
+    breaker_timeout_weight: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Consecutive failures a call that timed out counts as (it held its slot for the"
+            " whole deadline): with the default threshold, two timeouts open the breaker."
+        ),
+    )
     breaker_failure_rate: float = Field(
         default=0.5,
         ge=0,

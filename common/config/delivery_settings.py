@@ -85,8 +85,9 @@ class DeliverySettings(BaseModel):
         default=300.0,
         gt=0,
         description=(
-            "Backstop for every task: past 90% of this the task is interrupted (soft limit),"
-            " past it the pool process is replaced (hard limit, prefork pool only)."
-            " A delivery attempt itself ends within `DELIVERY_TIMEOUT_SECONDS`."
+            "Backstop for every task of a prefork worker (ops): past 90% of this the task is"
+            " interrupted (soft limit), past it the pool process is replaced (hard limit)."
+            " The threads pool (deliveries) applies neither: a delivery attempt ends within"
+            " `DELIVERY_TIMEOUT_SECONDS`, its statements within PostgreSQL's statement_timeout."
         ),
     )

@@ -121,6 +121,8 @@ class Endpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    # Its receiver's breaker is open: deliveries wait until then (worker/delivery/queries.py).
+    parked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Message(Base):

@@ -27,6 +27,7 @@ from tests.support.servers import wait_for
 
 POLICY = bp.BreakerPolicy(
     failure_threshold=4,
+    timeout_weight=3,
     failure_rate=0.6,
     min_calls=6,
     window_seconds=10,
@@ -73,13 +74,15 @@ def test_lua_step_agrees_with_pure_policy(redis_client, namespace):
             self.now += dt
 
         @rule(
-            outcomes=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=6),
+            outcomes=st.lists(
+                st.tuples(st.booleans(), st.booleans(), st.booleans()), min_size=1, max_size=6
+            ),
             u=st.floats(0, 0.999),
         )
         def record(self, outcomes, u):
             batch = bp.Outcomes()
-            for failed, slow in outcomes:
-                batch = batch.plus(failed, slow)
+            for failed, slow, timed_out in outcomes:
+                batch = batch.plus(failed, slow, POLICY.timeout_weight if timed_out else 1)
             self.pure, change = bp.record(POLICY, self.pure, batch, self.now, u)
             reply = self.step(
                 "record", u, "", (batch.calls, batch.failures, batch.slow, batch.trailing_failures)

@@ -1,7 +1,9 @@
 """Parked, not spinning, on a real (migrated) PostgreSQL: a receiver whose
 breaker is open holds back its endpoint's whole backlog in one statement until
-the breaker's next trial (no task per message per cycle), and a message whose
-retry schedule runs out while parked ends ``failed`` with the reason."""
+the breaker's next trial (no task per message per cycle), the dispatcher and the
+claim skip a parked endpoint's messages still due, a trial that closes the breaker
+makes them due again, and a message whose retry schedule runs out while parked
+ends ``failed`` with the reason."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from psycopg.rows import dict_row
 from common.config import load_settings, set_settings
 from tests.support.message_rows import insert_endpoint, insert_message
 from tests.support.stack import fresh_database
-from worker.delivery.queries import claim, park, round_seconds
+from worker.delivery.queries import CLAIM_DUE, claim, park, round_seconds, unpark
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +108,50 @@ def test_parking_skips_rows_another_worker_holds_instead_of_waiting(conn, settin
         other.rollback()
     assert wait_seconds(conn, held) <= 0  # left to the worker that holds it
     assert all(50 < wait_seconds(conn, m) <= 60 for m in backlog)
+
+
+def due(conn) -> set[str]:
+    """What a dispatch run would enqueue now (the rows are stamped as it would)."""
+    return {row["id"] for row in conn.execute(CLAIM_DUE, {"redispatch": 300, "batch": 10_000})}
+
+
+def test_a_parked_endpoints_due_messages_are_neither_dispatched_nor_claimed(
+    conn, settings, database_url
+):
+    """Rows the PARK could not move (another worker held them) are still due: the
+    endpoint's mark keeps the dispatcher and the claim off them until it ends."""
+    endpoint = insert_endpoint(conn)
+    refused, held = insert_message(conn, endpoint), insert_message(conn, endpoint)
+    elsewhere = insert_message(conn)
+    claimed = claim(refused, settings)
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT id FROM webhook_messages WHERE id = %s FOR UPDATE", (held,))
+        assert park(claimed, 60.0, "open") == "deferred"
+        other.rollback()
+    assert wait_seconds(conn, held) <= 0  # due, but its endpoint is parked
+    dispatched = due(conn)
+    assert elsewhere in dispatched and held not in dispatched
+    assert claim(held, settings) is None
+    conn.execute("UPDATE webhook_endpoints SET parked_until = now() WHERE id = %s", (endpoint,))
+    conn.execute("UPDATE webhook_messages SET dispatched_at = NULL WHERE id = %s", (held,))
+    assert held in due(conn)  # the park is over
+
+
+def test_a_trial_that_closes_the_breaker_resumes_the_parked_messages(conn, settings):
+    endpoint = insert_endpoint(conn)
+    refused, *backlog = [insert_message(conn, endpoint) for _ in range(5)]
+    later = insert_message(conn, endpoint)
+    conn.execute(
+        "UPDATE webhook_messages SET next_attempt_at = now() + interval '1 hour' WHERE id = %s",
+        (later,),
+    )  # a retry scheduled past the park: not the park's to bring forward
+    assert park(claim(refused, settings), 120.0, "breaker open") == "deferred"
+    assert unpark(endpoint) == 5
+    for message_id in [refused, *backlog]:
+        assert wait_seconds(conn, message_id) <= 0
+    assert wait_seconds(conn, later) > 3500
+    row = conn.execute(
+        "SELECT parked_until FROM webhook_endpoints WHERE id = %s", (endpoint,)
+    ).fetchone()
+    assert row["parked_until"] is None
+    assert unpark(endpoint) == 0  # once

@@ -190,3 +190,19 @@ def test_guard_without_defer_raises_guard_refused(in_process, redis_client):
         assert 0 < refused.value.retry_in <= 30
     finally:
         guarded_call.breaker_ignore = ()
+
+
+def test_one_timed_out_call_weighs_as_many_failures(in_process):
+    """``call.record(timed_out=True)`` counts ``timeout_weight`` (3) consecutive failures:
+    one such call trips a threshold of 2; an ordinary failure does not."""
+    with guarded_call.guard("slow", defer=False) as call:
+        call.record(failed=True)
+    in_process.flush()
+    assert in_process.breaker("slow").state == "closed"
+    with guarded_call.guard("slow", defer=False) as call:
+        call.record(failed=False)
+    with guarded_call.guard("slow", defer=False) as call:
+        call.record(failed=True, timed_out=True)
+    in_process.flush()
+    assert in_process.breaker("slow").state == "open"
+    assert in_process.breaker("slow").known.reason == "3 consecutive failures"

@@ -175,6 +175,33 @@ def test_consecutive_failures_are_counted_across_batches():
     assert change is not None and change.reason == "5 consecutive failures"
 
 
+def test_timed_out_calls_weigh_more_toward_the_threshold():
+    """Two timeouts (each held its slot for the whole deadline) trip a threshold of
+    five; a success in between starts the count again."""
+    policy = bp.BreakerPolicy(failure_threshold=5, failure_rate=0, timeout_weight=3)
+    state, change = bp.record(policy, bp.BreakerState(), bp.Outcomes().plus(True, weight=3), 1, 0)
+    assert change is None and state.consecutive == 3
+    recovered = bp.Outcomes().plus(False).plus(True, weight=3)
+    state, change = bp.record(policy, state, recovered, 2.0, 0.0)
+    assert change is None and state.consecutive == 3
+    state, change = bp.record(policy, state, bp.Outcomes().plus(True, weight=3), 3.0, 0.0)
+    assert change is not None and change.reason == "6 consecutive failures"
+    assert state.state == bp.OPEN
+
+
+def test_the_next_trial_of_a_half_open_breaker_is_after_its_trial_and_the_next_open_time():
+    """Parked deliveries wait that long, not the few seconds a deferred task waits."""
+    policy = bp.BreakerPolicy(open_seconds=5, open_max_seconds=300, jitter=0.2)
+    opened = bp.BreakerState(state=bp.OPEN, open_until=100.0, trips=3)
+    assert bp.next_trial_in(policy, opened, 90.0, 17.0) == 10.0
+    # Half-open from 100 on: a trial of at most 17 s, then the 4th open time (40 s) at its
+    # shortest (jitter 20 %).
+    assert bp.next_trial_in(policy, opened, 101.0, 17.0) == pytest.approx(17 + 40 * 0.8)
+    forced = bp.BreakerState(state=bp.OPEN, forced=True)
+    assert bp.next_trial_in(policy, forced, 101.0, 17.0) == 5
+    assert bp.next_trial_in(policy, bp.BreakerState(), 101.0, 17.0) == 0
+
+
 def test_open_time_grows_with_trips_capped_and_jittered():
     policy = bp.BreakerPolicy(open_seconds=5, open_max_seconds=60, jitter=0.2)
     assert [bp.open_duration(policy, n, 0.0) for n in (1, 2, 3, 4, 5, 6)] == [5, 10, 20, 40, 60, 60]

@@ -42,6 +42,15 @@ def test_deliveries_and_operations_run_in_separate_worker_processes():
     assert " -n ops@%h" in procfile()["ops"]  # its own node name, heartbeat and pidbox
 
 
+def test_deliveries_run_on_threads_and_operations_on_processes():
+    """A receiver that trickles until the deadline holds a thread of the deliveries
+    worker, not a process; the ops worker keeps prefork for Celery's time limits."""
+    worker, ops = procfile()["worker"].split(), procfile()["ops"].split()
+    assert worker[worker.index("-P") + 1] == "threads"
+    assert "--concurrency=${WORKER_CONCURRENCY:-64}" in worker
+    assert "-P" not in ops
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict:
     if not shutil.which("docker-compose"):

@@ -72,6 +72,8 @@ def test_a_hostile_receiver_ends_in_a_recordable_result_within_the_deadline(clie
     else:
         assert result.outcome.status_code is None
         assert result.outcome.error.startswith(expected), result.outcome.error
+    # A timeout weighs more in the receiver's breaker (BREAKER_TIMEOUT_WEIGHT): it held the slot.
+    assert result.timed_out == (isinstance(expected, str) and expected.endswith("Timeout"))
     # PostgreSQL text cannot hold NUL; the excerpt must be storable as it is.
     assert result.excerpt is None or "\x00" not in result.excerpt
     assert rx.connections == 1  # no retry inside the attempt, no redirect followed

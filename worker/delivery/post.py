@@ -44,6 +44,7 @@ class AttemptResult:
     started_at: datetime
     duration_ms: int
     excerpt: str | None
+    timed_out: bool = False  # no answer within the deadline (or the connect timeout)
 
 
 def storable(text: str) -> str:
@@ -99,7 +100,10 @@ def post(
         duration = time.perf_counter() - started
         # The message may quote the peer's bytes (a bad header): keep it storable.
         error_text = storable(describe_error(error))[:ERROR_CHARS]
-        return AttemptResult(Outcome(error=error_text), started_at, int(duration * 1000), None)
+        timed_out = isinstance(error, httpcore.TimeoutException)
+        return AttemptResult(
+            Outcome(error=error_text), started_at, int(duration * 1000), None, timed_out
+        )
     duration = time.perf_counter() - started
     excerpt = storable(bytes(chunks[:EXCERPT_BYTES]).decode("utf-8", errors="replace"))
     excerpt = excerpt[:EXCERPT_CHARS]

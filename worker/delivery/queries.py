@@ -23,15 +23,18 @@ __all__ = [
     "FAIL_DISABLED",
     "GIVE_UP",
     "PARK",
+    "PARK_ENDPOINT",
     "PARK_EXPIRED",
     "RECORD",
     "RELEASE",
     "UNDISPATCH",
+    "UNPARK",
     "Claim",
     "claim",
     "fail_disabled",
     "give_up",
     "park",
+    "unpark",
     "lease_seconds",
     "record",
     "record_with_retries",
@@ -55,6 +58,10 @@ CLAIM_DUE = """
           AND (dispatched_at IS NULL
                OR dispatched_at < now() - make_interval(secs => %(redispatch)s))
           AND (claimed_until IS NULL OR claimed_until < now())
+          -- A dead host's due backlog is not enqueued while it is being parked.
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_endpoints e
+              WHERE e.id = webhook_messages.endpoint_id AND e.parked_until > now())
         ORDER BY next_attempt_at
         LIMIT %(batch)s
         FOR UPDATE SKIP LOCKED)
@@ -74,6 +81,7 @@ CLAIM_ONE = """
     WHERE m.id = %(id)s AND e.id = m.endpoint_id AND m.status = 'pending'
       AND m.next_attempt_at <= now()
       AND (m.claimed_until IS NULL OR m.claimed_until < now())
+      AND (e.parked_until IS NULL OR e.parked_until <= now())
     RETURNING m.body, m.schedule_position, m.attempt_count, m.unrecorded_claims,
               e.id AS endpoint_id, e.url, e.secret, e.disabled
     """
@@ -99,35 +107,61 @@ RELEASE = f"""
     WHERE id = %(id)s AND claim_token = %(token)s
     """
 
-# A receiver whose breaker is open: this message and every other pending one of
-# its endpoint wait until the breaker's next trial, in one statement, instead of
-# a task per message per cycle. A message whose schedule runs out meanwhile is
-# failed (PARK_EXPIRED), so parked time counts toward the schedule.
+# A receiver whose breaker is open: first the endpoint is marked parked (one row,
+# committed at once: from then on the dispatcher skips its messages and their
+# tasks claim nothing), then this message and every other pending one of the
+# endpoint wait until that time, in one statement, instead of a task per message
+# per cycle. A message whose schedule runs out meanwhile is failed
+# (PARK_EXPIRED), so parked time counts toward the schedule.
+PARK_ENDPOINT = """
+    UPDATE webhook_endpoints SET parked_until = now() + make_interval(secs => %(retry_in)s)
+    WHERE id = %(endpoint_id)s
+    RETURNING parked_until
+    """
+
 PARK = f"""
     WITH released AS (
         UPDATE webhook_messages
-        SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
+        SET next_attempt_at = %(until)s,
             dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
             {NEW_ROUND_IF_ASKED}
         WHERE id = %(id)s AND claim_token = %(token)s
-          AND (retry_requested OR give_up_at IS NULL
-               OR give_up_at > now() + make_interval(secs => %(retry_in)s))
+          AND (retry_requested OR give_up_at IS NULL OR give_up_at > %(until)s)
         RETURNING endpoint_id
     ), parked AS (
         -- SKIP LOCKED: two workers parking the same endpoint at once split its rows
         -- instead of deadlocking on each other's (each locks its own message first).
         UPDATE webhook_messages
-        SET next_attempt_at = now() + make_interval(secs => %(retry_in)s), dispatched_at = NULL
+        SET next_attempt_at = %(until)s, dispatched_at = NULL
         WHERE id IN (
             SELECT id FROM webhook_messages
             WHERE endpoint_id = (SELECT endpoint_id FROM released) AND id <> %(id)s
               AND status = 'pending'
-              AND next_attempt_at < now() + make_interval(secs => %(retry_in)s)
+              AND next_attempt_at < %(until)s
               AND (claimed_until IS NULL OR claimed_until < now())
             FOR UPDATE SKIP LOCKED)
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM parked) AS parked
+    """
+
+# The receiver's trial call succeeded and its breaker closed: the endpoint's parked
+# messages (all moved to exactly its parked_until) are due now, not at the end of a
+# park made for a trial that might have failed.
+UNPARK = """
+    WITH old AS (
+        SELECT id, parked_until FROM webhook_endpoints
+        WHERE id = %(endpoint_id)s AND parked_until IS NOT NULL
+        FOR UPDATE
+    ), cleared AS (
+        UPDATE webhook_endpoints e SET parked_until = NULL FROM old WHERE e.id = old.id
+    ), resumed AS (
+        UPDATE webhook_messages m SET next_attempt_at = now(), dispatched_at = NULL FROM old
+        WHERE m.endpoint_id = old.id AND m.status = 'pending'
+          AND m.next_attempt_at = old.parked_until
+        RETURNING 1
+    )
+    SELECT count(*) AS resumed FROM resumed
     """
 
 PARK_EXPIRED = """
@@ -208,8 +242,13 @@ def round_seconds(settings: Settings) -> float:
 def park(claimed: Claim, retry_in: float, why: str) -> str | None:
     """The receiver's breaker is open for ``retry_in`` more seconds: wait with
     the rest of the endpoint's messages (``"deferred"``), or end ``"failed"`` when
-    that is past the message's schedule (None: our lease had lapsed)."""
-    rows = execute(PARK, {"id": claimed.message_id, "token": claimed.token, "retry_in": retry_in})
+    that is past the message's schedule (None: our lease had lapsed, or the endpoint
+    is gone)."""
+    parked = execute(PARK_ENDPOINT, {"endpoint_id": claimed.endpoint_id, "retry_in": retry_in})
+    if not parked:
+        return None
+    until = parked[0]["parked_until"]
+    rows = execute(PARK, {"id": claimed.message_id, "token": claimed.token, "until": until})
     if rows and rows[0]["released"]:
         log_event(
             log,
@@ -233,6 +272,15 @@ def park(claimed: Claim, retry_in: float, why: str) -> str | None:
         reason=why,
     )
     return "failed"
+
+
+def unpark(endpoint_id: str) -> int:
+    """The endpoint's breaker closed: its parked messages are due now (how many)."""
+    rows = execute(UNPARK, {"endpoint_id": endpoint_id})
+    resumed = rows[0]["resumed"] if rows else 0
+    if resumed:
+        log_event(log, "delivery.unparked", endpoint_id=endpoint_id, resumed=resumed)
+    return resumed
 
 
 def claim(message_id: str, settings: Settings) -> Claim | None:

@@ -12,11 +12,10 @@ from typing import Any
 import httpcore
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from common.config import get_settings
 from common.support.per_process import PerProcess
-from worker.app import app
 from worker.delivery.network import AttemptBackend
 
 __all__ = ["DB_ERRORS", "DB_REFUSALS", "database", "execute", "http_client", "postgres_conninfo"]
@@ -25,12 +24,23 @@ __all__ = ["DB_ERRORS", "DB_REFUSALS", "database", "execute", "http_client", "po
 DB_ERRORS = (psycopg.Error,)
 # What PostgreSQL refuses whatever the moment: values it cannot store.
 DB_REFUSALS = (psycopg.DataError,)
+# A delivery holds a connection for its claim and its record (a few ms each), never
+# during the POST: 20 serve the 64 threads of the Procfile's worker with room to spare,
+# and a fleet of such processes stays far below PostgreSQL's max_connections (100).
+DB_CONNECTIONS = 20
+# The longest statement (PARK of a 50,000-message backlog) takes seconds; past this one is
+# cancelled and its task retried, as after any PostgreSQL error.
+STATEMENT_TIMEOUT_MS = 60_000
 
 
 def postgres_conninfo(database_url: str) -> str:
     """``DATABASE_URL`` as libpq takes it (``postgresql+psycopg://`` is SQLAlchemy's spelling)."""
     scheme, rest = database_url.split("://", 1)
     return f"postgresql://{rest}" if scheme.startswith("postgres") else database_url
+
+
+def _limit_statements(conn: psycopg.Connection) -> None:
+    conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
 
 
 def _open_database() -> ConnectionPool:
@@ -47,8 +57,6 @@ def _open_database() -> ConnectionPool:
     each use (a round trip per statement); dead ones are found by
     :func:`execute` instead."""
     settings = get_settings()
-    # Enough for every delivery thread (`-c`) to hold one connection at once.
-    size = max(10, int(app.conf.worker_concurrency or 0))
     pool = ConnectionPool(
         postgres_conninfo(settings.database_url),
         kwargs={
@@ -57,8 +65,10 @@ def _open_database() -> ConnectionPool:
             "connect_timeout": max(1, round(settings.check_timeout_seconds)),
             "application_name": f"jenga-{settings.jenga_namespace}",
         },
+        # The threads pool has no Celery time limit: no statement may outlast this.
+        configure=_limit_statements,
         min_size=0,
-        max_size=size,
+        max_size=DB_CONNECTIONS,
         timeout=max(1.0, settings.check_timeout_seconds),
         max_lifetime=1800,
         name="jenga-delivery",
@@ -79,6 +89,8 @@ def execute(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         with pool.connection() as conn:
             cursor = conn.execute(query, params)
             return cursor.fetchall() if cursor.description else []
+    except PoolTimeout:
+        raise  # every connection busy, none dead: nothing to check
     except psycopg.OperationalError:
         # A PostgreSQL restart leaves every pooled connection dead. The pool drops
         # the one that failed; find the others now instead of failing one

@@ -14,6 +14,7 @@ from common.delivery.destinations import DestinationError, resolve_destination
 from common.delivery.retry_schedule import Outcome
 from common.delivery.signing import webhook_headers
 from common.delivery.urls import normalise_url
+from common.guards.breaker import policy as bp
 from common.guards.names import webhook_service
 from common.guards.outcome import failed_status
 from common.health.fleet_metrics import record_delivery
@@ -29,9 +30,10 @@ from worker.delivery.queries import (
     give_up,
     park,
     record_with_retries,
+    unpark,
 )
 from worker.delivery.resources import DB_ERRORS, execute, http_client
-from worker.guarded import GuardedTask, GuardRefused
+from worker.guarded import GuardedTask, GuardRefused, registry
 
 __all__ = ["DELIVER_TASK", "deliver", "dispatch_due", "enqueue_delivery"]
 
@@ -81,6 +83,17 @@ def dispatch_due() -> int:
     if sent:
         log_event(log, "delivery.dispatched", logging.DEBUG, count=sent)
     return sent
+
+
+def park_seconds(refused: GuardRefused, settings: Settings) -> float:
+    """How long an endpoint refused by its open breaker parks: until the breaker can
+    next admit a trial. While half-open (a trial in flight) that is the trial's end
+    plus the open time its failure would start, not a few seconds: parked sooner,
+    the whole backlog would be due again while the breaker is still refusing."""
+    breaker = registry().breaker(refused.service)
+    trial = settings.delivery_connect_timeout_seconds + settings.delivery_timeout_seconds
+    now = breaker.registry.clock()
+    return max(refused.retry_in, bp.next_trial_in(breaker.policy, breaker.known, now, trial))
 
 
 # A message's state after an attempt, as the attempt's outcome in the metrics.
@@ -135,12 +148,12 @@ def deliver(self, message_id: str) -> str | None:
                 settings.delivery_connect_timeout_seconds,
             )
             status = result.outcome.status_code
-            call.record(failed=failed_status(status))
+            call.record(failed=failed_status(status), timed_out=result.timed_out)
     except GuardRefused as refused:
         # Not an attempt: the receiver was spared. An open breaker parks the whole
         # endpoint until its next trial; a full limit frees a slot soon: come back then.
         if refused.reason == "open":
-            return park(claimed, max(0.0, refused.retry_in), str(refused))
+            return park(claimed, park_seconds(refused, settings), str(refused))
         execute(
             RELEASE,
             {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)},
@@ -155,6 +168,8 @@ def deliver(self, message_id: str) -> str | None:
         )
         return "deferred"
     state = record_with_retries(claimed, result, settings)
+    if call.trial and not call.failed and registry().breaker(service).state == bp.CLOSED:
+        unpark(claimed.endpoint_id)  # its messages parked for a trial that succeeded
     if state is not None:
         record_delivery(
             ATTEMPT_OUTCOMES.get(state, state),

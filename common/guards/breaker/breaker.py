@@ -85,20 +85,25 @@ class SharedBreaker:
         return self._admit_slow(state, open_until, forced)
 
     def record(
-        self, failed: bool, latency: float | None = None, admission: bp.Admission = bp.ADMITTED
+        self,
+        failed: bool,
+        latency: float | None = None,
+        admission: bp.Admission = bp.ADMITTED,
+        timed_out: bool = False,
     ) -> None:
         """The outcome of an admitted call; ``latency`` (s) marks it slow past
-        ``slow_call_seconds``."""
+        ``slow_call_seconds``; a failure that ``timed_out`` weighs ``timeout_weight``."""
         slow = latency is not None and latency >= self.policy.slow_call_seconds
         if admission.probe is not None:
             self._record_probe(admission.probe, failed or slow)
             return
+        weight = self.policy.timeout_weight if timed_out else 1
         if self.registry.fallback:
-            self.record_locally(bp.Outcomes().plus(failed, slow))
+            self.record_locally(bp.Outcomes().plus(failed, slow, weight))
             return
         with self._lock:
             first = not self._pending.calls
-            self._pending = self._pending.plus(failed, slow)
+            self._pending = self._pending.plus(failed, slow, weight)
         if first:
             self.registry.mark_pending(self)
         if failed:

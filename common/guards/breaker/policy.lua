@@ -10,7 +10,7 @@
 -- KEYS: 1 state hash, 2 window hash, 3 leases hash, 4 index of names (sorted set)
 -- ARGV: 1 op (admit|record|probe|force), 2 name, 3 now ('' for Redis's clock),
 --       4 u (uniform [0,1), for jitter), 5 lease id or force action, 6..16 policy,
---       17..20 batch (calls, failures, slow, trailing) (for op=probe, ARGV[18] is 1 when
+--       17..20 batch (calls, failures, slow, weighted trailing failures) (for op=probe, ARGV[18] is 1 when
 --       the trial call failed), 21 pub/sub channel, 22 TTL of the keys (ms)
 -- Reply: the state after the step, the transition, the admission (store.py's StepReply)
 --        and the now the step ran on
@@ -104,7 +104,8 @@ elseif op == 'record' then
       end
     end
     local consecutive
-    if failures < calls then consecutive = trailing else consecutive = s.consecutive + failures end
+    -- trailing is weighted (a timed-out call counts timeout_weight): all of them when none succeeded
+    if failures < calls then consecutive = trailing else consecutive = s.consecutive + trailing end
     local reason = ''
     if P.threshold > 0 and consecutive >= P.threshold then
       reason = string.format('%d consecutive failures', consecutive)

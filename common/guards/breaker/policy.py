@@ -12,7 +12,10 @@ after ``lease_seconds`` so a probe whose worker died frees its slot).
 
 The breaker trips (closed -> open) when any rule that is switched on fires:
 
-* ``failure_threshold`` consecutive failures (0 = off);
+* ``failure_threshold`` consecutive failures (0 = off), a call that timed out
+  counting as ``timeout_weight`` of them: it held its slot for the whole deadline,
+  as long as a hundred ordinary failures, so a receiver that trickles its answer
+  is refused after two such calls, not five;
 * ``failure_rate``: failures / calls in the sliding window, once the window
   holds ``min_calls`` calls (0 = off);
 * ``slow_call_rate``: calls slower than ``slow_call_seconds`` / calls, same
@@ -45,6 +48,7 @@ __all__ = [
     "Outcomes",
     "admit",
     "force",
+    "next_trial_in",
     "open_duration",
     "policy_from_settings",
     "record",
@@ -59,6 +63,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 @dataclass(frozen=True)
 class BreakerPolicy:
     failure_threshold: int = 5  # consecutive failures that trip the breaker; 0 = off
+    timeout_weight: int = 3  # failures a timed-out call counts as, toward failure_threshold
     failure_rate: float = 0.5  # share of failed calls in the window that trips it; 0 = off
     min_calls: int = 10  # calls the window must hold before the rates are judged
     window_seconds: float = 30.0  # length of the sliding window
@@ -72,8 +77,8 @@ class BreakerPolicy:
     buckets: int = 10  # buckets of the sliding window
 
     def __post_init__(self) -> None:
-        if self.half_open_calls < 1 or self.buckets < 1 or self.min_calls < 1:
-            raise ValueError("half_open_calls, buckets and min_calls must be >= 1")
+        if min(self.half_open_calls, self.buckets, self.min_calls, self.timeout_weight) < 1:
+            raise ValueError("half_open_calls, buckets, min_calls and timeout_weight must be >= 1")
         if (
             not (0 <= self.jitter < 1)
             or self.open_seconds <= 0
@@ -93,14 +98,16 @@ class Outcomes:
     calls: int = 0
     failures: int = 0
     slow: int = 0
-    trailing_failures: int = 0  # failures after the batch's last success
+    trailing_failures: int = 0  # failures after the batch's last success, weighted
 
-    def plus(self, failed: bool, slow: bool = False) -> Outcomes:
+    def plus(self, failed: bool, slow: bool = False, weight: int = 1) -> Outcomes:
+        """With one more call; a failure counts ``weight`` toward the consecutive
+        failures (``timeout_weight`` for a call that timed out)."""
         return Outcomes(
             self.calls + 1,
             self.failures + failed,
             self.slow + slow,
-            self.trailing_failures + 1 if failed else 0,
+            self.trailing_failures + weight if failed else 0,
         )
 
 
@@ -173,6 +180,22 @@ def admit(
     return s, Admission(False, retry_in=min(policy.open_seconds, soonest - now))
 
 
+def next_trial_in(
+    policy: BreakerPolicy, s: BreakerState, now: float, trial_seconds: float
+) -> float:
+    """Seconds until the breaker can next admit a trial call, at the soonest, should
+    the calls in flight fail: an open breaker's remaining open time; a half-open
+    one's trial (at most ``trial_seconds``) plus the open time its failure would
+    start, at its shortest. What a caller that waits in bulk (parked deliveries)
+    waits for; a trial that succeeds is that caller's to announce."""
+    s = settle(policy, s, now)
+    if s.state == OPEN:
+        return policy.open_seconds if s.forced else max(0.0, s.open_until - now)
+    if s.state == HALF_OPEN:
+        return trial_seconds + open_duration(policy, s.trips + 1, 1.0)
+    return 0.0
+
+
 def trip_reason(
     policy: BreakerPolicy, consecutive: int, calls: int, failures: int, slow: int
 ) -> str:
@@ -219,7 +242,7 @@ def record(
     if batch.failures < batch.calls:
         consecutive = batch.trailing_failures
     else:
-        consecutive = s.consecutive + batch.failures
+        consecutive = s.consecutive + batch.trailing_failures  # every one failed, weighted
     calls, failures, slow = (sum(v[i] for v in window.values()) for i in range(3))
     reason = trip_reason(policy, consecutive, calls, failures, slow)
     if reason:
@@ -271,6 +294,7 @@ def policy_from_settings(settings: Any) -> BreakerPolicy:
     """The breaker policy the ``BREAKER_*`` settings describe."""
     return BreakerPolicy(
         failure_threshold=settings.breaker_failure_threshold,
+        timeout_weight=settings.breaker_timeout_weight,
         failure_rate=settings.breaker_failure_rate,
         min_calls=settings.breaker_min_calls,
         window_seconds=settings.breaker_window_seconds,
