@@ -2,8 +2,8 @@
 breaker is open delay a healthy endpoint's retries beyond their schedule?
 
 The stack is run from the Procfile (``bench.bench_trickle.procfile_stack``: release
-on a fresh database, web, beat, ops and the deliveries worker, prefork, the
-Procfile's ``WORKER_CONCURRENCY``). The healthy endpoint (127.0.0.1) answers each
+on a fresh database, web, beat, ops and the deliveries worker: the Procfile's pool and
+``WORKER_CONCURRENCY``). The healthy endpoint (127.0.0.1) answers each
 message's first attempt 503 and its retry 200; its messages are posted through the
 API at --rate a second. The dead host (127.0.0.2) refuses connections (--dead
 refuse) or answers every request 503 (--dead 503).
@@ -33,7 +33,7 @@ never refuses.
 
     .venv/bin/python -m bench.bench_parking [--backlog 50000] [--seconds 120]
         [--baseline-seconds 60] [--rate 5] [--drain 240] [--dead refuse|503]
-        [--concurrency 2] [--broker redis|amqp]
+        [--concurrency 64] [--broker redis|amqp]
 """
 
 from __future__ import annotations
@@ -411,7 +411,7 @@ ROWS = [
 
 def report(result: Result, args: argparse.Namespace) -> None:
     print(
-        f"\nmachine: {os.cpu_count()} cores; worker: Procfile (prefork), WORKER_CONCURRENCY="
+        f"\nmachine: {os.cpu_count()} cores; worker: Procfile, WORKER_CONCURRENCY="
         f"{args.concurrency}; healthy {args.rate:g} msg/s; dead host: {args.dead},"
         f" {args.backlog} messages; broker {args.broker}"
     )
@@ -460,7 +460,7 @@ def main() -> None:
         "--drain", type=float, default=240.0, help="seconds a phase waits for its last retries"
     )
     parser.add_argument("--dead", choices=["refuse", "503"], default="refuse")
-    parser.add_argument("--concurrency", type=int, default=2, help="WORKER_CONCURRENCY")
+    parser.add_argument("--concurrency", type=int, default=64, help="WORKER_CONCURRENCY")
     parser.add_argument("--broker", choices=["redis", "amqp"], default="redis")
     args = parser.parse_args()
     report(run(args), args)

@@ -2,7 +2,7 @@
 while other receivers trickle their response headers (one byte every 0.2 s)?
 
 The stack is run from the Procfile as in ``bench/bench_blackbox.py`` (release on a
-fresh database, web, beat, ops and the deliveries worker: prefork, the Procfile's
+fresh database, web, beat, ops and the deliveries worker: the Procfile's pool and
 ``WORKER_CONCURRENCY``), with the product's settings except
 ``DELIVERY_TIMEOUT_SECONDS`` (--deadline, 2 s). One healthy receiver on 127.0.0.1
 answers 200 at once; each trickling receiver has its own loopback address
@@ -15,7 +15,10 @@ a second. Then the trickling endpoints are disabled, their pending messages fail
 and the healthy backlog drained before the next level, whose trickling receivers
 are new (fresh breakers). A level with none trickling is a baseline: by default one
 runs before and after each trickling level, because other work on the machine moves
-the rate by tens of per cent within minutes.
+the rate by tens of per cent within minutes. A control level (``16p``) has as many
+other receivers with the same traffic, answering 200 at once: on a CPU-bound machine
+the API, PostgreSQL and the worker spend on the other endpoints' messages whatever
+those receivers do, and the control separates that from the cost of the trickle.
 
 Per level: the healthy rate (2xx at the receiver within the window, per second)
 and its ratio to the mean of the nearest baselines before and after it; the healthy
@@ -25,8 +28,8 @@ deliveries; and what the trickling receivers took: their attempts within the win
 the slot-seconds those held and that as a share of the worker's slots, their
 breakers' states and AIMD limits at the window's end.
 
-    .venv/bin/python -m bench.bench_trickle [--levels 0,4,0,16,0,64,0] [--seconds 40]
-        [--trickle-rate 0.5] [--backlog 50] [--deadline 2] [--concurrency 2]
+    .venv/bin/python -m bench.bench_trickle [--levels 0,4,4p,0,16,16p,0,64,64p,0]
+        [--seconds 40] [--trickle-rate 0.5] [--backlog 50] [--deadline 2] [--concurrency 64]
         [--broker redis|amqp]
 """
 
@@ -53,12 +56,14 @@ from bench.bench_delivery import percentile
 from common.config import Settings
 from common.redis.keys import RedisKeys
 from tests.support.brokers import Broker
-from tests.support.hostile import HEADERS_TRICKLED, HostileReceiver
+from tests.support.hostile import HEADERS_TRICKLED, HostileReceiver, answer
 from tests.support.receiver import WebhookReceiver
 from tests.support.servers import base_database_url, base_redis_url, wait_for
 from tests.support.stack import AUTH, create_endpoint, stack_env, start_api, start_beat
 
 CLIENT_THREADS = 4
+# A control level's receivers: the same traffic as a trickling level, answered at once.
+PROMPT = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close", b"ok")
 # The product's delivery defaults: stack_env's are the tests' (a 200 ms schedule).
 PRODUCT = {
     name.upper(): str(Settings.model_fields[name].default)
@@ -200,7 +205,7 @@ def feed_trickling(
 
 @dataclass
 class Level:
-    trickling: int
+    trickling: int  # the level's other receivers (trickling, or prompt when ``control``)
     seconds: float
     healthy_delivered: int
     latencies: list[float]  # POST to 2xx at the receiver, seconds, messages posted in the window
@@ -213,6 +218,7 @@ class Level:
     mean_owed: float = 0.0  # healthy messages posted and not yet delivered, sampled
     breakers: Counter = field(default_factory=Counter)  # the trickling hosts', at the window's end
     limits: list[int] = field(default_factory=list)  # their AIMD limits then
+    control: bool = False  # the other receivers answer at once: the traffic without the trickle
 
     @property
     def rate(self) -> float:
@@ -226,13 +232,16 @@ def run_level(
     trickling: int,
     first_host: int,
     args: argparse.Namespace,
+    control: bool = False,
 ) -> Level:
     healthy = Healthy(args.backlog)
     receiver.respond = healthy.respond
     client = stack.client
     with ExitStack() as receivers:
         hostile = [
-            receivers.enter_context(HostileReceiver(HEADERS_TRICKLED, host=f"127.0.0.{n}"))
+            receivers.enter_context(
+                HostileReceiver(PROMPT if control else HEADERS_TRICKLED, host=f"127.0.0.{n}")
+            )
             for n in range(first_host, first_host + trickling)
         ]
         trickle_ids = []
@@ -271,6 +280,7 @@ def run_level(
         stack, healthy, healthy_endpoint, trickle_ids, (started, ended), (started_wall, ended_wall)
     )
     level.mean_owed = statistics.mean(owed)
+    level.control = control
     services = {f"webhook:{receiver_.host}" for receiver_ in hostile}
     level.breakers = Counter(b["state"] for b in guards["breakers"] if b["name"] in services)
     if trickling > sum(level.breakers.values()):
@@ -352,28 +362,42 @@ def neighbours(levels: list[Level], at: int) -> float:
     return statistics.mean(before + after or [levels[at].rate])
 
 
+def control_rate(levels: list[Level], at: int) -> float | None:
+    """The rate of the control level nearest ``levels[at]`` with as many prompt receivers."""
+    controls = [
+        (abs(i - at), x.rate)
+        for i, x in enumerate(levels)
+        if x.control and x.trickling == levels[at].trickling
+    ]
+    return min(controls)[1] if controls else None
+
+
 def report(levels: list[Level], args: argparse.Namespace) -> None:
     slots = args.concurrency
     print(
-        f"\nmachine: {os.cpu_count()} cores; worker: Procfile (prefork), WORKER_CONCURRENCY="
+        f"\nmachine: {os.cpu_count()} cores; worker: Procfile, WORKER_CONCURRENCY="
         f"{slots}; DELIVERY_TIMEOUT_SECONDS={args.deadline:g}; {args.seconds:g} s per level;"
         f" healthy backlog {args.backlog}; {args.trickle_rate:g} msg/s per trickling endpoint;"
         f" broker {args.broker}"
     )
     print(
-        "| trickling receivers | healthy rate (/s) | ÷ baseline | POST → 2xx p50 / p99 |"
+        "| trickling receivers | healthy rate (/s) | ÷ baseline | ÷ control |"
+        " POST → 2xx p50 / p99 |"
         " attempt p99 | longest gap | trickling attempts (per receiver) |"
         " slot-s held (share of slots) | breakers at the end | AIMD limits |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for at, level in enumerate(levels):
         hosts = level.trickle_hosts_attempts
         spread = f" ({min(hosts)}–{max(hosts)})" if hosts else ""
         share = level.trickle_slot_seconds / (level.seconds * slots)
         label = f"{level.trickling} (baseline)" if not level.trickling else str(level.trickling)
+        label = f"{level.trickling} prompt (control)" if level.control else label
         ratio = f"{level.rate / neighbours(levels, at):.2f}×" if level.trickling else "—"
+        control = control_rate(levels, at) if level.trickling and not level.control else None
+        versus = f"{level.rate / control:.2f}×" if control else "—"
         print(
-            f"| {label} | {level.rate:.1f} | {ratio} |"
+            f"| {label} | {level.rate:.1f} | {ratio} | {versus} |"
             f" {percentile(level.latencies, 0.5) * 1000:.0f} ms /"
             f" {percentile(level.latencies, 0.99) * 1000:.0f} ms |"
             f" {percentile(level.attempt_ms, 0.99)} ms | {level.longest_gap:.2f} s |"
@@ -384,7 +408,8 @@ def report(levels: list[Level], args: argparse.Namespace) -> None:
         )
     for level in levels:
         print(
-            f"{level.trickling} trickling: healthy owed {level.mean_owed:.0f} on average;"
+            f"{level.trickling}{' prompt' if level.control else ' trickling'}: healthy owed"
+            f" {level.mean_owed:.0f} on average;"
             " per 5 s, healthy delivered / trickling attempts started: "
             + ", ".join(f"{h}/{t}" for h, t in level.timeline)
         )
@@ -392,15 +417,20 @@ def report(levels: list[Level], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", default="0,4,0,16,0,64,0", help="trickling receivers per level")
+    parser.add_argument(
+        "--levels",
+        default="0,4,4p,0,16,16p,0,64,64p,0",
+        help="other receivers per level: N trickling, Np prompt (a control level)",
+    )
     parser.add_argument("--seconds", type=float, default=40.0, help="length of each level")
     parser.add_argument("--trickle-rate", type=float, default=0.5, help="msg/s per receiver")
     parser.add_argument("--backlog", type=int, default=50, help="healthy messages kept owed")
     parser.add_argument("--deadline", type=float, default=2.0, help="DELIVERY_TIMEOUT_SECONDS")
-    parser.add_argument("--concurrency", type=int, default=2, help="WORKER_CONCURRENCY")
+    parser.add_argument("--concurrency", type=int, default=64, help="WORKER_CONCURRENCY")
     parser.add_argument("--broker", choices=["redis", "amqp"], default="redis")
     args = parser.parse_args()
-    counts = [int(n) for n in args.levels.split(",")]
+    specs = [(int(n.rstrip("p")), n.endswith("p")) for n in args.levels.split(",")]
+    counts = [n for n, _ in specs]
     if 2 + sum(counts) > 254:
         raise SystemExit("--levels: at most 252 trickling receivers in all (127.0.0.2-254)")
     settings = {
@@ -411,12 +441,14 @@ def main() -> None:
     with procfile_stack(args.broker, "tr", **settings) as stack, WebhookReceiver() as receiver:
         healthy_endpoint = create_endpoint(stack.client, receiver)["id"]
         first_host = 2
-        for trickling in counts:
-            level = run_level(stack, receiver, healthy_endpoint, trickling, first_host, args)
+        for trickling, control in specs:
+            level = run_level(
+                stack, receiver, healthy_endpoint, trickling, first_host, args, control
+            )
             first_host += trickling
             levels.append(level)
             print(
-                f"{trickling} trickling: healthy {level.rate:.1f}/s,"
+                f"{trickling}{' prompt' if control else ''}: healthy {level.rate:.1f}/s,"
                 f" {level.trickle_attempts} trickling attempts",
                 flush=True,
             )
