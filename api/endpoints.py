@@ -2,9 +2,15 @@
 application's, for one release): where webhooks go.
 
 An endpoint is a URL plus a signing secret. Jenga generates the secret
-(``whsec_...``) and returns it once, in the answer to the create call; after
-that it is never shown again (receivers store it). The URL must pass the SSRF
-policy (:mod:`common.delivery.destinations`) on create and on update.
+(``whsec_...``, or takes the sender's) and returns it in the answer to the create
+call; after that ``GET …/secret`` shows it to a key that may write the application.
+``POST …/secret/rotate`` replaces it, keeping the old one signing too for a grace
+(:mod:`common.delivery.signing`). The URL must pass the SSRF policy
+(:mod:`common.delivery.destinations`) on create and on update. ``{endpoint_id}`` in
+a path is the endpoint's id or its ``uid`` (the sender's own id, unique per
+application). Custom ``headers`` are sent with every delivery and shown only to a
+key of the application itself; every other reader (admin keys included) sees
+their names with masked values (:mod:`common.delivery.custom_headers`).
 
 Every call needs a key that may read the application (writes: one that may
 write it); see :mod:`api.tenancy`.
@@ -12,23 +18,26 @@ write it); see :mod:`api.tenancy`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import authenticate
-from api.errors import ApiError
+from api.errors import ApiError, error_responses
+from api.messages import database_now
 from api.pagination import ITERATOR, page, page_size, split
 from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
-from common.access.audit import ENDPOINT_DELETED, record
+from common.access.audit import ENDPOINT_DELETED, ENDPOINT_SECRET_ROTATED, record
 from common.access.scopes import Principal
+from common.delivery.custom_headers import header_problems, masked
 from common.delivery.destinations import DestinationError, resolve_destination
 from common.delivery.models import App, Endpoint
-from common.delivery.signing import generate_secret
+from common.delivery.signing import checked_secret, generate_secret
 from common.delivery.urls import normalise_url
 
 # Mounted twice (api/app.py): under /v1/apps/{app}/endpoints and as /v1/endpoints.
@@ -41,11 +50,55 @@ WebhookUrl = Annotated[
 ]
 
 
+Uid = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="The sender's own id for this endpoint; unique in its application.",
+    ),
+]
+Metadata = Annotated[
+    dict[
+        Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=1000)]
+    ],
+    Field(max_length=50, description="Strings for the sender's own use (at most 50)."),
+]
+Headers = Annotated[
+    dict[str, str],
+    Field(
+        max_length=20,
+        description="Sent with every delivery (e.g. `Authorization`); not `webhook-*`, `host`,"
+        " `content-type`, `content-length`, `connection`, `transfer-encoding` and the like.",
+    ),
+]
+SECRET_DESCRIPTION = "`whsec_` + base64 of 24 to 64 bytes; generated when not given."
+MAX_GRACE_SECONDS = 7 * 24 * 3600
+
+
+def _checked_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
+    if headers is not None and (problems := header_problems(headers)):
+        raise ValueError("; ".join(problems))
+    return headers
+
+
+def _checked_secret(secret: str | None) -> str | None:
+    return None if secret is None else checked_secret(secret)
+
+
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: WebhookUrl = Field(description="http(s) URL that receives the webhooks.")
     description: str = Field(default="", max_length=1000, description="Free text for people.")
+    uid: Uid | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
+    secret: str | None = Field(default=None, max_length=200, description=SECRET_DESCRIPTION)
+
+    _headers = field_validator("headers")(_checked_headers)
+    _secret = field_validator("secret")(_checked_secret)
 
 
 class EndpointUpdate(BaseModel):
@@ -53,28 +106,64 @@ class EndpointUpdate(BaseModel):
 
     url: WebhookUrl | None = None
     description: str | None = Field(default=None, max_length=1000)
+    uid: Uid | None = Field(default=None, description="`null` clears it.")
+    metadata: Metadata | None = Field(default=None, description="Replaces the whole map.")
+    headers: Headers | None = Field(default=None, description="Replaces every custom header.")
+
+    _headers = field_validator("headers")(_checked_headers)
 
 
 class EndpointOut(BaseModel):
     id: str
+    uid: str | None
     url: str
     description: str
+    metadata: dict[str, str]
+    headers: dict[str, str] = Field(
+        description="Values are `********` unless the key is one of this application's own."
+    )
     disabled: bool
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, endpoint: Endpoint) -> EndpointOut:
+    def of(cls, endpoint: Endpoint, principal: Principal) -> EndpointOut:
+        headers = endpoint.headers or {}
         return cls(
             id=endpoint.id,
+            uid=endpoint.uid,
             url=endpoint.url,
             description=endpoint.description,
+            metadata=endpoint.metadata_map or {},
+            headers=headers if principal.owns(endpoint.app_id) else masked(headers),
             disabled=endpoint.disabled,
             disabled_reason=endpoint.disabled_reason,
             created_at=endpoint.created_at,
             updated_at=endpoint.updated_at,
         )
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str | None = Field(default=None, max_length=200, description=SECRET_DESCRIPTION)
+    grace_seconds: int = Field(
+        default=24 * 3600,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="How long the replaced secret keeps signing deliveries (at most 7 days).",
+    )
+
+    _secret = field_validator("secret")(_checked_secret)
+
+
+class SecretOut(BaseModel):
+    secret: str = Field(description="The current `whsec_…` signing secret.")
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until when deliveries are also signed with the secret the last rotation"
+        " replaced; null when only the current one signs."
+    )
 
 
 class EndpointCreated(EndpointOut):
@@ -103,38 +192,62 @@ def checked_url(request: Request, url: str) -> str:
 def endpoint_or_404(
     session: Session, app: App, endpoint_id: str, *, lock: bool = False
 ) -> Endpoint:
-    """The application's endpoint; another application's answers 404 like a missing one."""
-    query = select(Endpoint).where(Endpoint.id == endpoint_id, Endpoint.app_id == app.id)
+    """The application's endpoint, by id or uid; another application's answers 404 like
+    a missing one."""
+    query = select(Endpoint).where(
+        or_(Endpoint.id == endpoint_id, Endpoint.uid == endpoint_id), Endpoint.app_id == app.id
+    )
     endpoint = session.scalars(query.with_for_update() if lock else query).first()
     if endpoint is None:
         raise ApiError(404, "endpoint_not_found", f"no endpoint {endpoint_id!r}")
     return endpoint
 
 
-@router.post("", status_code=201, response_model=EndpointCreated, responses=WRITE_ERRORS)
+def commit_unique_uid(session: Session, uid: str | None) -> None:
+    """Commit; 409 ``uid_taken`` when another endpoint of the application has ``uid``."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(
+            409, "uid_taken", f"another endpoint of this application has uid {uid!r}"
+        ) from None
+
+
+UID_ERRORS = {**WRITE_ERRORS, **error_responses(409)}
+
+
+@router.post("", status_code=201, response_model=EndpointCreated, responses=UID_ERRORS)
 def create_endpoint(
     body: EndpointIn,
     request: Request,
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
 ) -> EndpointCreated:
-    """Create an endpoint; the answer carries its signing secret, once."""
+    """Create an endpoint; the answer carries its signing secret."""
     endpoint = Endpoint(
         app_id=app.id,
         url=checked_url(request, body.url),
         description=body.description,
-        secret=generate_secret(),
+        uid=body.uid,
+        metadata_map=body.metadata,
+        headers=body.headers,
+        secret=body.secret or generate_secret(),
     )
     session.add(endpoint)
-    session.commit()
+    commit_unique_uid(session, body.uid)
     session.refresh(endpoint)
-    return EndpointCreated(**EndpointOut.of(endpoint).model_dump(), secret=endpoint.secret)
+    return EndpointCreated(
+        **EndpointOut.of(endpoint, principal).model_dump(), secret=endpoint.secret
+    )
 
 
 @router.get("", response_model=EndpointList)
 def list_endpoints(
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
     limit: int = page_size(500),
     iterator: str | None = ITERATOR,
 ) -> EndpointList:
@@ -143,56 +256,130 @@ def list_endpoints(
         select(Endpoint).where(Endpoint.app_id == app.id), Endpoint, iterator, limit, False
     )
     rows, next_iterator, done = split(list(session.scalars(query)), limit)
-    return EndpointList(data=[EndpointOut.of(e) for e in rows], iterator=next_iterator, done=done)
+    return EndpointList(
+        data=[EndpointOut.of(e, principal) for e in rows], iterator=next_iterator, done=done
+    )
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut)
 def get_endpoint(
-    endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+    endpoint_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
-    return EndpointOut.of(endpoint_or_404(session, app, endpoint_id))
+    return EndpointOut.of(endpoint_or_404(session, app, endpoint_id), principal)
 
 
-@router.patch("/{endpoint_id}", response_model=EndpointOut, responses=WRITE_ERRORS)
+@router.patch("/{endpoint_id}", response_model=EndpointOut, responses=UID_ERRORS)
 def update_endpoint(
     endpoint_id: str,
     body: EndpointUpdate,
     request: Request,
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
+    """Change what is given; `metadata` and `headers` replace the whole map."""
     endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
     if body.url is not None:
         endpoint.url = checked_url(request, body.url)
     if body.description is not None:
         endpoint.description = body.description
-    session.commit()
+    if "uid" in body.model_fields_set:
+        endpoint.uid = body.uid
+    if body.metadata is not None:
+        endpoint.metadata_map = body.metadata
+    if body.headers is not None:
+        endpoint.headers = body.headers
+    commit_unique_uid(session, body.uid)
     session.refresh(endpoint)
-    return EndpointOut.of(endpoint)
+    return EndpointOut.of(endpoint, principal)
 
 
-def _set_disabled(endpoint_id: str, session: Session, app: App, disabled: bool) -> EndpointOut:
+@router.get("/{endpoint_id}/secret", response_model=SecretOut, responses=WRITE_ERRORS)
+def get_secret(
+    endpoint_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
+) -> SecretOut:
+    """The current signing secret, for a key that may write the application."""
+    if not principal.may_write(app.id):
+        raise HTTPException(status_code=403, detail="this key may only read this application")
+    endpoint = endpoint_or_404(session, app, endpoint_id)
+    return SecretOut(
+        secret=endpoint.secret,
+        previous_secret_expires_at=_live_expiry(session, endpoint),
+    )
+
+
+@router.post("/{endpoint_id}/secret/rotate", response_model=SecretOut, responses=WRITE_ERRORS)
+def rotate_secret(
+    endpoint_id: str,
+    body: RotateIn,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
+) -> SecretOut:
+    """Sign with a new secret from now on (the given one, or a generated one); the
+    replaced one keeps signing too for `grace_seconds`. Rotating again during a grace
+    keeps the two newest: the current one becomes the previous one."""
+    endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
+    now = database_now(session)
+    endpoint.previous_secret = endpoint.secret if body.grace_seconds else None
+    endpoint.previous_secret_expires_at = (
+        now + timedelta(seconds=body.grace_seconds) if body.grace_seconds else None
+    )
+    endpoint.secret = body.secret or generate_secret()
+    record(
+        session,
+        principal.name,
+        ENDPOINT_SECRET_ROTATED,
+        endpoint.id,
+        {"app": app.id, "grace_seconds": body.grace_seconds},
+    )
+    session.commit()
+    return SecretOut(
+        secret=endpoint.secret, previous_secret_expires_at=endpoint.previous_secret_expires_at
+    )
+
+
+def _live_expiry(session: Session, endpoint: Endpoint) -> datetime | None:
+    expires = endpoint.previous_secret_expires_at
+    return expires if expires is not None and expires > database_now(session) else None
+
+
+def _set_disabled(
+    endpoint_id: str, session: Session, app: App, principal: Principal, disabled: bool
+) -> EndpointOut:
     endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
     endpoint.disabled = disabled
     endpoint.disabled_reason = "disabled through the API" if disabled else None
     session.commit()
     session.refresh(endpoint)
-    return EndpointOut.of(endpoint)
+    return EndpointOut.of(endpoint, principal)
 
 
 @router.post("/{endpoint_id}/disable", response_model=EndpointOut, responses=WRITE_ERRORS)
 def disable_endpoint(
-    endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+    endpoint_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
     """Stop deliveries: new messages are refused (409), pending ones end `failed`."""
-    return _set_disabled(endpoint_id, session, app, True)
+    return _set_disabled(endpoint_id, session, app, principal, True)
 
 
 @router.post("/{endpoint_id}/enable", response_model=EndpointOut, responses=WRITE_ERRORS)
 def enable_endpoint(
-    endpoint_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+    endpoint_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
-    return _set_disabled(endpoint_id, session, app, False)
+    return _set_disabled(endpoint_id, session, app, principal, False)
 
 
 @router.delete("/{endpoint_id}", status_code=204, responses=WRITE_ERRORS)

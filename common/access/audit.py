@@ -31,6 +31,7 @@ __all__ = [
     "BREAKER_FORCED",
     "CLI",
     "ENDPOINT_DELETED",
+    "ENDPOINT_SECRET_ROTATED",
     "EVENT_TYPE_ARCHIVED",
     "EVENT_TYPE_CREATED",
     "EVENT_TYPE_DELETED",
@@ -52,6 +53,7 @@ KEY_REVOKED = "key.revoked"
 APP_CREATED = "app.created"
 APP_DELETED = "app.deleted"
 ENDPOINT_DELETED = "endpoint.deleted"
+ENDPOINT_SECRET_ROTATED = "endpoint.secret_rotated"
 BREAKER_FORCED = "breaker.forced"
 EVENT_TYPE_CREATED = "event_type.created"
 EVENT_TYPE_UPDATED = "event_type.updated"

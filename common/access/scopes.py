@@ -64,6 +64,11 @@ class Principal:
             scope.app == app_id and not scope.read_only for scope in self.scopes
         )
 
+    def owns(self, app_id: str) -> bool:
+        """A key of that application with full scope (not read-only, not an admin):
+        the one reader that sees its endpoints' custom header values."""
+        return any(scope.app == app_id and not scope.read_only for scope in self.scopes)
+
     def readable_apps(self) -> set[str] | None:
         """The applications this principal may read; None for all of them."""
         return None if self.is_admin else {s.app for s in self.scopes if s.app is not None}

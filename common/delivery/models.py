@@ -105,8 +105,15 @@ class EventType(Base):
 
 
 class Endpoint(Base):
+    """Where one application's webhooks go. ``uid`` is the sender's own id for it (unique
+    per application); ``headers`` are sent with every delivery; ``previous_secret`` (the
+    one the last rotation replaced) signs deliveries too until its expiry."""
+
     __tablename__ = "webhook_endpoints"
-    __table_args__ = (Index("ix_webhook_endpoints_app", "app_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_webhook_endpoints_app", "app_id", "created_at", "id"),
+        Index("uq_webhook_endpoints_app_uid", "app_id", "uid", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ep"))
     app_id: Mapped[str] = mapped_column(
@@ -114,7 +121,17 @@ class Endpoint(Base):
     )
     url: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    uid: Mapped[str | None] = mapped_column(String(255))
+    # "metadata" is SQLAlchemy's own attribute on a model: the column goes by another name here.
+    metadata_map: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
+    headers: Mapped[dict[str, str]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
     secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

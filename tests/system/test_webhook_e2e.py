@@ -8,6 +8,8 @@ import re
 from contextlib import ExitStack
 
 import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.support.receiver import Reply, WebhookReceiver
 from tests.support.servers import wait_for
@@ -116,6 +118,48 @@ def test_schedule_exhausted_retry_after_and_410(broker_env, redis_client):
         assert [a["status_code"] for a in shown["attempts"]] == [410]  # no retry after 410
         endpoint = client.get(f"/v1/endpoints/{gone['id']}", headers=AUTH).json()
         assert endpoint["disabled"] is True and "410" in endpoint["disabled_reason"]
+
+
+def test_rotated_secret_signs_beside_the_old_one_for_the_grace_and_custom_headers_go_along(
+    broker_env, redis_client
+):
+    """During a rotation's grace a receiver verifying with either secret (with the
+    ``standardwebhooks`` package) accepts each delivery; after a rotation without grace
+    the old secrets fail. The endpoint's custom headers reach the receiver."""
+    with ExitStack() as stack, WebhookReceiver() as receiver:
+        database_url = stack.enter_context(fresh_database())
+        env = stack_env(broker_env, database_url)
+        client = start_api(stack, env)
+        start_worker(stack, env)
+        start_beat(stack, env)
+        created = client.post(
+            "/v1/endpoints",
+            json={"url": receiver.url, "headers": {"Authorization": "Bearer gateway-token"}},
+            headers=AUTH,
+        )
+        assert created.status_code == 201, created.text
+        endpoint, old = created.json(), created.json()["secret"]
+        secret_path = f"/v1/endpoints/{endpoint['id']}/secret"
+        new = client.post(f"{secret_path}/rotate", json={"grace_seconds": 3600}, headers=AUTH)
+        new = new.json()["secret"]
+
+        during = send(client, endpoint["id"], {"n": 1})
+        wait_for(lambda: during["id"] in receiver.by_id(), 30, what="the delivery in the grace")
+        (seen,) = receiver.by_id()[during["id"]]
+        assert seen.headers["authorization"] == "Bearer gateway-token"
+        assert len(seen.headers["webhook-signature"].split(" ")) == 2
+        Webhook(old).verify(seen.raw, seen.headers)
+        Webhook(new).verify(seen.raw, seen.headers)
+
+        newest = client.post(f"{secret_path}/rotate", json={"grace_seconds": 0}, headers=AUTH)
+        newest = newest.json()["secret"]
+        after = send(client, endpoint["id"], {"n": 2})
+        wait_for(lambda: after["id"] in receiver.by_id(), 30, what="the delivery after it")
+        (seen,) = receiver.by_id()[after["id"]]
+        Webhook(newest).verify(seen.raw, seen.headers)
+        for revoked in (old, new):
+            with pytest.raises(WebhookVerificationError):
+                Webhook(revoked).verify(seen.raw, seen.headers)
 
 
 def test_private_destination_refused_at_delivery_time(broker_env, redis_client):

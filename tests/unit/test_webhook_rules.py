@@ -4,6 +4,7 @@ message lifecycle (a Hypothesis state machine against a small model)."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from common.delivery.retry_schedule import (
     parse_retry_after,
     parse_schedule,
 )
-from common.delivery.signing import generate_secret, webhook_headers
+from common.delivery.signing import checked_secret, generate_secret, webhook_headers
 
 # --- signing -----------------------------------------------------------------
 
@@ -61,6 +62,34 @@ def test_a_changed_body_or_other_secret_fails_verification():
         Webhook(secret).verify(b'{"a":2}', headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(generate_secret()).verify(b'{"a":1}', headers)
+
+
+def test_during_a_rotation_either_secret_verifies_and_a_third_does_not():
+    new, old = generate_secret(), generate_secret()
+    body = b'{"type":"t","data":{}}'
+    headers = webhook_headers(new, "msg_1", int(datetime.now(UTC).timestamp()), body, old)
+    assert headers["webhook-signature"].count("v1,") == 2
+    Webhook(new).verify(body, headers)
+    Webhook(old).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(generate_secret()).verify(body, headers)
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        ("sk_" + "A" * 32, "starts with"),
+        ("whsec_not*base64!", "base64"),
+        ("whsec_" + base64.b64encode(b"x" * 23).decode(), "holds 23"),
+        ("whsec_" + base64.b64encode(b"x" * 65).decode(), "holds 65"),
+    ],
+)
+def test_a_secret_the_sender_brings_must_be_whsec_base64_of_24_to_64_bytes(secret, why):
+    with pytest.raises(ValueError, match=why):
+        checked_secret(secret)
+    for size in (24, 64):
+        good = "whsec_" + base64.b64encode(b"k" * size).decode()
+        assert checked_secret(good) == good
 
 
 def test_secrets_are_whsec_and_distinct():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from common.config import Settings
 from common.connections.probes import describe_error
@@ -83,7 +83,9 @@ CLAIM_ONE = """
       AND (m.claimed_until IS NULL OR m.claimed_until < now())
       AND (e.parked_until IS NULL OR e.parked_until <= now())
     RETURNING m.body, m.schedule_position, m.attempt_count, m.unrecorded_claims,
-              e.id AS endpoint_id, e.url, e.secret, e.disabled
+              e.id AS endpoint_id, e.url, e.secret, e.disabled, e.headers,
+              CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
+                AS previous_secret
     """
 
 GIVE_UP = """
@@ -231,6 +233,9 @@ class Claim:
     secret: str
     disabled: bool
     unrecorded_claims: int = 1  # this claim included
+    # The endpoint's custom headers, and the secret a rotation replaced while it still signs.
+    headers: dict[str, str] = field(default_factory=dict)
+    previous_secret: str | None = None
 
 
 def round_seconds(settings: Settings) -> float:
@@ -307,6 +312,8 @@ def claim(message_id: str, settings: Settings) -> Claim | None:
         row["secret"],
         row["disabled"],
         row["unrecorded_claims"],
+        row["headers"] or {},
+        row["previous_secret"],
     )
 
 

@@ -134,7 +134,10 @@ def deliver(self, message_id: str) -> str | None:
         started = datetime.now(UTC)
         result = AttemptResult(Outcome(error=f"DestinationRefused: {error}"), started, 0, None)
         return record_with_retries(claimed, result, settings)
-    headers = webhook_headers(claimed.secret, claimed.message_id, int(time.time()), body)
+    signed = webhook_headers(
+        claimed.secret, claimed.message_id, int(time.time()), body, claimed.previous_secret
+    )
+    headers = {**claimed.headers, **signed}
     service = webhook_service(destination.host)
     try:
         with self.guard(service, defer=False) as call:
