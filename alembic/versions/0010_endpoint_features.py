@@ -1,7 +1,7 @@
 """endpoints: uid and metadata, custom headers, secret rotation with a grace
 
 Revision ID: 0010
-Revises: 0009
+Revises: 0006
 Create Date: 2026-12-03 17:30:00
 
 * ``uid``: the sender's own id for the endpoint, unique per application;
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0010"
-down_revision = "0009"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
