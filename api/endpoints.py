@@ -29,14 +29,15 @@ from sqlalchemy.orm import Session
 
 from api.auth import authenticate
 from api.errors import ApiError, error_responses
-from api.messages import database_now
+from api.messages import SEND_ERRORS, MessageIn, MessageOut, create_message, database_now
 from api.pagination import ITERATOR, page, page_size, split
 from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
 from common.access.audit import ENDPOINT_DELETED, ENDPOINT_SECRET_ROTATED, record
 from common.access.scopes import Principal
 from common.delivery.custom_headers import header_problems, masked
 from common.delivery.destinations import DestinationError, resolve_destination
-from common.delivery.models import App, Endpoint
+from common.delivery.event_types import NAME_PATTERN
+from common.delivery.models import App, Endpoint, EventType
 from common.delivery.signing import checked_secret, generate_secret
 from common.delivery.urls import normalise_url
 
@@ -348,6 +349,47 @@ def rotate_secret(
 def _live_expiry(session: Session, endpoint: Endpoint) -> datetime | None:
     expires = endpoint.previous_secret_expires_at
     return expires if expires is not None and expires > database_now(session) else None
+
+
+class ExampleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+
+
+def example_payload(session: Session, event_type: str) -> object:
+    """The first of the type's schema's ``examples``, else a payload that says what it is."""
+    row = session.get(EventType, event_type)
+    examples = (row.schema or {}).get("examples") if row is not None else None
+    if isinstance(examples, list) and examples:
+        return examples[0]
+    return {"example": True, "event_type": event_type}
+
+
+@router.post(
+    "/{endpoint_id}/send-example",
+    status_code=202,
+    response_model=MessageOut,
+    responses=SEND_ERRORS,
+)
+def send_example(
+    endpoint_id: str,
+    body: ExampleIn,
+    request: Request,
+    response: Response,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+) -> MessageOut:
+    """Send a signed example of ``event_type`` to this endpoint (the first of its schema's
+    ``examples`` as the payload, if it has any): a message like any other, recorded and
+    retried, so the receiver can test its verification."""
+    endpoint = endpoint_or_404(session, app, endpoint_id)
+    example = MessageIn(
+        endpoint_id=endpoint.id,
+        event_type=body.event_type,
+        payload=example_payload(session, body.event_type),
+    )
+    return create_message(example, request, response, session, app, None)
 
 
 def _set_disabled(

@@ -144,3 +144,25 @@ def test_rotation_keeps_the_two_newest_secrets_for_the_grace(client, tenant, mig
     assert [e["action"] for e in audited if e["target"] == first["id"]] == [
         "endpoint.secret_rotated"
     ] * 3
+
+
+def test_send_example_sends_the_types_first_example(client, tenant, namespace):
+    app, own, reader = tenant
+    endpoint = client.post(f"/v1/apps/{app}/endpoints", json={"url": URL}, headers=own).json()
+    name = f"{namespace}.order.paid"
+    schema = {"type": "object", "required": ["id"], "examples": [{"id": "ord_1"}]}
+    assert (
+        client.post(
+            "/v1/event-types", json={"name": name, "schema": schema}, headers=ADMIN
+        ).status_code
+        == 201
+    )
+    path = f"/v1/apps/{app}/endpoints/{endpoint['id']}/send-example"
+    sent = client.post(path, json={"event_type": name}, headers=own)
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["payload"] == {"id": "ord_1"} and sent.json()["event_type"] == name
+    # A type without examples (or not in the catalog) gets a payload that says what it is.
+    other = client.post(path, json={"event_type": f"{namespace}.other"}, headers=own).json()
+    assert other["payload"] == {"example": True, "event_type": f"{namespace}.other"}
+    assert client.post(path, json={"event_type": name}, headers=reader).status_code == 403
+    assert client.post(path, json={"event_type": "has space"}, headers=own).status_code == 422
