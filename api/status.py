@@ -33,6 +33,8 @@ from api.metrics import FleetView, read_fleet
 from api.operator import OPERATOR_ERRORS, require_operator
 from common.connections.probes import describe_error
 from common.guards.breaker.alarm import breaker_severity
+from common.health.beat_store import BeatRecord, BeatStore
+from common.health.beat_watch import BeatWatch, observe, stale_after
 from common.health.fleet_metrics import FleetMetrics
 from common.health.named_services import OTHER
 
@@ -65,8 +67,10 @@ def levels(
     history: dict[str, list[dict]] | None,
     namespace: str,
     critical_patterns: tuple[str, ...] = (),
+    beat: Level | None = None,
 ) -> list[Level]:
-    """The colour of each level of the stack, bottom first (a pure function)."""
+    """The colour of each level of the stack, bottom first (a pure function); ``beat``
+    (:func:`beat_level`) follows health."""
     out = [Level("config", GREEN, f"settings loaded (namespace {namespace})")]
 
     deps = view.dependencies
@@ -97,6 +101,8 @@ def levels(
         api = f"API not ready (missing {', '.join(missing)})" if missing else "API ready"
         color = RED if missing or ready == 0 else AMBER if ready < len(view.workers) else GREEN
         out.append(Level("health", color, f"{api}; {ready} of {len(view.workers)} workers ready"))
+    if beat is not None:
+        out.append(beat)
 
     if view.alarms is None:
         out.append(Level("alarms", RED, f"unknown: {view.errors.get('alarms', 'unreadable')}"))
@@ -172,6 +178,39 @@ def levels(
     return out
 
 
+def beat_level(record: BeatRecord | None, error: str | None, limit: float) -> Level:
+    """Red when no beat sent the watchdogs within three intervals (the rule of alarm
+    ``beat``, judged on this one read), amber while no beat holds the lease."""
+    if error is not None:
+        return Level("beat", RED, f"unknown: {error}")
+    _, verdict = observe(BeatWatch(float("-inf")), record, True, 0.0, limit)
+    if verdict.kind != "ok" or record is None:
+        return Level("beat", RED, verdict.reason)
+    if not record.active:
+        return Level("beat", AMBER, f"no beat holds the lease; {verdict.reason}")
+    return Level(
+        "beat", GREEN, f"{record.active} schedules (token {record.token}); {verdict.reason}"
+    )
+
+
+def read_beat(app) -> Level:
+    if getattr(app.state, "dependencies", None) is not None:
+        redis_state = app.state.dependencies.snapshot().get("redis")
+        if redis_state is not None and redis_state.state == "down":
+            return beat_level(None, "Redis is unreachable", 1.0)
+    settings = app.state.settings
+    try:
+        record = BeatStore(app.state.redis, settings.jenga_namespace).read()
+    except (redis.RedisError, OSError) as error:
+        return beat_level(None, describe_error(error), 1.0)
+    limit = stale_after(
+        settings.watchdog_interval_seconds,
+        settings.beat_lock_ttl_seconds,
+        settings.beat_lock_renew_seconds,
+    )
+    return beat_level(record, None, limit)
+
+
 def sparkline(values: list[float | None], width: int = 240, height: int = 40) -> str:
     """SVG polyline points for ``values`` scaled into the box; gaps (None) are skipped."""
     known = [v for v in values if v is not None]
@@ -239,7 +278,11 @@ def status(request: Request) -> HTMLResponse:
             "namespace": settings.jenga_namespace,
             "environment": settings.jenga_env,
             "levels": levels(
-                view, history, settings.jenga_namespace, settings.critical_service_patterns
+                view,
+                history,
+                settings.jenga_namespace,
+                settings.critical_service_patterns,
+                beat=read_beat(app),
             ),
             "view": view,
             "alarms": [

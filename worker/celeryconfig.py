@@ -62,6 +62,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             broker.DELIVER_TASK: {"queue": queues["deliveries"]},
         },
         "beat_schedule": beat_schedule(settings),
+        # Schedules only while it holds the beat lease (any number of beats may run).
+        "beat_scheduler": "worker.beat_scheduler:FencedScheduler",
         # Beat's last-run bookkeeping is scratch state: keep it out of the
         # working tree (and out of a read-only image), one file per namespace.
         "beat_schedule_filename": os.path.join(

@@ -5,6 +5,14 @@ queue, with ``expires`` equal to that interval: while workers are down, the
 runs they missed are dropped instead of piling up and all running at once when
 they return (only the newest check says anything about now).
 
+The watchdogs in :data:`BEAT_WATCHDOGS` are entries too, marked :data:`IN_BEAT`:
+beat runs them itself instead of sending them.
+
+Beat schedules only while it holds the beat lease (:mod:`worker.beat_scheduler`);
+the entries in :data:`WITHOUT_LEASE` are the exception, sent by every beat while
+Redis (where the lease lives) cannot be reached, since they are the checks that
+tell about exactly that.
+
 Other levels add their own entries here (e.g. the delivery sweeper).
 """
 
@@ -19,6 +27,18 @@ DEPENDENCY_WATCHDOGS = ("postgres", "redis")
 # Run inside the beat process itself (worker/tasks/watchdogs.py): a broker that is
 # down can carry no watchdog task, so its watchdog must not need it.
 BEAT_WATCHDOGS = ("broker",)
+# An entry option: run by beat itself, never sent to the broker.
+IN_BEAT = "jenga_in_beat"
+
+
+def watchdog_entry_name(alarm_id: str) -> str:
+    return f"watchdog-{alarm_id}"
+
+
+# The watchdogs of the lease's own store and of the broker: every beat runs them while
+# Redis is unreachable (no beat can hold the lease then; the alarm store's local
+# fallback in worker/tasks/watchdogs.py keeps them from telling twice per process).
+WITHOUT_LEASE = frozenset(watchdog_entry_name(a) for a in ("redis", "broker"))
 
 
 def watchdog_entries(
@@ -28,11 +48,26 @@ def watchdog_entries(
     interval = settings.watchdog_interval_seconds
     queue = queue_names(settings.jenga_namespace)["alarms"]
     return {
-        f"watchdog-{alarm_id}": {
+        watchdog_entry_name(alarm_id): {
             "task": WATCHDOG_TASK,
             "schedule": interval,
             "args": (alarm_id,),
             "options": {"queue": queue, "expires": interval},
+        }
+        for alarm_id in alarm_ids
+    }
+
+
+def in_beat_entries(
+    settings: Settings, alarm_ids: tuple[str, ...] | list[str]
+) -> dict[str, dict[str, Any]]:
+    """One entry per watchdog that beat runs itself (:data:`IN_BEAT`)."""
+    return {
+        watchdog_entry_name(alarm_id): {
+            "task": WATCHDOG_TASK,
+            "schedule": settings.watchdog_interval_seconds,
+            "args": (alarm_id,),
+            "options": {IN_BEAT: True},
         }
         for alarm_id in alarm_ids
     }
@@ -59,5 +94,6 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Everything beat runs."""
     schedule: dict[str, dict[str, Any]] = {}
     schedule.update(watchdog_entries(settings, DEPENDENCY_WATCHDOGS))
+    schedule.update(in_beat_entries(settings, BEAT_WATCHDOGS))
     schedule.update(delivery_entries(settings))
     return schedule

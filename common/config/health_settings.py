@@ -23,10 +23,35 @@ class HealthSettings(BaseModel):
     )
     heartbeat_dir: str = Field(
         default="/tmp/jenga-heartbeat",
-        description="Folder of the worker heartbeat files read by `jenga worker health`.",
+        description=(
+            "Folder of the heartbeat files read by `jenga worker health` and `jenga beat health`."
+        ),
     )
     watchdog_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often beat runs each watchdog."
+    )
+    beat_lock_ttl_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description=(
+            "How long the active beat's lock lasts unless renewed: a standby beat takes over"
+            " at most this long (plus `BEAT_LOCK_RENEW_SECONDS`) after the active one dies."
+        ),
+    )
+    beat_lock_renew_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "How often a beat renews its lock (or a standby tries to take it); less than"
+            " `BEAT_LOCK_TTL_SECONDS`."
+        ),
+    )
+    beat_name: str = Field(
+        default="",
+        description=(
+            "This beat's name in the lock, its heartbeat file and `jenga beat health`; empty:"
+            " `beat@<host name>`."
+        ),
     )
     alarm_clear_after: int = Field(
         default=3, ge=1, description="Consecutive passing checks before an open alarm clears."

@@ -145,6 +145,8 @@ class Settings(
             raise ValueError("LIMIT_INITIAL must be between LIMIT_MIN and LIMIT_MAX")
         if self.breaker_open_max_seconds < self.breaker_open_seconds:
             raise ValueError("BREAKER_OPEN_MAX_SECONDS must be >= BREAKER_OPEN_SECONDS")
+        if self.beat_lock_renew_seconds >= self.beat_lock_ttl_seconds:
+            raise ValueError("BEAT_LOCK_RENEW_SECONDS must be less than BEAT_LOCK_TTL_SECONDS")
         if self.task_time_limit_seconds < 2 * self.delivery_timeout_seconds:
             raise ValueError(
                 "TASK_TIME_LIMIT_SECONDS must be at least twice DELIVERY_TIMEOUT_SECONDS"

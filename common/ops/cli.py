@@ -5,6 +5,8 @@
     jenga config docs       print the README's settings table
     jenga worker health     exit 0/1 from this host's worker heartbeat (readiness; --live for
                             liveness)
+    jenga beat health       exit 0/1/3 from this host's beat heartbeat (--active: the one that
+                            schedules; --fleet: whether any beat runs the watchdogs, from Redis)
     jenga alarms            list active alarms and recent set/clear events (--json for machines)
     jenga breakers          list circuit breakers and concurrency limits (--json;
                             open/close/reset NAME)
@@ -28,6 +30,7 @@ import sys
 
 from common.ops.commands.access import apps_create, apps_list, keys_create, keys_list, keys_revoke
 from common.ops.commands.alarms import list_alarms
+from common.ops.commands.beat import beat_health
 from common.ops.commands.breakers import breakers
 from common.ops.commands.config import config_check, config_docs
 from common.ops.commands.stack import run_stack
@@ -59,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--live", action="store_true", help="liveness only: a fresh heartbeat, broker or not"
     )
     health.set_defaults(func=worker_health)
+
+    beat = commands.add_parser("beat", help="probe beat (this host's, or the fleet's)")
+    beat_commands = beat.add_subparsers(dest="beat_command", required=True)
+    beat_probe = beat_commands.add_parser(
+        "health",
+        help="exit 0 if this host's beat is live (1 dead or stuck, 2 bad settings, 3 standby"
+        " with --active, 4 Redis unreachable with --fleet)",
+    )
+    beat_probe.add_argument("--name", help="the beat's BEAT_NAME; default beat@<this host>")
+    beat_probe.add_argument(
+        "--active", action="store_true", help="exit 3 unless this beat holds the lease"
+    )
+    beat_probe.add_argument(
+        "--fleet",
+        action="store_true",
+        help="from Redis: exit 0 if some beat sent the watchdogs within three intervals",
+    )
+    beat_probe.add_argument("--json", action="store_true", help="print JSON as well")
+    beat_probe.set_defaults(func=beat_health)
 
     alarms = commands.add_parser("alarms", help="list active alarms and recent set/clear events")
     alarms.add_argument(

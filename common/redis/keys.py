@@ -43,6 +43,12 @@ class RedisKeys:
         """``SCAN MATCH`` pattern of every worker's heartbeat key."""
         return self.worker_heartbeat("*")
 
+    def beat(self) -> str:
+        """Hash, TTL 7 days from its last write: the beat lease (holder, fencing token,
+        expiry) and the active beat's heartbeat (last tick, last run of each entry);
+        written only by ``common/health/beat_lock.lua``."""
+        return self.key("beat")
+
     def metric(self, name: str) -> str:
         """Hash: one fleet-wide counter or histogram, a field per label set."""
         return self.key("metrics", name)

@@ -9,7 +9,8 @@ from worker.schedule import beat_schedule
 def test_every_dependency_watchdog_is_scheduled_with_expiry_on_the_alarms_queue(settings_env):
     settings = load_settings({**settings_env, "WATCHDOG_INTERVAL_SECONDS": "2.5"}, wait_seconds=0)
     schedule = beat_schedule(settings)
-    assert "watchdog-broker" not in schedule  # runs inside beat, needing no broker
+    # Runs inside beat, needing no broker: never sent.
+    assert schedule["watchdog-broker"]["options"] == {"jenga_in_beat": True}
     for name in ("postgres", "redis"):
         entry = schedule[f"watchdog-{name}"]
         assert entry["task"] == "jenga.watchdog.check" and entry["args"] == (name,)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from api.metrics import FleetView
-from api.status import AMBER, GREEN, RED, levels, sparkline
+from api.status import AMBER, GREEN, RED, beat_level, levels, sparkline
 from common.alarms.store import AlarmStore
 from common.connections.dependency import DependencyState
 from common.guards.breaker.registry import policy_from_settings
@@ -109,6 +109,23 @@ def test_delivery_level_judges_the_recent_failure_share():
     assert colors(healthy_view(), history(10, 5))["delivery"] == RED
 
 
+def test_beat_level_is_red_without_a_beat_amber_between_holders_green_with_one():
+    from common.health.beat_store import BeatRecord
+
+    def record(**fields):
+        return BeatRecord(now=100.0, token=3, **fields)
+
+    assert beat_level(None, None, 1.0).color == RED  # never a beat
+    assert beat_level(None, "Redis is unreachable", 1.0).color == RED
+    assert beat_level(record(watchdogs_at=90.0), None, 3.0).color == RED
+    assert beat_level(record(watchdogs_at=99.0), None, 3.0).color == AMBER
+    green = beat_level(record(watchdogs_at=99.0, holder="b1:7:x", expires_at=101.0), None, 3.0)
+    assert green.color == GREEN and "b1:7:x schedules (token 3)" in green.summary
+    view = healthy_view()
+    listed = levels(view, {}, "ns", beat=green)
+    assert [lv.name for lv in listed][2:4] == ["health", "beat"]
+
+
 def test_sparkline_scales_into_the_box_and_skips_gaps():
     assert sparkline([0, 5, 10], width=100, height=40) == "0.0,39.0 50.0,20.0 100.0,1.0"
     assert sparkline([None, 2, None], width=100, height=40) == "50.0,1.0"
@@ -194,6 +211,9 @@ def test_status_page_in_chromium_shows_postgres_down_and_its_alarm(
                     pill.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(198, 40, 40)"
                 )
                 assert page.locator('tr[data-level="alarms"]').get_attribute("data-color") == "red"
+                beat = page.locator('tr[data-level="beat"]')  # no beat ran in this namespace
+                assert beat.get_attribute("data-color") == "red"
+                assert "no beat has ever run" in beat.inner_text()
                 alarm = page.locator('tr[data-alarm="postgres"]')
                 assert "PostgreSQL unreachable" in alarm.inner_text()
                 assert (

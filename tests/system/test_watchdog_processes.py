@@ -1,5 +1,5 @@
-"""Watchdogs end to end: a real worker and TWO real beats (so every check runs
-twice, concurrently), a dependency killed and brought back, a Slack-like
+"""Watchdogs end to end: a real worker and TWO real beats (one schedules; while Redis
+is down both send the Redis watchdog), a dependency killed and brought back, a Slack-like
 server counting what people are told. Exactly one set and one clear per
 incident, and GET /alarms agrees at each step."""
 
@@ -115,7 +115,7 @@ def test_postgres_outage_tells_slack_once_when_it_breaks_and_once_when_it_recove
         body = alarms_now(settings)
         assert [a["id"] for a in body["active"]] == ["postgres"]
         assert body["active"][0]["last_check"]["ok"] is False
-        fleet.wait_for_more_checks(8)  # both beats keep checking a dead server
+        fleet.wait_for_more_checks(8)  # beat keeps checking a dead server
         assert len(texts_about(slack, "postgres", "set")) == 1
         assert len(slack.requests) == 2  # the 429 and the retry
         assert texts_about(slack, "postgres", "clear") == []

@@ -13,6 +13,8 @@ import threading
 import redis.exceptions
 from celery import bootsteps
 
+from common.alarms.beat_alarm import BeatAlarm
+from common.alarms.dispatch import notify
 from common.config import get_settings
 from common.health.heartbeat import (
     STALE_AFTER_INTERVALS,
@@ -47,6 +49,8 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.last_beat: float | None = None
         self.last_breakers: dict | None = None
         self.redis_ok: bool | None = None
+        # Every worker watches beat; the alarm store's atomic checks tell people once.
+        self.beat_alarm = BeatAlarm(self.redis, self.settings, lambda t: notify(t, app=worker.app))
 
     def start(self, worker):
         self.key = heartbeat_key(self.settings.jenga_namespace, worker.hostname)
@@ -80,6 +84,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
             self.redis_ok = True
         except (redis.exceptions.RedisError, OSError):
             self.redis_ok = False  # Redis down: the file still proves liveness
+        self.beat_alarm.check()
 
     def stop(self, worker):
         self.stopping.set()

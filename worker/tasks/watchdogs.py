@@ -13,7 +13,8 @@ the store's hysteresis decides the clear, so the clear is told once. (While
 Redis is down, two worker processes that both run the Redis watchdog each
 tell about the outage; run the alarms queue on one worker process to avoid it.)
 
-The broker watchdog runs in the beat process itself (:func:`run_in_beat`), with
+The broker watchdog runs in the beat process itself (:func:`run_watchdog_safely`,
+started by :mod:`worker.beat_scheduler` for the entries marked ``IN_BEAT``), with
 the same fallback: a broker that is down can carry no task, and when the broker
 is the same Redis as the store, nothing else could tell about it.
 
@@ -29,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from celery.signals import beat_init
 
 from common.alarms.dispatch import notify
 from common.alarms.policy import CLOSED, AlarmState, decide
@@ -48,7 +48,6 @@ from common.redis.client import redis_for
 from common.support.logs import log_event
 from common.support.per_process import PerProcess
 from worker.app import app
-from worker.schedule import BEAT_WATCHDOGS
 
 log = logging.getLogger("jenga.watchdog")
 
@@ -260,34 +259,20 @@ def run_watchdog(alarm_id: str, settings: Settings | None = None) -> Transition 
     return transition
 
 
-def run_in_beat(settings: Settings, alarm_ids: tuple[str, ...], stop: threading.Event) -> None:
-    """Beat's own loop for the watchdogs that cannot travel as tasks: when the
-    broker is down, beat cannot send them and no worker could receive them."""
-    while not stop.wait(settings.watchdog_interval_seconds):
-        for alarm_id in alarm_ids:
-            try:
-                run_watchdog(alarm_id, settings)
-            except Exception as error:  # one bad run must not end the loop
-                log_event(
-                    log,
-                    "watchdog.failed",
-                    level=logging.ERROR,
-                    alarm_id=alarm_id,
-                    error=describe_error(error),
-                )
-
-
-@beat_init.connect
-def _start_beat_watchdogs(sender=None, **kwargs) -> None:
-    settings = get_settings()
-    # A daemon thread: it ends with beat, so nothing ever needs to stop it.
-    threading.Thread(
-        target=run_in_beat,
-        args=(settings, BEAT_WATCHDOGS, threading.Event()),
-        name="jenga-beat-watchdogs",
-        daemon=True,
-    ).start()
-    log_event(log, "watchdog.beat_started", alarm_ids=",".join(BEAT_WATCHDOGS))
+def run_watchdog_safely(alarm_id: str, settings: Settings) -> None:
+    """One run from beat itself (:data:`worker.schedule.IN_BEAT` entries, for the
+    watchdogs that cannot travel as tasks: when the broker is down, beat cannot
+    send them and no worker could receive them); an error is logged, never raised."""
+    try:
+        run_watchdog(alarm_id, settings)
+    except Exception as error:  # one bad run must not end beat's thread quietly
+        log_event(
+            log,
+            "watchdog.failed",
+            level=logging.ERROR,
+            alarm_id=alarm_id,
+            error=describe_error(error),
+        )
 
 
 @app.task(name=WATCHDOG_TASK, ignore_result=True, acks_late=False)
