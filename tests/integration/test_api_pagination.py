@@ -5,20 +5,8 @@ a 422. In-process against the real PostgreSQL and Redis."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from common.config import load_settings
-
-TOKEN = "test-admin-token-0123456789"
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def client(settings_env, migrated_database_url, redis_client):
-    settings = load_settings({**settings_env, "JENGA_ADMIN_TOKEN": TOKEN}, wait_seconds=0)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
+from tests.support.api import ADMIN
 
 
 def every_page(client, path: str, limit: int) -> list[list[str]]:

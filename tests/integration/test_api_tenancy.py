@@ -5,38 +5,16 @@ every /v1 read needs a key. In-process against the real PostgreSQL and Redis."""
 from __future__ import annotations
 
 import psycopg
-import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from common.config import load_settings
+from tests.support.api import ADMIN, bearer, new_key
 
-TOKEN = "test-admin-token-0123456789"
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 URL = "http://93.184.216.34/hook"
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def client(settings_env, migrated_database_url, redis_client):
-    settings = load_settings({**settings_env, "JENGA_ADMIN_TOKEN": TOKEN}, wait_seconds=0)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 def new_app(client, name: str, uid: str | None = None) -> dict:
     response = client.post("/v1/apps", json={"name": name, "uid": uid}, headers=ADMIN)
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def new_key(client, *scopes: str) -> str:
-    response = client.post("/v1/keys", json={"scopes": list(scopes)}, headers=ADMIN)
-    assert response.status_code == 201, response.text
-    return response.json()["key"]
 
 
 def test_every_v1_read_needs_a_key(client):

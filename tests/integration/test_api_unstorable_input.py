@@ -6,20 +6,10 @@ PostgreSQL and Redis test servers."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from common.config import load_settings
+from tests.support.api import TOKEN
 
-TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def client(settings_env, migrated_database_url, redis_client):
-    settings = load_settings({**settings_env, "JENGA_ADMIN_TOKEN": TOKEN}, wait_seconds=0)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 def endpoint(client, url: str):

@@ -4,26 +4,9 @@ the change; ``GET /v1/audit`` pages through it newest first, for admin keys only
 
 from __future__ import annotations
 
-import pytest
-from fastapi.testclient import TestClient
+from tests.support.api import ADMIN, bearer
 
-from api.app import create_app
-from common.config import load_settings
-
-TOKEN = "test-admin-token-0123456789"
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 URL = "http://93.184.216.34/hook"
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def client(settings_env, migrated_database_url, redis_client):
-    settings = load_settings({**settings_env, "JENGA_ADMIN_TOKEN": TOKEN}, wait_seconds=0)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 def audit_of(client, target: str, headers=ADMIN) -> list[dict]:

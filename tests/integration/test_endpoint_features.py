@@ -8,22 +8,12 @@ import base64
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from common.config import load_settings
 from common.delivery.custom_headers import MASK
-from tests.support.api import ADMIN, TOKEN, bearer, new_key
+from tests.support.api import ADMIN, bearer, new_key
 
 URL = "http://93.184.216.34/hook"
 AUTH_HEADER = {"Authorization": "Bearer receiver-token"}
-
-
-@pytest.fixture
-def client(settings_env, migrated_database_url, redis_client):
-    settings = load_settings({**settings_env, "JENGA_ADMIN_TOKEN": TOKEN}, wait_seconds=0)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 @pytest.fixture

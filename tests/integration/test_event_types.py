@@ -27,12 +27,6 @@ def client_for(settings_env, **extra: str):
 
 
 @pytest.fixture
-def client(settings_env, migrated_database_url, redis_client):
-    with client_for(settings_env) as client:
-        yield client
-
-
-@pytest.fixture
 def type_name() -> str:
     return f"order.paid.t{uuid.uuid4().hex[:8]}"
 

@@ -1,0 +1,20 @@
+"""Fixtures of the in-process API tests."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from common.config import load_settings
+from tests.support.api import TOKEN
+
+
+@pytest.fixture
+def client(settings_env, migrated_database_url, redis_client):
+    """The API in-process on the session's database and Redis, with the bootstrap admin
+    token :data:`tests.support.api.TOKEN` (its header: ``ADMIN``). A module that needs
+    other settings defines its own ``client``."""
+    settings = load_settings({**settings_env, "JENGA_ADMIN_TOKEN": TOKEN}, wait_seconds=0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
