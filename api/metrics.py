@@ -40,7 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from api.operator import OPERATOR_ERRORS, require_operator
-from common.broker import queue_names
+from common.broker import is_redis_broker, queue_names
 from common.connections.probes import describe_error
 from common.health.fleet_metrics import FleetCollector, FleetMetrics
 from common.health.named_services import OTHER, Named, is_receiver, read_named
@@ -330,7 +330,7 @@ async def startup(app: FastAPI) -> None:
     broker_url = settings.effective_broker_url
     if broker_url == settings.redis_url:
         app.state.broker_redis = app.state.redis
-    elif broker_url.startswith(("redis://", "rediss://")):
+    elif is_redis_broker(broker_url):
         app.state.broker_redis = make_redis(broker_url, settings.check_timeout_seconds)
     else:
         app.state.broker_redis = None  # RabbitMQ: queue depth is on its own management API

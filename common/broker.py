@@ -5,16 +5,23 @@
   command line, operators), so nothing needs to import the worker to publish.
 * :func:`publisher`: the one publish-only Celery client (the API's delivery
   enqueue, the operator's notifications from the API and the command line).
+* :func:`kombu_broker`: ``BROKER_URL`` as kombu wants it. A
+  ``redis+sentinel://`` URL becomes a sentinel transport
+  (:mod:`common.redis.kombu_sentinel`, kombu's own following the primary as the
+  shared-state client does; ``master_name`` and the Sentinels in the transport
+  options), so workers and publishers follow a failover.
 
 Celery is imported only when a client is built.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from common.config import Settings
+from common.redis.client import sentinel_client_options
 from common.redis.keys import RedisKeys
+from common.redis.urls import is_sentinel_url, parse_sentinel_url
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -27,6 +34,9 @@ __all__ = [
     "QUEUE_ROLES",
     "SELFTEST_TASK",
     "WATCHDOG_TASK",
+    "KombuBroker",
+    "is_redis_broker",
+    "kombu_broker",
     "publisher",
     "queue_names",
 ]
@@ -47,6 +57,44 @@ def queue_names(namespace: str) -> dict[str, str]:
     return {role: f"{namespace}.{role}" for role in QUEUE_ROLES}
 
 
+def is_redis_broker(broker_url: str) -> bool:
+    """Whether ``BROKER_URL`` is Redis (one server or a Sentinel group), not RabbitMQ."""
+    return broker_url.startswith(("redis://", "rediss://")) or is_sentinel_url(broker_url)
+
+
+class KombuBroker(NamedTuple):
+    """``BROKER_URL`` as kombu takes it: URL, transport class (None: the URL's scheme
+    says) and the transport options the URL needs."""
+
+    url: str
+    transport: str | None
+    options: dict[str, Any]
+
+
+SENTINEL_TRANSPORT = "common.redis.kombu_sentinel:FollowingSentinelTransport"
+
+
+def kombu_broker(broker_url: str, timeout: float) -> KombuBroker:
+    """kombu's view of ``broker_url``: unchanged but for Sentinel, whose URL names one
+    Sentinel (password, database) while the transport options list them all, name
+    the master and bound a question to a Sentinel by ``timeout``."""
+    if not is_sentinel_url(broker_url):
+        return KombuBroker(broker_url, None, {})
+    target = parse_sentinel_url(broker_url)
+    sentinel_kwargs = sentinel_client_options(timeout)
+    if target.sentinel_password:
+        sentinel_kwargs["password"] = target.sentinel_password
+    return KombuBroker(
+        target.kombu_url().split(";", 1)[0],
+        SENTINEL_TRANSPORT,
+        {
+            "master_name": target.master_name,
+            "sentinels": [list(address) for address in target.sentinels],
+            "sentinel_kwargs": sentinel_kwargs,
+        },
+    )
+
+
 def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
     """A Celery client that can only publish, on the workers' broker, keys and
     queues (the same ``global_keyprefix`` as ``worker/celeryconfig.py``), and
@@ -55,8 +103,9 @@ def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
     from celery import Celery
 
     timeout = settings.check_timeout_seconds
-    options: dict[str, Any] = {"visibility_timeout": 3600}
-    if settings.effective_broker_url.startswith(("redis", "rediss")):
+    kombu = kombu_broker(settings.effective_broker_url, timeout)
+    options: dict[str, Any] = {"visibility_timeout": 3600, **kombu.options}
+    if is_redis_broker(settings.effective_broker_url):
         options.update(
             global_keyprefix=RedisKeys(settings.jenga_namespace).broker_prefix(),
             socket_timeout=timeout,
@@ -64,7 +113,8 @@ def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
         )
     sender = Celery(name, set_as_current=False)
     sender.conf.update(
-        broker_url=settings.effective_broker_url,
+        broker_url=kombu.url,
+        broker_transport=kombu.transport,
         broker_transport_options=options,
         broker_connection_timeout=timeout,
         broker_connection_retry=False,

@@ -140,6 +140,15 @@ def redis_server():
 
 
 @pytest.fixture
+def sentinel_group():
+    """A primary, a replica and three Sentinels on free ports that the test may fail over."""
+    from tests.support.sentinel import SentinelGroup
+
+    with SentinelGroup() as group:
+        yield group
+
+
+@pytest.fixture
 def postgres_server():
     """A throwaway PostgreSQL on a free port that the test may kill and restart."""
     server = servers.PostgresServer().start()

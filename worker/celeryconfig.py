@@ -24,13 +24,15 @@ REDIS_BROKER_SOCKET_TIMEOUT_SECONDS = 10.0
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    broker_url = settings.effective_broker_url
+    # A redis+sentinel:// BROKER_URL becomes a sentinel transport (master_name...).
+    kombu = broker.kombu_broker(settings.effective_broker_url, settings.check_timeout_seconds)
     transport_options: dict[str, Any] = {
         # Long enough for the slowest delivery; deferred tasks never wait in the
         # broker with an ETA beyond it (breaker deferrals are capped well below).
         "visibility_timeout": 3600,
+        **kombu.options,
     }
-    if broker_url.startswith(("redis", "rediss")):
+    if broker.is_redis_broker(settings.effective_broker_url):
         transport_options["global_keyprefix"] = RedisKeys(settings.jenga_namespace).broker_prefix()
         # Without socket timeouts a Redis that accepts connections but never
         # answers (frozen, half-open TCP) blocks a publish, or the consumer,
@@ -39,7 +41,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport_options["socket_timeout"] = REDIS_BROKER_SOCKET_TIMEOUT_SECONDS
     queues = queue_names(settings)
     return {
-        "broker_url": broker_url,
+        "broker_url": kombu.url,
+        "broker_transport": kombu.transport,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,

@@ -23,6 +23,7 @@ import redis
 
 from common.alarms.policy import Kind
 from common.config import Settings
+from common.redis.client import wait_for_replica
 from common.redis.keys import RedisKeys
 from common.redis.scripts import read_lua
 
@@ -161,6 +162,7 @@ class AlarmStore:
         )
         if reply is None:
             return None
+        wait_for_replica(self.redis)  # the transition is told once, even across a failover
         return Transition(
             alarm_id,
             reply.kind,

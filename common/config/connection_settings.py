@@ -1,14 +1,25 @@
 """Level 1: where PostgreSQL, Redis and the broker are, and how often they are re-checked.
 
 One group of :class:`common.config.settings.Settings` fields; the validators that
-compare fields live there.
+compare fields live there. :func:`check_sentinel_url` is the rule for a
+``redis+sentinel://`` ``REDIS_URL`` or ``BROKER_URL``, applied before anything connects.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ConnectionSettings"]
+from common.redis.urls import parse_sentinel_url
+
+__all__ = ["ConnectionSettings", "check_sentinel_url"]
+
+
+def check_sentinel_url(value: str) -> str:
+    """``value`` if it is a well-formed ``redis+sentinel://`` URL, else ``ValueError``
+    saying what is wrong (never quoting the URL: it may hold a password)."""
+    value = value.strip()
+    parse_sentinel_url(value)
+    return value
 
 
 class ConnectionSettings(BaseModel):
@@ -19,14 +30,16 @@ class ConnectionSettings(BaseModel):
     )
     redis_url: str = Field(
         description=(
-            "Redis URL for alarms, breakers, limits and heartbeats, `redis://host:6379/0`."
-            " Required."
+            "Redis URL for alarms, breakers, limits and heartbeats, `redis://host:6379/0`,"
+            " or a Sentinel group, `redis+sentinel://[:password@]host:26379[,host:26379...]"
+            "/MASTER_NAME[/DB]` (`?sentinel_password=` when the Sentinels want one). Required."
         )
     )
     broker_url: str | None = Field(
         default=None,
         description=(
-            "Celery broker: `redis://...` or `amqp://...` (RabbitMQ). Defaults to `REDIS_URL`."
+            "Celery broker: `redis://...`, `redis+sentinel://...` (as `REDIS_URL`; kombu's"
+            " sentinel transport) or `amqp://...` (RabbitMQ). Defaults to `REDIS_URL`."
         ),
     )
     jenga_namespace: str = Field(

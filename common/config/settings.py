@@ -16,7 +16,7 @@ from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from common.config.breaker_settings import BreakerSettings
-from common.config.connection_settings import ConnectionSettings
+from common.config.connection_settings import ConnectionSettings, check_sentinel_url
 from common.config.delivery_settings import DeliverySettings
 from common.config.health_settings import HealthSettings
 from common.config.limit_settings import LimitSettings
@@ -25,14 +25,15 @@ from common.config.process_settings import (
     ProcessSettings,
     weak_flower_password,
 )
+from common.redis.urls import is_sentinel_url
 from common.support.durations import parse_schedule
 from common.support.masking import mask_url, url_secrets
 
 __all__ = ["Settings", "describe_settings"]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", "unix")
+BROKER_SCHEMES = ("redis", "rediss", "redis+sentinel", "amqp", "amqps", "pyamqp")
 
 
 def _check_url(value: str, schemes: tuple[str, ...], kind: str) -> str:
@@ -88,6 +89,8 @@ class Settings(
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
+        if is_sentinel_url(value):
+            return check_sentinel_url(value)
         return _check_url(value, REDIS_SCHEMES, "Redis")
 
     @field_validator("broker_url")
@@ -95,6 +98,8 @@ class Settings(
     def _broker_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
+        if is_sentinel_url(value):
+            return check_sentinel_url(value)
         return _check_url(value, BROKER_SCHEMES, "broker")
 
     @field_validator("jenga_namespace")

@@ -11,6 +11,8 @@ import redis
 from kombu import Connection
 from sqlalchemy import Engine, text
 
+from common.broker import is_redis_broker
+from common.redis.client import make_redis
 from common.support.masking import SECRETS
 
 
@@ -59,12 +61,11 @@ def check_broker(broker_url: str, timeout: float) -> CheckResult:
     kombu connection to Redis sends nothing, so a frozen server would pass),
     the AMQP handshake for RabbitMQ."""
 
-    if broker_url.startswith(("redis://", "rediss://")):
+    if is_redis_broker(broker_url):
 
         def run() -> None:
-            client = redis.Redis.from_url(
-                broker_url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
+            # make_redis: a redis+sentinel:// URL pings the primary the Sentinels name now.
+            client = make_redis(broker_url, timeout)
             try:
                 client.ping()
             finally:

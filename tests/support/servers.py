@@ -114,10 +114,13 @@ def _postgres_user() -> dict:
 class RedisServer:
     """A redis-server on a free port, with no persistence, that a test may kill."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None):
+    def __init__(
+        self, port: int | None = None, binary: str | None = None, args: tuple[str, ...] = ()
+    ):
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="jenga-redis-")
         self.binary = binary or redis_server_binary()
+        self.args = args  # more server options, e.g. ("--replicaof", "127.0.0.1", "6380")
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -140,6 +143,7 @@ class RedisServer:
                 self.dir,
                 "--logfile",
                 os.path.join(self.dir, "redis.log"),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
