@@ -29,14 +29,26 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from api.auth import authenticate
 from api.errors import ApiError, error_responses
 from api.event_types import checked_payload
 from api.pagination import ITERATOR, page, page_size, split
 from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
+from common.access.audit import MESSAGE_CONTENT_EXPUNGED, record
+from common.access.scopes import Principal
 from common.broker import DELIVER_TASK, publisher, queue_names
 from common.config import Settings
 from common.connections.probes import describe_error
-from common.delivery.models import MESSAGE_STATUSES, PENDING, App, Endpoint, Message
+from common.delivery.models import (
+    EXPUNGED_ON_REQUEST,
+    FAILED,
+    MESSAGE_STATUSES,
+    PENDING,
+    App,
+    Attempt,
+    Endpoint,
+    Message,
+)
 from common.support.logs import log_event
 
 log = logging.getLogger("jenga.api")
@@ -88,6 +100,13 @@ class MessageOut(BaseModel):
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+    expunged_at: datetime | None = Field(
+        description="When the content (payload, response excerpts) was removed; then"
+        " `payload` is null."
+    )
+    expunge_reason: str | None = Field(
+        description="`retention` (MESSAGE_RETENTION_DAYS) or `request` (DELETE …/content)."
+    )
 
     @classmethod
     def of(cls, message: Message, **extra: Any) -> MessageOut:
@@ -102,6 +121,8 @@ class MessageOut(BaseModel):
             last_error=message.last_error,
             created_at=message.created_at,
             delivered_at=message.delivered_at,
+            expunged_at=message.expunged_at,
+            expunge_reason=message.expunge_reason,
             **extra,
         )
 
@@ -355,6 +376,8 @@ def retry_message(
     ).first()
     if message is None:
         raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+    if message.expunged_at is not None:
+        raise ApiError(409, "message_expunged", f"message {message_id}'s content was expunged")
     endpoint = session.get(Endpoint, message.endpoint_id)
     if endpoint is None or endpoint.disabled:
         raise ApiError(
@@ -375,3 +398,34 @@ def retry_message(
     session.commit()
     enqueue(request, message.id)
     return MessageOut.of(message)
+
+
+@router.delete("/{message_id}/content", status_code=204, responses=WRITE_ERRORS)
+def expunge_content(
+    message_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
+) -> Response:
+    """Remove the message's content now (payload, body, the receivers' response
+    excerpts), for a privacy request; its status and attempt log stay. A message not
+    yet delivered ends `failed`, and an attempt in flight is not recorded. Idempotent."""
+    message = session.scalars(
+        select(Message).where(Message.id == message_id, Message.app_id == app.id).with_for_update()
+    ).first()
+    if message is None:
+        raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+    if message.expunged_at is None:
+        message.payload, message.body = None, ""
+        message.expunged_at, message.expunge_reason = database_now(session), EXPUNGED_ON_REQUEST
+        if message.status == PENDING:
+            message.status, message.last_error = FAILED, "content expunged before delivery"
+            message.next_attempt_at = message.dispatched_at = None
+        # A worker attempting it loses its lease: its record cannot bring the message back.
+        message.claim_token = message.claimed_until = None
+        session.execute(
+            update(Attempt).where(Attempt.message_id == message.id).values(response_excerpt=None)
+        )
+        record(session, principal.name, MESSAGE_CONTENT_EXPUNGED, message.id, {"app": app.id})
+        session.commit()
+    return Response(status_code=204)

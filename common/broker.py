@@ -50,6 +50,7 @@ DISPATCH_TASK = "jenga.delivery.dispatch"  # worker/delivery; beat sends it
 WATCHDOG_TASK = "jenga.watchdog.check"  # worker/tasks/watchdogs.py; beat sends it
 SELFTEST_TASK = "jenga.selftest"  # worker/tasks/selftest.py; operators and tests send it
 METRICS_PROBE_TASK = "jenga.metrics.probe"  # worker/tasks/metrics_probe.py; operators send it
+RETENTION_TASK = "jenga.retention.purge"  # worker/tasks/retention.py; beat sends it
 
 
 def queue_names(namespace: str) -> dict[str, str]:

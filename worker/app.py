@@ -25,6 +25,7 @@ TASK_MODULES = [
     "worker.tasks.metrics_probe",
     "worker.tasks.watchdogs",
     "worker.tasks.notifications",
+    "worker.tasks.retention",
     "worker.delivery.tasks",
 ]
 

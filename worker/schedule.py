@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.broker import DISPATCH_TASK, WATCHDOG_TASK, queue_names
+from common.broker import DISPATCH_TASK, RETENTION_TASK, WATCHDOG_TASK, queue_names
 from common.config import Settings
 
 DEPENDENCY_WATCHDOGS = ("postgres", "redis")
@@ -90,10 +90,27 @@ def delivery_entries(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def retention_entries(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The retention purge (worker/tasks/retention.py), on the default queue; a missed
+    run expires, the next one does its work."""
+    interval = settings.retention_interval_seconds
+    return {
+        "retention-purge": {
+            "task": RETENTION_TASK,
+            "schedule": interval,
+            "options": {
+                "queue": queue_names(settings.jenga_namespace)["default"],
+                "expires": interval,
+            },
+        }
+    }
+
+
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Everything beat runs."""
     schedule: dict[str, dict[str, Any]] = {}
     schedule.update(watchdog_entries(settings, DEPENDENCY_WATCHDOGS))
     schedule.update(in_beat_entries(settings, BEAT_WATCHDOGS))
     schedule.update(delivery_entries(settings))
+    schedule.update(retention_entries(settings))
     return schedule

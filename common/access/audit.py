@@ -36,6 +36,7 @@ __all__ = [
     "EVENT_TYPE_CREATED",
     "EVENT_TYPE_DELETED",
     "EVENT_TYPE_UPDATED",
+    "MESSAGE_CONTENT_EXPUNGED",
     "KEY_CREATED",
     "KEY_REVOKED",
     "AuditEntry",
@@ -55,6 +56,7 @@ APP_DELETED = "app.deleted"
 ENDPOINT_DELETED = "endpoint.deleted"
 ENDPOINT_SECRET_ROTATED = "endpoint.secret_rotated"
 BREAKER_FORCED = "breaker.forced"
+MESSAGE_CONTENT_EXPUNGED = "message.content_expunged"
 EVENT_TYPE_CREATED = "event_type.created"
 EVENT_TYPE_UPDATED = "event_type.updated"
 EVENT_TYPE_ARCHIVED = "event_type.archived"

@@ -81,6 +81,34 @@ class DeliverySettings(BaseModel):
             " not sent again."
         ),
     )
+    message_retention_days: float = Field(
+        default=30,
+        gt=0,
+        description=(
+            "How long a delivered or failed message keeps its content (payload, body, the"
+            " receivers' response excerpts); then it is expunged and says so."
+        ),
+    )
+    attempt_retention_days: float = Field(
+        default=90,
+        gt=0,
+        description=(
+            "How long a message's record (the row and its attempt log) is kept; then it is"
+            " deleted. Content goes at `MESSAGE_RETENTION_DAYS` or with the record, if sooner."
+        ),
+    )
+    retention_interval_seconds: float = Field(
+        default=600, gt=0, description="How often beat runs the retention purge."
+    )
+    retention_batch: int = Field(
+        default=500,
+        ge=1,
+        le=10000,
+        description=(
+            "Messages one purge statement expunges or deletes: each batch is its own short"
+            " transaction, so no lock is held for long."
+        ),
+    )
     task_time_limit_seconds: float = Field(
         default=300.0,
         gt=0,

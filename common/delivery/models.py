@@ -38,6 +38,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+EXPUNGED_BY_RETENTION, EXPUNGED_ON_REQUEST = "retention", "request"
 MESSAGE_STATUSES = (PENDING, DELIVERED, FAILED)
 
 
@@ -155,6 +156,13 @@ class Message(Base):
         Index("ix_webhook_messages_app", "app_id", "created_at", "id"),
         # An Idempotency-Key is the sender's, per application.
         Index("uq_webhook_messages_app_idempotency", "app_id", "idempotency_key", unique=True),
+        # The retention purge's scans (worker/tasks/retention.py), oldest first.
+        Index(
+            "ix_webhook_messages_unexpunged",
+            "created_at",
+            postgresql_where=text("expunged_at IS NULL AND status <> 'pending'"),
+        ),
+        Index("ix_webhook_messages_created", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
@@ -163,7 +171,7 @@ class Message(Base):
     )
     endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     event_type: Mapped[str] = mapped_column(String(200))
-    payload: Mapped[Any] = mapped_column(JSONB)
+    payload: Mapped[Any | None] = mapped_column(JSONB)  # None once expunged
     # The exact bytes sent (and signed), fixed at accept time so every retry is identical.
     body: Mapped[str] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
@@ -187,6 +195,10 @@ class Message(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the content (payload, body, response excerpts) was removed, and why:
+    # EXPUNGED_BY_RETENTION or EXPUNGED_ON_REQUEST.
+    expunged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expunge_reason: Mapped[str | None] = mapped_column(String(20))
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="message",
