@@ -105,7 +105,9 @@ def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
 
     timeout = settings.check_timeout_seconds
     kombu = kombu_broker(settings.effective_broker_url, timeout)
-    options: dict[str, Any] = {"visibility_timeout": 3600, **kombu.options}
+    # max_retries 0: kombu's connect otherwise retries until broker_connection_timeout,
+    # with a first pause of 2 s, so a broker without a primary held every API request 2 s.
+    options: dict[str, Any] = {"visibility_timeout": 3600, "max_retries": 0, **kombu.options}
     if is_redis_broker(settings.effective_broker_url):
         options.update(
             global_keyprefix=RedisKeys(settings.jenga_namespace).broker_prefix(),

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import redis
 from kombu.transport.redis import SentinelChannel, SentinelTransport
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from common.redis.client import FollowingSentinelPool
@@ -45,6 +47,9 @@ class FollowingSentinelChannel(SentinelChannel):
     def _sentinel_managed_pool(self, asynchronous=False):
         params = self._connparams(asynchronous)
         host, port = params.pop("host", None), params.pop("port", None)
+        # redis-py's default, three retries with backoff, held an API publish for 2 s
+        # while no primary was elected; kombu and Celery's consumer retry on their own.
+        params["retry"] = Retry(NoBackoff(), 0)
         nodes = [(h, int(p)) for h, p in self.sentinels or [(host, port)]]
         master_name = getattr(self, "master_name", None)
         if master_name is None:
