@@ -103,12 +103,23 @@ class FencedScheduler(Scheduler):
         else:
             self.lock_error = None
             if reply.granted:
+                if reply.token != self.token:
+                    self._all_due()
                 self.token, self.refused_by = reply.token, None
                 self.valid_until = sent + settings.beat_lock_ttl_seconds * (1 - CLOCK_DRIFT)
             else:
                 self.token, self.valid_until, self.refused_by = 0, 0.0, reply.holder
         self._role_changed(time.monotonic())
         self._write_probe_file()
+
+    def _all_due(self) -> None:
+        """A new lease: every entry is due now, whenever this beat started (a standby
+        that takes over a second after its own start must not wait an interval)."""
+        for entry in self.schedule.values():
+            every = getattr(entry.schedule, "run_every", None)  # a crontab has none
+            if every is not None:
+                entry.last_run_at = entry.default_now() - every
+        self._heap = None  # rebuilt at the next tick
 
     def _role_changed(self, now: float) -> None:
         role = self.current_role(now)

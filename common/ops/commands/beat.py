@@ -55,7 +55,11 @@ def _fleet(settings, as_json: bool) -> int:
     try:
         record = BeatStore(redis_for(settings), settings.jenga_namespace).read()
     except (redis.RedisError, OSError) as error:
-        print(f"cannot read the beat lease: Redis is unreachable ({describe_error(error)})")
+        print(
+            f"cannot read the beat lease: Redis is unreachable ({describe_error(error)});"
+            " check REDIS_URL",
+            file=sys.stderr,
+        )
         return EXIT_REDIS
     # One read, judged as by a watcher that has watched long enough.
     now = time.monotonic()
