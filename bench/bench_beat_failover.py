@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import statistics
 import sys
@@ -31,6 +32,7 @@ import uuid
 import redis
 
 from common.alarms.store import AlarmStore
+from common.config import Settings
 from common.health.beat_store import BeatStore
 from common.redis.scripts import redis_time
 from tests.support.fake_slack import FakeSlack
@@ -66,10 +68,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--ttl", type=float, default=20.0, help="BEAT_LOCK_TTL_SECONDS")
-    parser.add_argument("--renew", type=float, default=5.0, help="BEAT_LOCK_RENEW_SECONDS")
-    parser.add_argument("--interval", type=float, default=10.0, help="WATCHDOG_INTERVAL_SECONDS")
-    parser.add_argument("--heartbeat", type=float, default=5.0, help="HEARTBEAT_INTERVAL_SECONDS")
+    defaults = Settings.model_fields
+    for flag, name in (
+        ("--ttl", "beat_lock_ttl_seconds"),
+        ("--renew", "beat_lock_renew_seconds"),
+        ("--interval", "watchdog_interval_seconds"),
+        ("--heartbeat", "heartbeat_interval_seconds"),
+    ):
+        parser.add_argument(flag, type=float, default=defaults[name].default, help=name.upper())
     args = parser.parse_args()
 
     namespace = f"bench{uuid.uuid4().hex[:8]}"
@@ -119,6 +125,9 @@ def main() -> int:
         first = wait_for(active, 120, interval=0.01, what="an active beat")
         other = next(n for n, b in fleet.beats.items() if n != first and b.alive())
         wait_for(lambda: "beat.standby" in fleet.beats[other].output(), 60, what="standby")
+        # At a random point of the renewal cycle: killed right after the standby's first
+        # claim, the two beats' phases would always be the same.
+        time.sleep(random.uniform(0, args.renew))
         since = redis_time(client.time())
         os.killpg(fleet.beats[first].proc.pid, sig)
         killed = time.monotonic()
@@ -140,10 +149,17 @@ def main() -> int:
             # The last beat dies too: nothing schedules any more.
             last = next(n for n, b in fleet.beats.items() if b.alive())
             messages = len(slack.messages)
+            time.sleep(random.uniform(0, args.interval))  # anywhere between two sends
             fleet.beats[last].kill()
             died = time.monotonic()
+            last_sent = beats_store.read().watchdogs_at
             wait_for(lambda: alarms.is_open("beat"), 600, interval=0.01, what="alarm set")
             stored = time.monotonic() - died
+            details = client.hget(f"{namespace}:alarm:beat", "details")
+            print(
+                f"  alarm set: last watchdogs sent {redis_time(client.time()) - last_sent:.2f}s"
+                f" before; {details}"
+            )
             wait_for(lambda n=messages: len(slack.messages) > n, 60, interval=0.01, what="told")
             told = time.monotonic() - died
             fleet.beats[last].stop()

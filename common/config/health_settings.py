@@ -31,7 +31,7 @@ class HealthSettings(BaseModel):
         default=10.0, gt=0, description="How often beat runs each watchdog."
     )
     beat_lock_ttl_seconds: float = Field(
-        default=15.0,
+        default=10.0,
         gt=0,
         description=(
             "How long the active beat's lock lasts unless renewed: a standby beat takes over"
@@ -39,7 +39,7 @@ class HealthSettings(BaseModel):
         ),
     )
     beat_lock_renew_seconds: float = Field(
-        default=5.0,
+        default=3.0,
         gt=0,
         description=(
             "How often a beat renews its lock (or a standby tries to take it); less than"

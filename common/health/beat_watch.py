@@ -6,8 +6,9 @@ watcher (every worker's heartbeat thread) reads the beat hash
 
 * ok: the watchdogs were sent within :func:`stale_after` (Redis's clock on both
   sides): three watchdog intervals, or an interval plus a standby's takeover time
-  (``BEAT_LOCK_TTL_SECONDS + BEAT_LOCK_RENEW_SECONDS``) if that is longer, so a
-  takeover never raises the alarm;
+  (``BEAT_LOCK_TTL_SECONDS + BEAT_LOCK_RENEW_SECONDS``) and one more renewal of slack
+  (the standby's first tick, the watcher's read) if that is longer, so a takeover
+  never raises the alarm;
 * stale: they were not, and this watcher has read Redis without a break for at
   least that long too, so a beat that was merely cut off from Redis as well, or
   one starting beside a watcher that has just started, gets its chance to write
@@ -30,7 +31,7 @@ __all__ = ["BeatVerdict", "BeatWatch", "observe", "stale_after"]
 
 def stale_after(interval: float, lease_ttl: float, renew: float) -> float:
     """Seconds without a watchdog sent after which no beat is running them."""
-    return max(STALE_AFTER_INTERVALS * interval, interval + lease_ttl + renew)
+    return max(STALE_AFTER_INTERVALS * interval, interval + lease_ttl + 2 * renew)
 
 
 @dataclass(frozen=True)

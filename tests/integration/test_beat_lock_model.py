@@ -189,6 +189,6 @@ def test_a_watcher_that_just_started_or_regained_redis_waits_before_judging(watc
     watcher = BeatAlarm(redis_client, settings, told.append, clock=local)
     watcher.beats = beats
     assert watcher.check() is None and watcher.last.kind == "unknown"  # never a beat, yet
-    local.now += 3.6  # the limit: an interval and the takeover (1 + 2 + 0.5 s)
+    local.now += 4.1  # the limit: an interval, the takeover and a renewal (1 + 2 + 1 s)
     watcher.check()
     assert [t.kind for t in told] == ["set"]  # a fleet without beat is alarmed too

@@ -54,8 +54,8 @@ def test_the_watchers_verdict():
 
 
 def test_a_takeover_never_looks_like_a_dead_beat():
-    assert stale_after(10, 15, 5) == 30  # the defaults: three intervals
-    assert stale_after(1, 2, 0.5) == 3.5  # an interval and the takeover, if longer
+    assert stale_after(10, 10, 3) == 30  # the defaults: three intervals
+    assert stale_after(1, 2, 0.5) == 4  # an interval, the takeover and a renewal, if longer
 
 
 def test_the_probe_verdict():
