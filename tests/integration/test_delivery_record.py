@@ -1,5 +1,6 @@
 """The lease and the record, statement by statement, on a real (migrated)
-PostgreSQL: ``CLAIM_ONE`` takes the lease and loads what the POST needs;
+PostgreSQL: ``CLAIM_ONE`` takes the lease and loads what the POST needs; a lease
+that lapsed (its worker died) is dispatched again at once, a live one never;
 ``RECORD`` writes the attempt, the message's next state and a 410's endpoint
 disabling in one statement, and nothing at all without the lease token."""
 
@@ -12,8 +13,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.support.message_rows import lapse_lease
 from tests.support.stack import fresh_database
-from worker.delivery.queries import CLAIM_ONE, RECORD
+from worker.delivery.queries import CLAIM_DUE, CLAIM_ONE, RECORD
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +149,23 @@ def test_a_410_fails_the_message_and_disables_its_endpoint_in_the_same_statement
         "SELECT disabled, disabled_reason FROM webhook_endpoints WHERE id = %s", (endpoint_id,)
     ).fetchone()
     assert endpoint == {"disabled": True, "disabled_reason": "the receiver answered 410 Gone"}
+
+
+def test_a_lapsed_lease_is_dispatched_again_at_once_a_live_one_never(conn):
+    """The dead worker's task is not coming back soon (Redis: after the visibility
+    timeout; RabbitMQ: its redelivery met the lease and did nothing): the dispatcher
+    sends the message again as soon as the lease lapses, not DELIVERY_REDISPATCH_SECONDS
+    after it was first enqueued."""
+    _, crashed = new_message(conn)
+    _, alive = new_message(conn)
+    for message_id in (crashed, alive):
+        conn.execute(
+            "UPDATE webhook_messages SET dispatched_at = now() WHERE id = %s", (message_id,)
+        )
+        assert claim(conn, message_id)[1] is not None
+    lapse_lease(conn, crashed)
+    dispatched = {
+        row["id"] for row in conn.execute(CLAIM_DUE, {"redispatch": 300, "batch": 10_000})
+    }
+    assert crashed in dispatched and alive not in dispatched
+    assert claim(conn, crashed)[1] is not None  # the new task takes it over

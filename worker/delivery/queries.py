@@ -5,6 +5,7 @@ with the message's next state in one statement guarded by the lease token."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from worker.delivery.resources import DB_ERRORS, DB_REFUSALS, execute
 
 __all__ = [
     "CLAIM_DUE",
+    "LEASE_MARGIN_SECONDS",
     "CLAIM_ONE",
     "FAIL_DISABLED",
     "GIVE_UP",
@@ -43,11 +45,19 @@ __all__ = [
 log = logging.getLogger("jenga.delivery")
 
 
+# What a claim leaves, besides the attempt's deadline, for resolving the host before it
+# and recording the attempt after it. A worker that would POST with less of its lease
+# left releases the message instead, and it stops retrying the record before the lease
+# ends: a live worker never loses a message it is sending.
+LEASE_MARGIN_SECONDS = 10.0
+
+
 def lease_seconds(settings: Settings) -> float:
-    """How long a claim holds a message: longer than any one attempt can take
-    (connect + send + receive, plus as long again to record it), so a live
-    worker never loses its lease; a dead one's lease lapses this soon."""
-    return settings.delivery_connect_timeout_seconds + 3 * settings.delivery_timeout_seconds
+    """How long a claim holds a message: the attempt's hard deadline plus
+    ``LEASE_MARGIN_SECONDS``. A dead worker's claimed messages are dispatched again
+    as soon as it lapses (``CLAIM_DUE``): 25 s with the default settings, however
+    long the broker keeps the dead worker's task unacknowledged."""
+    return settings.delivery_timeout_seconds + LEASE_MARGIN_SECONDS
 
 
 CLAIM_DUE = """
@@ -55,8 +65,13 @@ CLAIM_DUE = """
     WHERE id IN (
         SELECT id FROM webhook_messages
         WHERE status = 'pending' AND next_attempt_at <= now()
+          -- Never enqueued, or enqueued long ago and never started (the broker lost the
+          -- task), or started by a worker whose lease lapsed without a record or a
+          -- release: that worker died, and its task is not coming back soon (Redis
+          -- returns it after the visibility timeout; RabbitMQ's redelivery met the lease).
           AND (dispatched_at IS NULL
-               OR dispatched_at < now() - make_interval(secs => %(redispatch)s))
+               OR dispatched_at < now() - make_interval(secs => %(redispatch)s)
+               OR claimed_until < now())
           AND (claimed_until IS NULL OR claimed_until < now())
           -- A dead host's due backlog is not enqueued while it is being parked.
           AND NOT EXISTS (
@@ -236,6 +251,10 @@ class Claim:
     # The endpoint's custom headers, and the secret a rotation replaced while it still signs.
     headers: dict[str, str] = field(default_factory=dict)
     previous_secret: str | None = None
+    lease_ends: float = math.inf  # time.monotonic() by which the lease has surely lapsed
+
+    def lease_left(self) -> float:
+        return self.lease_ends - time.monotonic()
 
 
 def round_seconds(settings: Settings) -> float:
@@ -290,6 +309,8 @@ def unpark(endpoint_id: str) -> int:
 
 def claim(message_id: str, settings: Settings) -> Claim | None:
     token = uuid.uuid4().hex
+    # Taken before the statement: PostgreSQL's claimed_until is no earlier than this.
+    lease_ends = time.monotonic() + lease_seconds(settings)
     rows = execute(
         CLAIM_ONE,
         {
@@ -314,6 +335,7 @@ def claim(message_id: str, settings: Settings) -> Claim | None:
         row["unrecorded_claims"],
         row["headers"] or {},
         row["previous_secret"],
+        lease_ends,
     )
 
 
@@ -397,9 +419,13 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
 def record_with_retries(claimed: Claim, result: AttemptResult, settings: Settings) -> str | None:
     """Recording after the POST is the one step whose loss means a duplicate
     delivery, so a PostgreSQL blip is retried (backoff, full jitter) for up to
-    ``DELIVERY_TIMEOUT_SECONDS`` (well inside the lease), before giving the
+    ``DELIVERY_TIMEOUT_SECONDS``, and never past the last second of the lease (then
+    the dispatcher may hand the message to another worker), before giving the
     message up to the sweeper."""
-    deadline = time.monotonic() + settings.delivery_timeout_seconds
+    deadline = min(
+        time.monotonic() + settings.delivery_timeout_seconds,
+        time.monotonic() + claimed.lease_left() - 1.0,
+    )
     attempt = 0
     scrubbed = False
     while True:

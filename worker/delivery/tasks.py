@@ -134,6 +134,12 @@ def deliver(self, message_id: str) -> str | None:
         started = datetime.now(UTC)
         result = AttemptResult(Outcome(error=f"DestinationRefused: {error}"), started, 0, None)
         return record_with_retries(claimed, result, settings)
+    if claimed.lease_left() < settings.delivery_timeout_seconds + 1.0:
+        # Resolving the host ate into the lease: sent now, the attempt could outlast it
+        # and another worker send the message again while this one still is.
+        execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": 0.0})
+        log_event(log, "delivery.lease_short", logging.WARNING, message_id=message_id)
+        return "deferred"
     signed = webhook_headers(
         claimed.secret, claimed.message_id, int(time.time()), body, claimed.previous_secret
     )
