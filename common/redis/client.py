@@ -26,13 +26,14 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from common.config import Settings
 from common.redis.urls import SentinelURL, is_sentinel_url, parse_sentinel_url
 
 __all__ = [
     "FollowingSentinelPool",
+    "SentinelGroupClient",
     "SentinelPrimaryRedis",
     "make_redis",
     "redis_for",
@@ -98,6 +99,23 @@ class SentinelPrimaryRedis(redis.Redis):
                 node.close()
 
 
+class SentinelGroupClient(Sentinel):
+    """redis-py's Sentinel manager with an operator's error: redis-py's message quotes
+    the repr of every Sentinel client that did not answer, hundreds of characters that
+    /health and the logs cut to a useless prefix."""
+
+    def discover_master(self, service_name):
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError as error:
+            asked = len(self.sentinels)
+            unreachable = str(error).count("<redis.client.Redis")
+            raise MasterNotFoundError(
+                f"no primary for {service_name!r} ({unreachable} of {asked} Sentinels"
+                " unreachable; the others name no primary that is up)"
+            ) from None
+
+
 class FollowingSentinelPool(SentinelConnectionPool):
     """redis-py's Sentinel pool that also re-asks where the primary is every
     ``recheck_seconds`` (when a connection is taken), not only on a new connection.
@@ -122,7 +140,7 @@ def _primary_of(target: SentinelURL, timeout: float, options: dict[str, Any]) ->
     sentinel_options = sentinel_client_options(timeout)
     if target.sentinel_password:
         sentinel_options["password"] = target.sentinel_password
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
+    sentinel = SentinelGroupClient(list(target.sentinels), sentinel_kwargs=sentinel_options)
     return sentinel.master_for(
         target.master_name,
         redis_class=SentinelPrimaryRedis,

@@ -7,6 +7,10 @@ old primary keeps taking writes for about 10 s, until a Sentinel reconfigures it
 and the publishers' open connections keep sending tasks there, into data the
 resync throws away: the message waits for ``DELIVERY_REDISPATCH_SECONDS``.
 This channel builds :class:`~common.redis.client.FollowingSentinelPool` instead.
+The consumer's BRPOP connection is held for good and stays on the old primary
+until the demotion closes it: it drains what was published there before the
+publishers moved (nothing is lost), and takes what is published to the new
+primary only then (BENCHMARKS.md, "Redis failover": a ~10 s delivery gap).
 
 The Sentinels come from the transport option ``sentinels`` (``[(host, port),
 ...]``), not from ``;``-separated alternates in the URL: on a connection error
@@ -21,9 +25,8 @@ import redis
 from kombu.transport.redis import SentinelChannel, SentinelTransport
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
 
-from common.redis.client import FollowingSentinelPool
+from common.redis.client import FollowingSentinelPool, SentinelGroupClient
 
 __all__ = ["FollowingSentinelChannel", "FollowingSentinelTransport"]
 
@@ -54,7 +57,7 @@ class FollowingSentinelChannel(SentinelChannel):
         master_name = getattr(self, "master_name", None)
         if master_name is None:
             raise ValueError("'master_name' transport option must be specified.")
-        manager = Sentinel(
+        manager = SentinelGroupClient(
             nodes,
             min_other_sentinels=getattr(self, "min_other_sentinels", 0),
             sentinel_kwargs=getattr(self, "sentinel_kwargs", None),
