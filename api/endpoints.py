@@ -34,6 +34,7 @@ from api.pagination import ITERATOR, page, page_size, split
 from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
 from common.access.audit import ENDPOINT_DELETED, ENDPOINT_SECRET_ROTATED, record
 from common.access.scopes import Principal
+from common.delivery import pausing
 from common.delivery.custom_headers import header_problems, masked
 from common.delivery.destinations import DestinationError, resolve_destination
 from common.delivery.event_types import NAME_PATTERN
@@ -125,6 +126,9 @@ class EndpointOut(BaseModel):
     )
     disabled: bool
     disabled_reason: str | None
+    paused_at: datetime | None = Field(
+        description="Since when it is paused: new deliveries are kept, none attempted."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -140,6 +144,7 @@ class EndpointOut(BaseModel):
             headers=headers if principal.owns(endpoint.app_id) else masked(headers),
             disabled=endpoint.disabled,
             disabled_reason=endpoint.disabled_reason,
+            paused_at=endpoint.paused_at,
             created_at=endpoint.created_at,
             updated_at=endpoint.updated_at,
         )
@@ -422,6 +427,38 @@ def enable_endpoint(
     principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
     return _set_disabled(endpoint_id, session, app, principal, False)
+
+
+@router.post("/{endpoint_id}/pause", response_model=EndpointOut, responses=WRITE_ERRORS)
+def pause_endpoint(
+    endpoint_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
+) -> EndpointOut:
+    """Keep every delivery (new ones too) without attempting any, until resumed; nothing
+    is failed, unlike disable. An attempt in flight finishes."""
+    endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
+    pausing.hold(session, endpoint.id)
+    session.commit()
+    session.refresh(endpoint)
+    return EndpointOut.of(endpoint, principal)
+
+
+@router.post("/{endpoint_id}/resume", response_model=EndpointOut, responses=WRITE_ERRORS)
+def resume_endpoint(
+    endpoint_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    principal: Principal = Depends(authenticate),
+) -> EndpointOut:
+    """Deliver what was kept, in order of creation; the pause does not count against any
+    message's retry schedule."""
+    endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
+    pausing.release(session, endpoint.id)
+    session.commit()
+    session.refresh(endpoint)
+    return EndpointOut.of(endpoint, principal)
 
 
 @router.delete("/{endpoint_id}", status_code=204, responses=WRITE_ERRORS)

@@ -272,6 +272,9 @@ def create_message(
             409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first"
         )
     now = database_now(session)
+    held = (
+        endpoint.paused_at is not None
+    )  # kept until the endpoint resumes (common/delivery/pausing.py)
     message = Message(
         app_id=app.id,
         endpoint_id=endpoint.id,
@@ -281,8 +284,8 @@ def create_message(
         request_hash=digest,
         status=PENDING,
         created_at=now,
-        next_attempt_at=now,
-        dispatched_at=now,
+        next_attempt_at=None if held else now,
+        dispatched_at=None if held else now,
     )
     # The Standard Webhooks body, fixed now so that every retry sends (and signs) the same bytes.
     message.body = (
@@ -301,7 +304,8 @@ def create_message(
             raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}") from None
         response.headers["Idempotent-Replayed"] = "true"
         return MessageOut.of(existing)
-    enqueue(request, message.id)
+    if not held:
+        enqueue(request, message.id)
     return MessageOut.of(message)
 
 

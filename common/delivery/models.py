@@ -135,6 +135,8 @@ class Endpoint(Base):
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # Paused: its pending messages wait (next_attempt_at NULL), none attempted, none failed.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -73,10 +73,12 @@ CLAIM_DUE = """
                OR dispatched_at < now() - make_interval(secs => %(redispatch)s)
                OR claimed_until < now())
           AND (claimed_until IS NULL OR claimed_until < now())
-          -- A dead host's due backlog is not enqueued while it is being parked.
+          -- A dead host's due backlog is not enqueued while it is being parked, nor a
+          -- paused endpoint's (an attempt in flight when it was paused may leave a retry).
           AND NOT EXISTS (
               SELECT 1 FROM webhook_endpoints e
-              WHERE e.id = webhook_messages.endpoint_id AND e.parked_until > now())
+              WHERE e.id = webhook_messages.endpoint_id
+                AND (e.parked_until > now() OR e.paused_at IS NOT NULL))
         ORDER BY next_attempt_at
         LIMIT %(batch)s
         FOR UPDATE SKIP LOCKED)
@@ -96,7 +98,7 @@ CLAIM_ONE = """
     WHERE m.id = %(id)s AND e.id = m.endpoint_id AND m.status = 'pending'
       AND m.next_attempt_at <= now()
       AND (m.claimed_until IS NULL OR m.claimed_until < now())
-      AND (e.parked_until IS NULL OR e.parked_until <= now())
+      AND (e.parked_until IS NULL OR e.parked_until <= now()) AND e.paused_at IS NULL
     RETURNING m.body, m.schedule_position, m.attempt_count, m.unrecorded_claims,
               e.id AS endpoint_id, e.url, e.secret, e.disabled, e.headers,
               CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
