@@ -20,7 +20,8 @@ def main() -> None:
         port=settings.port,
         log_config=None,  # keep our handler: same format, secrets scrubbed
         access_log=False,
-        timeout_graceful_shutdown=10,
+        # SIGTERM: stop accepting, let requests in flight finish for up to the grace.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 

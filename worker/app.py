@@ -49,11 +49,12 @@ def _install_bootsteps() -> None:
         ConfigStep,
         ConnectionsStep,
         ConsumerStateStep,
+        DrainStep,
         HeartbeatStep,
     )
 
     app.steps["worker"].add(ConfigStep)
-    app.steps["worker"].update({ConnectionsStep, BreakersStep, HeartbeatStep})
+    app.steps["worker"].update({ConnectionsStep, BreakersStep, HeartbeatStep, DrainStep})
     app.steps["consumer"].add(ConsumerStateStep)
 
 

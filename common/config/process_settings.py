@@ -45,6 +45,17 @@ class ProcessSettings(BaseModel):
         ),
     )
     ops_host: str = Field(default="127.0.0.1", description="Interface of the `OPS_PORT` listener.")
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description=(
+            "On SIGTERM (a deploy) the worker, the API and beat stop taking work and finish what"
+            " is in flight for up to this long; a delivery still running then is cut and handed"
+            " to another worker at once. Keep it below the platform's kill (Heroku: 30 s,"
+            " Kubernetes: `terminationGracePeriodSeconds`)."
+        ),
+    )
     jenga_env: Literal["development", "production"] = Field(
         default="development",
         description=(

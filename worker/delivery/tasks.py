@@ -20,6 +20,7 @@ from common.guards.outcome import failed_status
 from common.health.fleet_metrics import record_delivery
 from common.support.logs import log_event
 from worker.app import app
+from worker.delivery import in_flight
 from worker.delivery.post import AttemptResult, post
 from worker.delivery.queries import (
     CLAIM_DUE,
@@ -120,6 +121,7 @@ def deliver(self, message_id: str) -> str | None:
     claimed = claim(message_id, settings)
     if claimed is None:
         return None  # delivered, failed, not due, or another worker has it
+    in_flight.hold(self.request.id, claimed)  # released at once if a shutdown cuts it
     if claimed.disabled:
         fail_disabled(claimed)
         return "failed"
