@@ -54,11 +54,12 @@ class FakeHTTPServer:
 
     url_path = "/"
 
-    def __init__(self, tls: ssl.SSLContext | None = None):
+    def __init__(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"):
+        self.host = host  # another address to serve test hosts in network namespaces
         self.requests: list[Request] = []
         self.lock = threading.Lock()
         self.tls = tls
-        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server = _Server((host, 0), _Handler)
         self.server.fake = self
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -77,7 +78,7 @@ class FakeHTTPServer:
     @property
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}{self.url_path}"
+        return f"{scheme}://{self.host}:{self.port}{self.url_path}"
 
     def start(self) -> Self:
         self.thread.start()

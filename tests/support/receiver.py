@@ -41,8 +41,8 @@ class Received(Request):
 class WebhookReceiver(FakeHTTPServer):
     url_path = "/hook"
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, host: str = "127.0.0.1"):
+        super().__init__(host=host)
         self.secrets: list[str] = []
         # Decides each answer from the request; the default accepts everything.
         self.respond: Callable[[Received], int | Reply] = lambda received: 200
