@@ -66,7 +66,8 @@ class DeliverySettings(BaseModel):
         gt=0,
         description=(
             "A due message whose task has not started this long after enqueueing"
-            " (the broker lost it) is enqueued again; one whose worker died mid-delivery"
+            " (the broker lost it) is enqueued again (after 20 s at most while the deliveries"
+            " queue is empty); one whose worker died mid-delivery"
             " goes again as soon as its lease lapses (`DELIVERY_TIMEOUT_SECONDS` + 10 s)."
         ),
     )

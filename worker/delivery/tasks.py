@@ -33,6 +33,7 @@ from worker.delivery.queries import (
     record_with_retries,
     unpark,
 )
+from worker.delivery.redispatch import deliveries_waiting, redispatch_seconds
 from worker.delivery.resources import DB_ERRORS, execute, http_client
 from worker.guarded import GuardedTask, GuardRefused, registry
 
@@ -55,7 +56,9 @@ def dispatch_due() -> int:
             for row in execute(
                 CLAIM_DUE,
                 {
-                    "redispatch": settings.delivery_redispatch_seconds,
+                    "redispatch": redispatch_seconds(
+                        settings.delivery_redispatch_seconds, deliveries_waiting(settings)
+                    ),
                     "batch": settings.delivery_dispatch_batch,
                 },
             )
