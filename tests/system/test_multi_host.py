@@ -300,13 +300,6 @@ def test_a_worker_cut_off_from_postgres_loses_nothing_and_another_takes_the_work
     fleet.all_delivered(after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: check_postgres relies on the server-side statement_timeout, and no "
-    "libpq socket option (keepalives, tcp_user_timeout) bounds it on the client: on a "
-    "partition the check blocks until TCP gives up (minutes), so the worker never sees "
-    "PostgreSQL down and never pauses its deliveries queue (issue 14 item 5 report)",
-)
 def test_a_worker_cut_off_from_postgres_sees_it_down_and_pauses_its_deliveries(fleet):
     output = fleet.workers["w2"].output
     before = len(output())

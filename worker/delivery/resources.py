@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from common.config import get_settings
+from common.connections.database import libpq_options
 from common.support.per_process import PerProcess
 from worker.delivery.network import AttemptBackend
 
@@ -52,18 +53,18 @@ def _open_database() -> ConnectionPool:
     autocommit: every change below is one statement (several tables at once
     through data-modifying CTEs, which PostgreSQL runs atomically), so BEGIN
     and COMMIT would only add two round trips to each. Like ``make_engine``:
-    nothing connects until first use (``min_size=0``) and connects give up
-    after the check timeout. Unlike it, a connection is not pinged before
-    each use (a round trip per statement); dead ones are found by
-    :func:`execute` instead."""
+    nothing connects until first use (``min_size=0``), and connects and
+    requests on a dead path give up after the check timeout
+    (:func:`~common.connections.database.libpq_options`). Unlike it, a
+    connection is not pinged before each use (a round trip per statement);
+    dead ones are found by :func:`execute` instead."""
     settings = get_settings()
     pool = ConnectionPool(
         postgres_conninfo(settings.database_url),
         kwargs={
             "autocommit": True,
             "row_factory": dict_row,
-            "connect_timeout": max(1, round(settings.check_timeout_seconds)),
-            "application_name": f"jenga-{settings.jenga_namespace}",
+            **libpq_options(settings),
         },
         # The threads pool has no Celery time limit: no statement may outlast this.
         configure=_limit_statements,
