@@ -76,7 +76,10 @@ class BreakerSettings(BaseModel):
     breaker_probe_lease_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="A trial call that never reports (its worker died) frees its slot after this.",
+        description=(
+            "A trial call that never reports (its worker died) frees its slot after this; never"
+            " less than `DELIVERY_CONNECT_TIMEOUT_SECONDS` + `DELIVERY_TIMEOUT_SECONDS` + 5 s."
+        ),
     )
     guard_max_deferrals: int = Field(
         default=50,

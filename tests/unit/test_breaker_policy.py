@@ -218,3 +218,17 @@ def test_forced_open_stays_open_until_closed():
     assert change.new == "closed" and bp.admit(policy, state, 10_000.0, "y")[1].allowed
     with pytest.raises(ValueError):
         bp.force(policy, state, "explode", 0.0)
+
+
+def test_a_trial_holds_its_slot_at_least_as_long_as_the_longest_attempt():
+    """A probe lease shorter than an attempt would admit a second trial beside a live one."""
+    from common.config import Settings
+
+    def lease(**values) -> float:
+        return bp.policy_from_settings(
+            Settings(database_url="postgresql://h/db", redis_url="redis://h", **values)
+        ).lease_seconds
+
+    assert lease() == 30.0  # defaults: 5 s connect + 15 s attempt + margin, under the setting
+    assert lease(delivery_timeout_seconds=60) == 5 + 60 + bp.PROBE_REPORT_MARGIN_SECONDS
+    assert lease(breaker_probe_lease_seconds=90, delivery_timeout_seconds=60) == 90

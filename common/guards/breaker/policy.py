@@ -41,6 +41,7 @@ __all__ = [
     "CLOSED",
     "HALF_OPEN",
     "OPEN",
+    "PROBE_REPORT_MARGIN_SECONDS",
     "Admission",
     "BreakerPolicy",
     "BreakerState",
@@ -51,6 +52,7 @@ __all__ = [
     "next_trial_in",
     "open_duration",
     "policy_from_settings",
+    "probe_lease_seconds",
     "record",
     "record_probe",
     "settle",
@@ -290,8 +292,24 @@ def force(
     return new, change
 
 
+# Between a trial call's end and its report reaching Redis: a round trip, or a retried one.
+PROBE_REPORT_MARGIN_SECONDS = 5.0
+
+
+def probe_lease_seconds(settings: Any) -> float:
+    """How long a trial call holds its half-open slot: ``BREAKER_PROBE_LEASE_SECONDS``,
+    and never less than the longest delivery attempt (connect + total timeout) plus
+    :data:`PROBE_REPORT_MARGIN_SECONDS`. A lease lapsing under a live trial would
+    admit a second one while the first is still in flight (a slow receiver tried
+    twice at once, ``half_open_calls`` broken); raising ``DELIVERY_TIMEOUT_SECONDS``
+    alone must not do that."""
+    attempt = settings.delivery_connect_timeout_seconds + settings.delivery_timeout_seconds
+    return max(settings.breaker_probe_lease_seconds, attempt + PROBE_REPORT_MARGIN_SECONDS)
+
+
 def policy_from_settings(settings: Any) -> BreakerPolicy:
-    """The breaker policy the ``BREAKER_*`` settings describe."""
+    """The breaker policy the ``BREAKER_*`` settings describe (the probe lease
+    stretched to the longest attempt, :func:`probe_lease_seconds`)."""
     return BreakerPolicy(
         failure_threshold=settings.breaker_failure_threshold,
         timeout_weight=settings.breaker_timeout_weight,
@@ -303,5 +321,5 @@ def policy_from_settings(settings: Any) -> BreakerPolicy:
         open_seconds=settings.breaker_open_seconds,
         open_max_seconds=settings.breaker_open_max_seconds,
         half_open_calls=settings.breaker_half_open_calls,
-        lease_seconds=settings.breaker_probe_lease_seconds,
+        lease_seconds=probe_lease_seconds(settings),
     )
