@@ -9,6 +9,9 @@ with ``READONLY``; redis-py turns that into a ``ConnectionError`` and drops the
 connection, so callers see one failed call (the same as a lost server: breakers
 fall back, tasks retry) and the next call reaches the new primary.
 
+A ``redis+cluster://`` URL gives a :class:`~common.redis.cluster.SharedStateCluster`
+(shared state only; every key of a namespace is in one hash slot).
+
 Open connections are the catch: after ``SENTINEL FAILOVER`` (or a partition)
 the old primary stays a writable primary until a Sentinel reconfigures it, about
 10 s later, and redis-py would keep writing there, into data the resync then
@@ -29,7 +32,14 @@ from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from common.config import Settings
-from common.redis.urls import SentinelURL, is_sentinel_url, parse_sentinel_url
+from common.redis.cluster import SharedStateCluster
+from common.redis.urls import (
+    SentinelURL,
+    is_cluster_url,
+    is_sentinel_url,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
 
 __all__ = [
     "FollowingSentinelPool",
@@ -45,8 +55,10 @@ SENTINEL_RECHECK_SECONDS = 1.0
 REPLICA_WAIT_SECONDS = 0.5
 
 
-def make_redis(url: str, timeout: float) -> redis.Redis:
-    """A client whose every connect and command gives up after ``timeout`` seconds."""
+def make_redis(url: str, timeout: float, namespace: str | None = None) -> redis.Redis:
+    """A client whose every connect and command gives up after ``timeout`` seconds.
+    ``namespace``: on a Redis Cluster, keyless commands (the health check, ``TIME``,
+    ``SCAN``) go to the primary of that namespace's slot; elsewhere it changes nothing."""
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -58,20 +70,22 @@ def make_redis(url: str, timeout: float) -> redis.Redis:
     }
     if is_sentinel_url(url):
         return _primary_of(parse_sentinel_url(url), timeout, options)
+    if is_cluster_url(url):
+        return SharedStateCluster(parse_cluster_url(url), namespace, options)  # type: ignore[return-value]
     return redis.Redis.from_url(url, **options)
 
 
 def redis_for(settings: Settings) -> redis.Redis:
     """The Redis client of a process, with the check timeout as its bound."""
-    return make_redis(settings.redis_url, settings.check_timeout_seconds)
+    return make_redis(settings.redis_url, settings.check_timeout_seconds, settings.jenga_namespace)
 
 
 def wait_for_replica(client: redis.Redis, timeout: float = REPLICA_WAIT_SECONDS) -> None:
-    """On a Sentinel group, wait (at most ``timeout`` s) until a replica has every
-    write this client made (``WAIT 1``); on one server, nothing. Replication is
+    """On a Sentinel group or a Redis Cluster, wait (at most ``timeout`` s) until a
+    replica has every write this client made (``WAIT 1``); on one server, nothing. Replication is
     asynchronous: a write that people were told about (an alarm set) must not
     vanish with a primary killed a millisecond later, to be told again."""
-    if isinstance(client, SentinelPrimaryRedis):
+    if isinstance(client, SentinelPrimaryRedis | SharedStateCluster):
         # The write is made: a failed wait must not keep its caller from telling people.
         with contextlib.suppress(redis.RedisError):
             client.execute_command("WAIT", 1, int(timeout * 1000))
