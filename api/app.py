@@ -14,12 +14,15 @@ from fastapi import Depends, FastAPI
 from api import (
     alarms,
     apps,
+    attempts,
     audit,
     breakers,
+    endpoint_stats,
     endpoints,
     errors,
     event_types,
     health,
+    jobs,
     keys,
     messages,
     metrics,
@@ -62,15 +65,17 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)  # JSON errors: 4xx for bad input, 503 when PostgreSQL is down
     openapi.install(app)  # /openapi.json says so
     app.add_middleware(BodySizeLimit, limit=body_limit(settings.max_payload_bytes))
+    tenant_routers = [router for routers in TENANT_ROUTERS.values() for router in routers]
     for module in ROUTER_MODULES:
-        if module not in TENANT_ROUTERS.values():
+        if module.router not in tenant_routers:
             app.include_router(module.router)
-    for name, module in TENANT_ROUTERS.items():
-        app.include_router(
-            module.router, prefix=f"/v1/apps/{{app}}/{name}", dependencies=[Depends(app_in_path)]
-        )
-        # The default application's, for one release (README: "Applications").
-        app.include_router(module.router, prefix=f"/v1/{name}", deprecated=True)
+    for name, routers in TENANT_ROUTERS.items():
+        for router in routers:
+            app.include_router(
+                router, prefix=f"/v1/apps/{{app}}/{name}", dependencies=[Depends(app_in_path)]
+            )
+            # The default application's, for one release (README: "Applications").
+            app.include_router(router, prefix=f"/v1/{name}", deprecated=True)
     return app
 
 
@@ -86,8 +91,14 @@ ROUTER_MODULES = [
     status,
     endpoints,
     messages,
+    jobs,
 ]
-# Routers mounted per application (their handlers take the application from api.tenancy).
-TENANT_ROUTERS = {"endpoints": endpoints, "messages": messages}
+# Routers mounted per application, under each name (their handlers take the
+# application from api.tenancy).
+TENANT_ROUTERS = {
+    "endpoints": [endpoints.router, attempts.endpoint_router, endpoint_stats.router],
+    "messages": [messages.router, attempts.message_router],
+    "jobs": [jobs.router],
+}
 # Modules with startup(app)/shutdown(app) coroutines, started in this order.
 LIFECYCLE_MODULES = [m for m in ROUTER_MODULES if hasattr(m, "startup")]

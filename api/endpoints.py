@@ -19,26 +19,37 @@ write it); see :mod:`api.tenancy`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from api.auth import authenticate
 from api.errors import ApiError, error_responses
+from api.jobs import JOB_ERRORS, JobOut, start
 from api.messages import SEND_ERRORS, MessageIn, MessageOut, create_message, database_now
-from api.pagination import ITERATOR, page, page_size, split
+from api.pagination import ITERATOR, Keyset, page, page_size, split
+from api.search import MessageSearch, message_search
 from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
 from common.access.audit import ENDPOINT_DELETED, ENDPOINT_SECRET_ROTATED, record
 from common.access.scopes import Principal
 from common.delivery import pausing
 from common.delivery.custom_headers import header_problems, masked
 from common.delivery.destinations import DestinationError, resolve_destination
-from common.delivery.event_types import NAME_PATTERN
-from common.delivery.models import App, Endpoint, EventType
+from common.delivery.event_types import MESSAGE_TYPE_PATTERN, NAME_PATTERN
+from common.delivery.fan_out import CHANNEL_PATTERN, MAX_CHANNELS
+from common.delivery.models import (
+    MESSAGE_STATUSES,
+    RECOVER,
+    App,
+    Delivery,
+    Endpoint,
+    EventType,
+)
+from common.delivery.rate_slots import MAX_RATE_LIMIT
 from common.delivery.signing import checked_secret, generate_secret
 from common.delivery.urls import normalise_url
 
@@ -75,6 +86,32 @@ Headers = Annotated[
         " `content-type`, `content-length`, `connection`, `transfer-encoding` and the like.",
     ),
 ]
+FilterTypes = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=200, pattern=MESSAGE_TYPE_PATTERN)]],
+    Field(
+        max_length=100,
+        description="The event types it gets; empty or null: every type. With"
+        " EVENT_TYPES_STRICT each must be in the catalog.",
+    ),
+]
+Channels = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=128, pattern=CHANNEL_PATTERN)]],
+    Field(
+        max_length=MAX_CHANNELS,
+        description="Only messages on one of these channels; empty or null: no channel filter.",
+    ),
+]
+RateLimit = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description=(
+            "Deliveries a second its receiver gets at most, fleet-wide (a tenth of a second's"
+            " worth, at least 1, may go at once); a backlog is sent in order at this rate."
+        ),
+    ),
+]
 SECRET_DESCRIPTION = "`whsec_` + base64 of 24 to 64 bytes; generated when not given."
 MAX_GRACE_SECONDS = 7 * 24 * 3600
 
@@ -97,6 +134,9 @@ class EndpointIn(BaseModel):
     uid: Uid | None = None
     metadata: Metadata = Field(default_factory=dict)
     headers: Headers = Field(default_factory=dict)
+    filter_types: FilterTypes | None = None
+    channels: Channels | None = None
+    rate_limit: RateLimit | None = None
     secret: str | None = Field(default=None, max_length=200, description=SECRET_DESCRIPTION)
 
     _headers = field_validator("headers")(_checked_headers)
@@ -111,6 +151,11 @@ class EndpointUpdate(BaseModel):
     uid: Uid | None = Field(default=None, description="`null` clears it.")
     metadata: Metadata | None = Field(default=None, description="Replaces the whole map.")
     headers: Headers | None = Field(default=None, description="Replaces every custom header.")
+    filter_types: FilterTypes | None = Field(
+        default=None, description="`[]` or `null`: every type."
+    )
+    channels: Channels | None = Field(default=None, description="`[]` or `null`: no filter.")
+    rate_limit: RateLimit | None = Field(default=None, description="`null`: no limit.")
 
     _headers = field_validator("headers")(_checked_headers)
 
@@ -124,10 +169,19 @@ class EndpointOut(BaseModel):
     headers: dict[str, str] = Field(
         description="Values are `********` unless the key is one of this application's own."
     )
+    filter_types: list[str] | None = Field(description="null: every event type.")
+    channels: list[str] | None = Field(description="null: messages of any channel or none.")
+    rate_limit: int | None = Field(description="Deliveries a second at most; null: no limit.")
     disabled: bool
     disabled_reason: str | None
     paused_at: datetime | None = Field(
         description="Since when it is paused: new deliveries are kept, none attempted."
+    )
+    failing_since: datetime | None = Field(
+        description=(
+            "Since when every attempt has failed (null: the last one succeeded);"
+            " `ENDPOINT_DISABLE_AFTER_DAYS` of that disables it."
+        )
     )
     created_at: datetime
     updated_at: datetime
@@ -142,9 +196,13 @@ class EndpointOut(BaseModel):
             description=endpoint.description,
             metadata=endpoint.metadata_map or {},
             headers=headers if principal.owns(endpoint.app_id) else masked(headers),
+            filter_types=endpoint.filter_types,
+            channels=endpoint.channels,
+            rate_limit=endpoint.rate_limit,
             disabled=endpoint.disabled,
             disabled_reason=endpoint.disabled_reason,
             paused_at=endpoint.paused_at,
+            failing_since=endpoint.failing_since,
             created_at=endpoint.created_at,
             updated_at=endpoint.updated_at,
         )
@@ -195,6 +253,30 @@ def checked_url(request: Request, url: str) -> str:
     return url
 
 
+def checked_filter_types(
+    request: Request, session: Session, types: list[str] | None
+) -> list[str] | None:
+    """The types to store (None for every type); with a strict catalog, a 422 naming
+    each type that is not in it."""
+    if not types:
+        return None
+    types = list(dict.fromkeys(types))
+    if request.app.state.settings.event_types_strict:
+        known = set(session.scalars(select(EventType.name).where(EventType.name.in_(types))))
+        if unknown := [t for t in types if t not in known]:
+            raise ApiError(
+                422,
+                "unknown_event_type",
+                f"filter_types: {', '.join(map(repr, unknown))} not in the catalog"
+                " (/v1/event-types) and EVENT_TYPES_STRICT is set",
+            )
+    return types
+
+
+def stored_channels(channels: list[str] | None) -> list[str] | None:
+    return list(dict.fromkeys(channels)) if channels else None
+
+
 def endpoint_or_404(
     session: Session, app: App, endpoint_id: str, *, lock: bool = False
 ) -> Endpoint:
@@ -239,6 +321,9 @@ def create_endpoint(
         uid=body.uid,
         metadata_map=body.metadata,
         headers=body.headers,
+        filter_types=checked_filter_types(request, session, body.filter_types),
+        channels=stored_channels(body.channels),
+        rate_limit=body.rate_limit,
         secret=body.secret or generate_secret(),
     )
     session.add(endpoint)
@@ -247,6 +332,9 @@ def create_endpoint(
     return EndpointCreated(
         **EndpointOut.of(endpoint, principal).model_dump(), secret=endpoint.secret
     )
+
+
+ENDPOINTS = Keyset("endpoints", newest_first=False)
 
 
 @router.get("", response_model=EndpointList)
@@ -258,10 +346,9 @@ def list_endpoints(
     iterator: str | None = ITERATOR,
 ) -> EndpointList:
     """Oldest first, a page at a time."""
-    query = page(
-        select(Endpoint).where(Endpoint.app_id == app.id), Endpoint, iterator, limit, False
-    )
-    rows, next_iterator, done = split(list(session.scalars(query)), limit)
+    query = select(Endpoint).where(Endpoint.app_id == app.id)
+    query = page(query, ENDPOINTS, Endpoint.created_at, Endpoint.id, iterator, limit)
+    rows, next_iterator, done = split(list(session.scalars(query)), limit, ENDPOINTS)
     return EndpointList(
         data=[EndpointOut.of(e, principal) for e in rows], iterator=next_iterator, done=done
     )
@@ -286,7 +373,8 @@ def update_endpoint(
     app: App = Depends(current_app),
     principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
-    """Change what is given; `metadata` and `headers` replace the whole map."""
+    """Change what is given; `metadata`, `headers`, `filter_types` and `channels` replace
+    the whole value."""
     endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
     if body.url is not None:
         endpoint.url = checked_url(request, body.url)
@@ -298,6 +386,12 @@ def update_endpoint(
         endpoint.metadata_map = body.metadata
     if body.headers is not None:
         endpoint.headers = body.headers
+    if "filter_types" in body.model_fields_set:
+        endpoint.filter_types = checked_filter_types(request, session, body.filter_types)
+    if "channels" in body.model_fields_set:
+        endpoint.channels = stored_channels(body.channels)
+    if "rate_limit" in body.model_fields_set:
+        endpoint.rate_limit = body.rate_limit
     commit_unique_uid(session, body.uid)
     session.refresh(endpoint)
     return EndpointOut.of(endpoint, principal)
@@ -397,12 +491,87 @@ def send_example(
     return create_message(example, request, response, session, app, None)
 
 
+class EndpointMessageOut(BaseModel):
+    """A message as one endpoint got it: the message and its delivery there."""
+
+    id: str = Field(description="The message's id (its `webhook-id`).")
+    delivery_id: str
+    event_type: str
+    channels: list[str] | None
+    payload: JsonValue
+    status: str = Field(description="This delivery's: `pending`, `delivered` or `failed`.")
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    expunged_at: datetime | None
+
+
+class EndpointMessageList(BaseModel):
+    data: list[EndpointMessageOut]
+    iterator: str | None = Field(description="Pass as `?iterator=` for the next page.")
+    done: bool = Field(description="True on the last page.")
+
+
+ENDPOINT_MESSAGES = Keyset("endpoint-messages", newest_first=True)
+
+
+@router.get("/{endpoint_id}/messages", response_model=EndpointMessageList)
+def list_endpoint_messages(
+    endpoint_id: str,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    status: Literal[MESSAGE_STATUSES] | None = Query(
+        default=None, description="Only deliveries in this state."
+    ),
+    search: MessageSearch = Depends(message_search),
+    limit: int = page_size(1000),
+    iterator: str | None = ITERATOR,
+) -> EndpointMessageList:
+    """What this endpoint was sent, newest first, with its delivery's state; the filters
+    given all apply (`since`/`until`: the delivery's `created_at`, its message's)."""
+    endpoint = endpoint_or_404(session, app, endpoint_id)
+    query = search.on_deliveries(
+        select(Delivery).where(Delivery.endpoint_id == endpoint.id), app.id
+    )
+    if status:
+        query = query.where(Delivery.status == status)
+    query = page(query, ENDPOINT_MESSAGES, Delivery.created_at, Delivery.id, iterator, limit)
+    rows, next_iterator, done = split(
+        list(session.scalars(query.options(joinedload(Delivery.message)))), limit, ENDPOINT_MESSAGES
+    )
+    return EndpointMessageList(
+        data=[
+            EndpointMessageOut(
+                id=d.message.id,
+                delivery_id=d.id,
+                event_type=d.message.event_type,
+                channels=d.message.channels,
+                payload=d.message.payload,
+                status=d.status,
+                attempt_count=d.attempt_count,
+                next_attempt_at=d.next_attempt_at,
+                last_error=d.last_error,
+                created_at=d.created_at,
+                delivered_at=d.delivered_at,
+                expunged_at=d.message.expunged_at,
+            )
+            for d in rows
+        ],
+        iterator=next_iterator,
+        done=done,
+    )
+
+
 def _set_disabled(
     endpoint_id: str, session: Session, app: App, principal: Principal, disabled: bool
 ) -> EndpointOut:
     endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
     endpoint.disabled = disabled
     endpoint.disabled_reason = "disabled through the API" if disabled else None
+    if not disabled:
+        endpoint.failing_since = None  # enabled again: the count of failures starts afresh
     session.commit()
     session.refresh(endpoint)
     return EndpointOut.of(endpoint, principal)
@@ -415,7 +584,8 @@ def disable_endpoint(
     app: App = Depends(current_app),
     principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
-    """Stop deliveries: new messages are refused (409), pending ones end `failed`."""
+    """Stop deliveries: messages naming it are refused (409), it gets no fan-out, and
+    its pending deliveries end `failed`."""
     return _set_disabled(endpoint_id, session, app, principal, True)
 
 
@@ -459,6 +629,47 @@ def resume_endpoint(
     session.commit()
     session.refresh(endpoint)
     return EndpointOut.of(endpoint, principal)
+
+
+class RecoverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime = Field(
+        description="RFC 3339. Deliveries created at or after this; no older than the"
+        " retention (MESSAGE_RETENTION_DAYS)."
+    )
+    until: AwareDatetime | None = Field(
+        default=None, description="RFC 3339. Created before this; default (and at most): now."
+    )
+
+
+@router.post("/{endpoint_id}/recover", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
+def recover_endpoint(
+    endpoint_id: str,
+    body: RecoverIn,
+    request: Request,
+    response: Response,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    idempotency_key: str | None = Header(default=None, max_length=255),
+) -> JobOut:
+    """Send again, in the background, every delivery to this endpoint that `failed`
+    and was created in the window: a job (202), followed at `GET …/jobs/{id}`. The
+    deliveries become due at `RECOVER_RATE_PER_SECOND` (shared by running jobs), each
+    with a fresh retry schedule; a paused endpoint's wait until it resumes. 409
+    `endpoint_disabled`: enable it first."""
+    return start(
+        request,
+        response,
+        session,
+        app,
+        kind=RECOVER,
+        now=database_now(session),
+        since=body.since,
+        until=body.until,
+        endpoint=endpoint_or_404(session, app, endpoint_id),
+        idempotency_key=idempotency_key,
+    )
 
 
 @router.delete("/{endpoint_id}", status_code=204, responses=WRITE_ERRORS)

@@ -1,10 +1,12 @@
 """``/v1/apps/{app}/messages`` (and ``/v1/messages``, the default application's,
 for one release): accept events for delivery, and show how delivery went.
 
-``POST /v1/messages`` answers 202 only after the message is committed in
-PostgreSQL (the transactional outbox); then a delivery task is enqueued. If
-the broker is down at that moment the message still counts as accepted: the
-beat dispatcher enqueues it later (``worker/delivery/tasks.py``). If PostgreSQL is
+``POST /v1/messages`` answers 202 only after the message and its deliveries (one
+per subscribed endpoint: :mod:`common.delivery.fan_out`) are committed in
+PostgreSQL (the transactional outbox); then a delivery task is enqueued for each (past
+``FAN_OUT_DIRECT_MAX`` deliveries, one fan-out task that a worker turns into those).
+If the broker is down at that moment the message still counts as accepted: the
+beat dispatcher enqueues its deliveries later (``worker/delivery/tasks.py``). If PostgreSQL is
 down the answer is 503 with ``Retry-After`` and nothing was accepted.
 
 ``Idempotency-Key``: repeating a request with the same key returns the first
@@ -21,32 +23,46 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
-from sqlalchemy import func, select, update
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from sqlalchemy import Select, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from api.auth import authenticate
 from api.errors import ApiError, error_responses
 from api.event_types import checked_payload
-from api.pagination import ITERATOR, page, page_size, split
+from api.jobs import JOB_ERRORS, JobOut, start
+from api.pagination import ITERATOR, Keyset, page, page_size, split
+from api.search import MessageSearch, message_search
 from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
 from common.access.audit import MESSAGE_CONTENT_EXPUNGED, record
 from common.access.scopes import Principal
-from common.broker import DELIVER_TASK, publisher, queue_names
+from common.broker import (
+    DELIVER_TASK,
+    FAN_OUT_DIRECT_MAX,
+    FAN_OUT_TASK,
+    publisher,
+    queue_names,
+)
 from common.config import Settings
 from common.connections.probes import describe_error
+from common.delivery.event_types import MESSAGE_TYPE_PATTERN
+from common.delivery.fan_out import CHANNEL_PATTERN, FAN_OUT, MAX_CHANNELS, summary
 from common.delivery.models import (
     EXPUNGED_ON_REQUEST,
     FAILED,
     MESSAGE_STATUSES,
     PENDING,
+    RETRY,
+    UNROUTED,
     App,
     Attempt,
+    Delivery,
     Endpoint,
+    EventType,
     Message,
 )
 from common.support.logs import log_event
@@ -70,36 +86,98 @@ async def shutdown(app: FastAPI) -> None:
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    endpoint_id: str = Field(min_length=1, max_length=40)
+    endpoint_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        description="Send to this endpoint only. Without it the message goes to every"
+        " enabled endpoint of the application subscribed to its type and channels.",
+    )
     event_type: str = Field(
         min_length=1,
         max_length=200,
-        pattern=r"^[A-Za-z0-9_.:\-/]+$",
+        pattern=MESSAGE_TYPE_PATTERN,
         description="e.g. `invoice.paid`",
+    )
+    channels: (
+        list[Annotated[str, Field(min_length=1, max_length=128, pattern=CHANNEL_PATTERN)]] | None
+    ) = Field(
+        default=None,
+        max_length=MAX_CHANNELS,
+        description="Endpoints with `channels` get the message only if one of them is here.",
     )
     payload: JsonValue = Field(description="Any JSON; sent as `data` in the webhook body.")
 
 
 class AttemptOut(BaseModel):
-    number: int
+    """One try at sending a message to an endpoint."""
+
+    delivery_id: str
+    message_id: str
+    endpoint_id: str
+    number: int = Field(description="1 for its delivery's first attempt, then 2, 3...")
     started_at: datetime
     duration_ms: int
     status_code: int | None
     error: str | None = Field(description="Error class and message when there was no HTTP answer.")
-    response_excerpt: str | None
+    response_excerpt: str | None = Field(
+        description="The first 500 characters of the answer; null once expunged."
+    )
+
+    @classmethod
+    def of(cls, attempt: Attempt, message_id: str, endpoint_id: str) -> AttemptOut:
+        return cls(
+            delivery_id=attempt.delivery_id,
+            message_id=message_id,
+            endpoint_id=endpoint_id,
+            number=attempt.number,
+            started_at=attempt.started_at,
+            duration_ms=attempt.duration_ms,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            response_excerpt=attempt.response_excerpt,
+        )
 
 
-class MessageOut(BaseModel):
+class DeliveryOut(BaseModel):
+    """Sending the message to one endpoint."""
+
     id: str
     endpoint_id: str
-    event_type: str
-    payload: JsonValue
     status: str = Field(description="`pending`, `delivered` or `failed`.")
     attempt_count: int
     next_attempt_at: datetime | None
     last_error: str | None
-    created_at: datetime
     delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryOut:
+        return cls(
+            id=delivery.id,
+            endpoint_id=delivery.endpoint_id,
+            status=delivery.status,
+            attempt_count=delivery.attempt_count,
+            next_attempt_at=delivery.next_attempt_at,
+            last_error=delivery.last_error,
+            delivered_at=delivery.delivered_at,
+        )
+
+
+class MessageOut(BaseModel):
+    id: str = Field(description="Also the `webhook-id` every endpoint receives.")
+    endpoint_id: str | None = Field(description="The one endpoint it was sent to, if named.")
+    event_type: str
+    channels: list[str] | None
+    payload: JsonValue
+    status: str = Field(
+        description="`pending` while any delivery is, else `failed` if any failed, else"
+        " `delivered`; `unrouted` when no endpoint was subscribed."
+    )
+    attempt_count: int = Field(description="Attempts of all its deliveries.")
+    next_attempt_at: datetime | None = Field(description="The soonest of its deliveries'.")
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None = Field(description="When the last delivery succeeded.")
     expunged_at: datetime | None = Field(
         description="When the content (payload, response excerpts) was removed; then"
         " `payload` is null."
@@ -107,22 +185,26 @@ class MessageOut(BaseModel):
     expunge_reason: str | None = Field(
         description="`retention` (MESSAGE_RETENTION_DAYS) or `request` (DELETE …/content)."
     )
+    deliveries: list[DeliveryOut] = Field(description="One per endpoint it goes to.")
 
     @classmethod
     def of(cls, message: Message, **extra: Any) -> MessageOut:
+        state = summary(message.deliveries)
         return cls(
             id=message.id,
             endpoint_id=message.endpoint_id,
             event_type=message.event_type,
+            channels=message.channels,
             payload=message.payload,
-            status=message.status,
-            attempt_count=message.attempt_count,
-            next_attempt_at=message.next_attempt_at,
-            last_error=message.last_error,
+            status=state.status,
+            attempt_count=state.attempt_count,
+            next_attempt_at=state.next_attempt_at,
+            last_error=state.last_error,
             created_at=message.created_at,
-            delivered_at=message.delivered_at,
+            delivered_at=state.delivered_at,
             expunged_at=message.expunged_at,
             expunge_reason=message.expunge_reason,
+            deliveries=[DeliveryOut.of(d) for d in message.deliveries],
             **extra,
         )
 
@@ -159,9 +241,10 @@ def unstorable_text(value: object) -> str | None:
 
 
 def request_hash(body: MessageIn) -> str:
-    canonical = json.dumps(
-        body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    fields = body.model_dump(mode="json")
+    if fields["channels"] is None:
+        del fields["channels"]  # as before channels existed: keys stored then still match
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -186,36 +269,44 @@ def database_now(session: Session) -> datetime:
     return session.scalar(select(func.now())).astimezone(UTC)
 
 
-def enqueue(request: Request, message_id: str) -> None:
-    """Best effort: a message that could not be enqueued now is dispatched by beat."""
+def enqueue(request: Request, delivery_ids: list[str], message_id: str) -> None:
+    """Best effort: a delivery that could not be enqueued now is dispatched by beat. More
+    than ``FAN_OUT_DIRECT_MAX`` deliveries go as one fan-out task for the message, which a
+    worker turns into one task per delivery."""
     settings: Settings = request.app.state.settings
+    queue = queue_names(settings.jenga_namespace)["deliveries"]
+    sender = request.app.state.delivery_sender
+    sent = 0
     try:
-        request.app.state.delivery_sender.send_task(
-            DELIVER_TASK,
-            args=(message_id,),
-            queue=queue_names(settings.jenga_namespace)["deliveries"],
-            retry=False,
-        )
+        if len(delivery_ids) > FAN_OUT_DIRECT_MAX:
+            sender.send_task(FAN_OUT_TASK, args=(message_id,), queue=queue, retry=False)
+            return
+        for delivery_id in delivery_ids:
+            sender.send_task(DELIVER_TASK, args=(delivery_id,), queue=queue, retry=False)
+            sent += 1
     except Exception as error:
         log_event(
             log,
             "api.enqueue_deferred",
             logging.WARNING,
-            message_id=message_id,
+            delivery_id=delivery_ids[sent],
+            unsent=len(delivery_ids) - sent,
             error=describe_error(error),
         )
-        # Let the next dispatcher run take it, instead of waiting out DELIVERY_REDISPATCH_SECONDS.
+        # Let the next dispatcher run take them, instead of waiting out
+        # DELIVERY_REDISPATCH_SECONDS.
         try:
             with Session(request.app.state.engine) as session, session.begin():
                 session.execute(
-                    update(Message).where(Message.id == message_id).values(dispatched_at=None)
+                    update(Delivery)
+                    .where(Delivery.id.in_(delivery_ids[sent:]))
+                    .values(dispatched_at=None)
                 )
         except Exception as reset_error:  # the redispatch timeout still covers it
             log_event(
                 log,
                 "api.enqueue_reset_failed",
                 logging.WARNING,
-                message_id=message_id,
                 error=describe_error(reset_error),
             )
 
@@ -264,28 +355,24 @@ def create_message(
         if existing is not None:
             response.headers["Idempotent-Replayed"] = "true"
             return MessageOut.of(existing)
-    endpoint = session.get(Endpoint, body.endpoint_id)
-    if endpoint is None or endpoint.app_id != app.id:
-        raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}")
-    if endpoint.disabled:
-        raise ApiError(
-            409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first"
-        )
+    if body.endpoint_id is not None:
+        endpoint = session.get(Endpoint, body.endpoint_id)
+        if endpoint is None or endpoint.app_id != app.id:
+            raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}")
+        if endpoint.disabled:
+            raise ApiError(
+                409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first"
+            )
     now = database_now(session)
-    held = (
-        endpoint.paused_at is not None
-    )  # kept until the endpoint resumes (common/delivery/pausing.py)
     message = Message(
         app_id=app.id,
-        endpoint_id=endpoint.id,
+        endpoint_id=body.endpoint_id,
         event_type=body.event_type,
+        channels=body.channels,
         payload=body.payload,
         idempotency_key=idempotency_key,
         request_hash=digest,
-        status=PENDING,
         created_at=now,
-        next_attempt_at=None if held else now,
-        dispatched_at=None if held else now,
     )
     # The Standard Webhooks body, fixed now so that every retry sends (and signs) the same bytes.
     message.body = (
@@ -294,6 +381,22 @@ def create_message(
     )
     session.add(message)
     try:
+        session.flush()
+        due = [
+            row.id
+            for row in session.connection().exec_driver_sql(
+                FAN_OUT,
+                {
+                    "message_id": message.id,
+                    "app_id": app.id,
+                    "endpoint_id": body.endpoint_id,
+                    "event_type": body.event_type,
+                    "channels": body.channels or [],
+                    "now": now,
+                },
+            )
+            if row.due
+        ]
         session.commit()
     except IntegrityError:
         # The same Idempotency-Key committed concurrently: answer with that one.
@@ -304,28 +407,121 @@ def create_message(
             raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}") from None
         response.headers["Idempotent-Replayed"] = "true"
         return MessageOut.of(existing)
-    if not held:
-        enqueue(request, message.id)
+    enqueue(request, due, message.id)  # a paused endpoint's delivery waits until it resumes
     return MessageOut.of(message)
+
+
+class RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["failed"] = Field(description="Only `failed` deliveries are retried in bulk.")
+    event_type: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=MESSAGE_TYPE_PATTERN,
+        description="Of messages of this type only.",
+    )
+    endpoint_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="To this endpoint only (id or uid); without it, to every enabled one.",
+    )
+    since: AwareDatetime | None = Field(
+        default=None,
+        description="RFC 3339. Created at or after this; default: as far back as the"
+        " retention keeps (MESSAGE_RETENTION_DAYS).",
+    )
+    until: AwareDatetime | None = Field(
+        default=None, description="RFC 3339. Created before this; default (and at most): now."
+    )
+
+
+@router.post("/retry", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
+def retry_failed(
+    body: RetryIn,
+    request: Request,
+    response: Response,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
+    idempotency_key: str | None = Header(default=None, max_length=255),
+) -> JobOut:
+    """Send again, in the background, every failed delivery the filter names: a job
+    (202), followed at `GET …/jobs/{id}`, paced as `POST …/endpoints/{ep}/recover`."""
+    endpoint = None
+    if body.endpoint_id is not None:
+        endpoint = session.scalars(
+            select(Endpoint).where(
+                or_(Endpoint.id == body.endpoint_id, Endpoint.uid == body.endpoint_id),
+                Endpoint.app_id == app.id,
+            )
+        ).first()
+        if endpoint is None:
+            raise ApiError(
+                422, "unknown_endpoint", f"endpoint_id: no endpoint {body.endpoint_id!r}"
+            )
+    strict = request.app.state.settings.event_types_strict
+    if body.event_type and strict and session.get(EventType, body.event_type) is None:
+        raise ApiError(
+            422,
+            "unknown_event_type",
+            f"event_type: {body.event_type!r} is not in the catalog (/v1/event-types)"
+            " and EVENT_TYPES_STRICT is set",
+        )
+    return start(
+        request,
+        response,
+        session,
+        app,
+        kind=RETRY,
+        now=database_now(session),
+        since=body.since,
+        until=body.until,
+        endpoint=endpoint,
+        event_type=body.event_type,
+        idempotency_key=idempotency_key,
+    )
+
+
+def with_deliveries(query: Select) -> Select:
+    return query.options(selectinload(Message.deliveries))
+
+
+MESSAGES = Keyset("messages", newest_first=True)
+MessageStatus = Literal[(*MESSAGE_STATUSES, UNROUTED)]
 
 
 @router.get("", response_model=MessageList)
 def list_messages(
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
-    endpoint_id: str | None = None,
-    status: str | None = Query(default=None, pattern="^(" + "|".join(MESSAGE_STATUSES) + ")$"),
+    endpoint_id: str | None = Query(
+        default=None, description="Only messages with a delivery to this endpoint."
+    ),
+    status: MessageStatus | None = Query(
+        default=None,
+        description="Only messages with a delivery in this state (`unrouted`: with none).",
+    ),
+    search: MessageSearch = Depends(message_search),
     limit: int = page_size(1000),
     iterator: str | None = ITERATOR,
 ) -> MessageList:
-    """Newest first, a page at a time."""
-    query = select(Message).where(Message.app_id == app.id)
-    if endpoint_id:
-        query = query.where(Message.endpoint_id == endpoint_id)
-    if status:
-        query = query.where(Message.status == status)
+    """Newest first, a page at a time; the filters given all apply (each through an
+    index)."""
+    query = search.on_messages(select(Message).where(Message.app_id == app.id))
+    if status == UNROUTED:
+        query = query.where(~exists().where(Delivery.message_id == Message.id))
+    elif endpoint_id or status:
+        delivery = select(Delivery.id).where(Delivery.message_id == Message.id)
+        if endpoint_id:
+            delivery = delivery.where(Delivery.endpoint_id == endpoint_id)
+        if status:
+            delivery = delivery.where(Delivery.status == status)
+        query = query.where(delivery.exists())
+    query = page(query, MESSAGES, Message.created_at, Message.id, iterator, limit)
     rows, next_iterator, done = split(
-        list(session.scalars(page(query, Message, iterator, limit, True))), limit
+        list(session.scalars(with_deliveries(query))), limit, MESSAGES
     )
     return MessageList(data=[MessageOut.of(m) for m in rows], iterator=next_iterator, done=done)
 
@@ -335,7 +531,7 @@ def message_or_404(session: Session, app: App, message_id: str) -> Message:
     message = session.scalars(
         select(Message)
         .where(Message.id == message_id, Message.app_id == app.id)
-        .options(selectinload(Message.attempts))
+        .options(selectinload(Message.deliveries).selectinload(Delivery.attempts))
     ).first()
     if message is None:
         raise ApiError(404, "message_not_found", f"no message {message_id!r}")
@@ -344,15 +540,7 @@ def message_or_404(session: Session, app: App, message_id: str) -> Message:
 
 def detail(message: Message) -> MessageDetail:
     attempts = [
-        AttemptOut(
-            number=a.number,
-            started_at=a.started_at,
-            duration_ms=a.duration_ms,
-            status_code=a.status_code,
-            error=a.error,
-            response_excerpt=a.response_excerpt,
-        )
-        for a in message.attempts
+        AttemptOut.of(a, message.id, d.endpoint_id) for d in message.deliveries for a in d.attempts
     ]
     return MessageDetail.of(message, attempts=attempts)
 
@@ -361,46 +549,79 @@ def detail(message: Message) -> MessageDetail:
 def get_message(
     message_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
 ) -> MessageDetail:
-    """The message, its status and every delivery attempt."""
+    """The message, each endpoint's delivery of it and every attempt."""
     return detail(message_or_404(session, app, message_id))
 
 
+def locked_message(session: Session, app: App, message_id: str) -> Message:
+    message = session.scalars(
+        select(Message).where(Message.id == message_id, Message.app_id == app.id).with_for_update()
+    ).first()
+    if message is None:
+        raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+    return message
+
+
+RETRY_ERRORS = {**SEND_ERRORS, **error_responses(404)}
+
+
 @router.post(
-    "/{message_id}/retry", status_code=202, response_model=MessageOut, responses=SEND_ERRORS
+    "/{message_id}/retry", status_code=202, response_model=MessageOut, responses=RETRY_ERRORS
 )
 def retry_message(
     message_id: str,
     request: Request,
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
+    endpoint_id: str | None = Query(
+        default=None, description="Retry only the delivery to this endpoint."
+    ),
 ) -> MessageOut:
-    """Deliver again now, with a fresh retry schedule (also after `delivered` or `failed`)."""
-    message = session.scalars(
-        select(Message).where(Message.id == message_id, Message.app_id == app.id).with_for_update()
-    ).first()
-    if message is None:
-        raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+    """Deliver again now, with a fresh retry schedule (also after `delivered` or
+    `failed`): every delivery of the message to an enabled endpoint, or only the one to
+    `endpoint_id`."""
+    message = locked_message(session, app, message_id)
     if message.expunged_at is not None:
         raise ApiError(409, "message_expunged", f"message {message_id}'s content was expunged")
-    endpoint = session.get(Endpoint, message.endpoint_id)
-    if endpoint is None or endpoint.disabled:
+    query = (
+        select(Delivery, Endpoint.disabled)
+        .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+        .where(Delivery.message_id == message.id)
+        .order_by(Delivery.created_at, Delivery.id)
+        .with_for_update(of=Delivery)
+    )
+    if endpoint_id is not None:
+        query = query.where(Delivery.endpoint_id == endpoint_id)
+    rows = session.execute(query).all()
+    if endpoint_id is not None and not rows:
         raise ApiError(
-            409, "endpoint_disabled", f"endpoint {message.endpoint_id} is disabled; enable it first"
+            404, "delivery_not_found", f"message {message_id} was not sent to {endpoint_id!r}"
+        )
+    if not rows:
+        raise ApiError(409, "message_unrouted", f"message {message_id} went to no endpoint")
+    live = [delivery for delivery, disabled in rows if not disabled]
+    if not live:
+        raise ApiError(
+            409,
+            "endpoint_disabled",
+            "every endpoint of this message is disabled; enable one first",
         )
     now = database_now(session)
-    if message.claimed_until is not None and message.claimed_until > now:
-        # A worker is attempting it: that attempt's record would undo a retry made
-        # here, so it applies the retry instead (a new round, at once).
-        message.retry_requested = True
-        session.commit()
-        return MessageOut.of(message)
-    message.status = PENDING
-    message.schedule_position = 0
-    message.give_up_at = None  # a new round: its deadline starts at the next claim
-    message.next_attempt_at = now
-    message.dispatched_at = now
+    due = []
+    for delivery in live:
+        if delivery.claimed_until is not None and delivery.claimed_until > now:
+            # A worker is attempting it: that attempt's record would undo a retry made
+            # here, so it applies the retry instead (a new round, at once).
+            delivery.retry_requested = True
+            continue
+        delivery.status = PENDING
+        delivery.schedule_position = 0
+        delivery.give_up_at = None  # a new round: its deadline starts at the next claim
+        delivery.next_attempt_at = now
+        delivery.dispatched_at = now
+        due.append(delivery.id)
     session.commit()
-    enqueue(request, message.id)
+    enqueue(request, due, message.id)
     return MessageOut.of(message)
 
 
@@ -412,23 +633,32 @@ def expunge_content(
     principal: Principal = Depends(authenticate),
 ) -> Response:
     """Remove the message's content now (payload, body, the receivers' response
-    excerpts), for a privacy request; its status and attempt log stay. A message not
-    yet delivered ends `failed`, and an attempt in flight is not recorded. Idempotent."""
-    message = session.scalars(
-        select(Message).where(Message.id == message_id, Message.app_id == app.id).with_for_update()
-    ).first()
-    if message is None:
-        raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+    excerpts), for a privacy request; its deliveries' status and attempt log stay. A
+    delivery not yet made ends `failed`, and an attempt in flight is not recorded.
+    Idempotent."""
+    message = locked_message(session, app, message_id)
     if message.expunged_at is None:
         message.payload, message.body = None, ""
         message.expunged_at, message.expunge_reason = database_now(session), EXPUNGED_ON_REQUEST
-        if message.status == PENDING:
-            message.status, message.last_error = FAILED, "content expunged before delivery"
-            message.next_attempt_at = message.dispatched_at = None
-        # A worker attempting it loses its lease: its record cannot bring the message back.
-        message.claim_token = message.claimed_until = None
+        deliveries = select(Delivery.id).where(Delivery.message_id == message.id)
         session.execute(
-            update(Attempt).where(Attempt.message_id == message.id).values(response_excerpt=None)
+            update(Delivery)
+            .where(Delivery.message_id == message.id, Delivery.status == PENDING)
+            .values(
+                status=FAILED,
+                last_error="content expunged before delivery",
+                next_attempt_at=None,
+                dispatched_at=None,
+            )
+        )
+        # A worker attempting it loses its lease: its record cannot bring it back.
+        session.execute(
+            update(Delivery)
+            .where(Delivery.message_id == message.id)
+            .values(claim_token=None, claimed_until=None)
+        )
+        session.execute(
+            update(Attempt).where(Attempt.delivery_id.in_(deliveries)).values(response_excerpt=None)
         )
         record(session, principal.name, MESSAGE_CONTENT_EXPUNGED, message.id, {"app": app.id})
         session.commit()

@@ -141,7 +141,7 @@ def run_strategy(name: str, options: AIMDOptions, capacity: int, args) -> dict:
         results = [out.get(timeout=60) for _ in procs]
         for proc in procs:
             proc.join(30)
-    for key in watcher.scan_iter(f"{namespace}:*"):
+    for key in watcher.scan_iter(f"*{namespace}*"):
         watcher.delete(key)
     watcher.close()
 
@@ -224,7 +224,7 @@ def per_call_cost(iterations: int) -> dict:
     held.release(False, 0.0)
 
     limit.close()
-    for key in client.scan_iter(f"{namespace}:*"):
+    for key in client.scan_iter(f"*{namespace}*"):
         client.delete(key)
     client.close()
     return figures

@@ -117,7 +117,7 @@ def main() -> int:
         slack.stop()
         pg.close()
         engine.dispose()
-        keys = list(client.scan_iter(f"{namespace}:*"))
+        keys = list(client.scan_iter(f"*{namespace}*"))
         if keys:
             client.delete(*keys)
 

@@ -34,6 +34,7 @@ import redis
 from common.alarms.store import AlarmStore
 from common.config import Settings
 from common.health.beat_store import BeatStore
+from common.redis.keys import RedisKeys
 from common.redis.scripts import redis_time
 from tests.support.fake_slack import FakeSlack
 from tests.support.servers import (
@@ -155,7 +156,7 @@ def main() -> int:
             last_sent = beats_store.read().watchdogs_at
             wait_for(lambda: alarms.is_open("beat"), 600, interval=0.01, what="alarm set")
             stored = time.monotonic() - died
-            details = client.hget(f"{namespace}:alarm:beat", "details")
+            details = client.hget(RedisKeys(namespace).alarm("beat"), "details")
             print(
                 f"  alarm set: last watchdogs sent {redis_time(client.time()) - last_sent:.2f}s"
                 f" before; {details}"
@@ -174,7 +175,7 @@ def main() -> int:
         fleet.stop()
         worker.stop()
         slack.stop()
-        keys = list(client.scan_iter(f"{namespace}:*"))
+        keys = list(client.scan_iter(f"*{namespace}*"))
         if keys:
             client.delete(*keys)
         client.close()

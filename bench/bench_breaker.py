@@ -6,8 +6,10 @@
    ``GuardedTask.guard()`` path: breaker + shared AIMD limit slot).
 3. Propagation: 8 processes call a service that starts failing; time from the
    trip (the Lua step that opened the breaker) until each process refuses, and
-   how many calls still reached the failing service after the trip. Baseline in
-   the same run: per-process ``circuitbreaker`` breakers (same threshold).
+   how many calls still reached the failing service after the trip. Baselines in
+   the same run: per-process ``circuitbreaker`` breakers (same threshold), pybreaker
+   with its Redis storage, and ours as it was before issue 17 (failures buffered
+   like successes, ``_buffered_record``, and no Redis admit while failures are counted).
 
 Run from the repository root (needs Redis; ``REDIS_URL`` or 127.0.0.1:6379):
 
@@ -29,7 +31,9 @@ import pybreaker
 import redis
 
 from common.config import load_settings, set_settings
+from common.guards.breaker import breaker as breaker_module
 from common.guards.breaker import policy as bp
+from common.guards.breaker.breaker import SharedBreaker
 from common.guards.breaker.compat import SharedCircuitBreaker
 from common.guards.breaker.registry import BreakerRegistry, set_default_registry
 from common.redis.keys import RedisKeys
@@ -107,7 +111,7 @@ def bench_overhead(calls: int, namespace: str) -> list[tuple[str, float]]:
     results.append(("  of which the limiter (try_acquire+release)", per_call(limiter_only, calls)))
     registry.close()
     limit.close()
-    for key in client.scan_iter(f"{namespace}:*"):
+    for key in client.scan_iter(f"*{namespace}*"):
         client.delete(key)
     return results
 
@@ -115,10 +119,61 @@ def bench_overhead(calls: int, namespace: str) -> list[tuple[str, float]]:
 # --- propagation -----------------------------------------------------------------
 
 
-def _caller(namespace, name, shared, start_at, results):
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    calls = []  # wall-clock start of each call that reached the service
-    if shared:
+def _buffered_record(self, failed, latency=None, admission=bp.ADMITTED, timed_out=False):
+    """``SharedBreaker.record`` before issue 17, for the baseline: a failure was buffered
+    like a success and only woke the flush thread."""
+    if admission.probe is not None or self.registry.fallback:
+        return _synchronous_record(self, failed, latency, admission, timed_out)
+    weight = self.policy.timeout_weight if timed_out else 1
+    with self._lock:
+        first = not self._pending.calls
+        self._pending = self._pending.plus(failed, False, weight)
+    if first:
+        self.registry.mark_pending(self)
+    if failed:
+        self.registry.wake()
+
+
+_synchronous_record = SharedBreaker.record
+
+
+def _failing_service(calls):
+    calls.append(time.time())
+    time.sleep(0.002)  # the failing service answers in 2 ms
+    raise ConnectionError("down")
+
+
+def _attempt_for(kind, namespace, name, client, calls):
+    """One call through breaker ``kind``: False when refused, without reaching the service."""
+    if kind == "pybreaker":
+        storage = pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED,
+            redis.Redis.from_url(REDIS_URL),
+            namespace=f"{namespace}:{name}",
+        )
+        pyb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60, state_storage=storage)
+
+        def attempt():
+            before = len(calls)
+            try:
+                pyb.call(_failing_service, calls)
+            except pybreaker.CircuitBreakerError:
+                # raised for a refusal and for the failure that trips the breaker
+                return len(calls) > before
+            except ConnectionError:
+                pass
+            return True
+
+        return attempt, None
+    if kind == "circuitbreaker":
+        local = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=60, name=name)
+        admit = lambda: not local.opened  # noqa: E731
+        record = lambda: local._CircuitBreaker__call_failed()  # noqa: E731
+        registry = None
+    else:
+        if kind == "buffered":  # in this forked child only
+            SharedBreaker.record = _buffered_record
+            breaker_module._COUNTING = bp.CLOSED  # no Redis admit while failures are counted
         registry = BreakerRegistry(
             client,
             namespace,
@@ -127,27 +182,37 @@ def _caller(namespace, name, shared, start_at, results):
         breaker = registry.breaker(name)
         admit = lambda: breaker.admit().allowed  # noqa: E731
         record = lambda: breaker.record(True)  # noqa: E731
-    else:
-        local = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=60, name=name)
-        admit = lambda: not local.opened  # noqa: E731
-        record = lambda: local._CircuitBreaker__call_failed()  # noqa: E731
+
+    def attempt():
+        if not admit():
+            return False
+        try:
+            _failing_service(calls)
+        except ConnectionError:
+            record()
+        return True
+
+    return attempt, registry
+
+
+def _caller(namespace, name, kind, start_at, results):
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    calls = []  # wall-clock start of each call that reached the service
+    attempt, registry = _attempt_for(kind, namespace, name, client, calls)
     while time.time() < start_at:
         time.sleep(0.001)
     refused_at = None
     deadline = time.time() + 5
     while time.time() < deadline:
-        if not admit():
+        if not attempt():
             refused_at = time.time()
             break
-        calls.append(time.time())
-        time.sleep(0.002)  # the failing service answers in 2 ms
-        record()
     results.put((refused_at, calls))
-    if shared:
+    if registry is not None:
         registry.close()
 
 
-def bench_propagation(processes: int, rounds: int, shared: bool, namespace: str):
+def bench_propagation(processes: int, rounds: int, kind: str, namespace: str):
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     ctx = mp.get_context("fork")
     delays, after_trip, reached = [], [], []
@@ -156,7 +221,7 @@ def bench_propagation(processes: int, rounds: int, shared: bool, namespace: str)
         queue = ctx.Queue()
         start_at = time.time() + 0.5
         procs = [
-            ctx.Process(target=_caller, args=(namespace, name, shared, start_at, queue))
+            ctx.Process(target=_caller, args=(namespace, name, kind, start_at, queue))
             for _ in range(processes)
         ]
         for p in procs:
@@ -166,15 +231,14 @@ def bench_propagation(processes: int, rounds: int, shared: bool, namespace: str)
             p.join(10)
         all_calls = [c for _, calls in outcomes for c in calls]
         reached.append(len(all_calls))
-        if shared:
+        if kind in ("ours", "buffered"):
             tripped_at = float(client.hget(RedisKeys(namespace).breaker(name), "changed_at"))
         else:
-            tripped_at = min(
-                refused for refused, _ in outcomes
-            )  # first process to trip its own breaker
+            # the first refusal anywhere (circuitbreaker: the first process to trip its own)
+            tripped_at = min(refused for refused, _ in outcomes)
         delays += [refused - tripped_at for refused, _ in outcomes]
         after_trip.append(sum(1 for c in all_calls if c > tripped_at))
-    for key in client.scan_iter(f"{namespace}:*"):
+    for key in client.scan_iter(f"*{namespace}*"):
         client.delete(key)
     return delays, after_trip, reached
 
@@ -207,12 +271,18 @@ def main() -> None:
         " | calls that reached the failing service (mean/round) |"
     )
     print("|---|---|---|---|---|---|")
-    for shared, label in ((False, "per-process circuitbreaker (baseline)"), (True, "ours, shared")):
-        delays, after, reached = bench_propagation(args.processes, args.rounds, shared, namespace)
+    kinds = (
+        ("circuitbreaker", "per-process circuitbreaker (baseline)"),
+        ("pybreaker", "pybreaker + CircuitRedisStorage (baseline)"),
+        ("buffered", "ours before issue 17: failures buffered (baseline)"),
+        ("ours", "ours: failures recorded at once"),
+    )
+    for kind, label in kinds:
+        delays, after, reached = bench_propagation(args.processes, args.rounds, kind, namespace)
         print(
             f"| {label} | {statistics.median(delays) * 1000:.1f} ms | {p99(delays) * 1000:.1f} ms"
             f" | {max(delays) * 1000:.1f} ms | {statistics.mean(after):.1f}"
-            f" | {statistics.mean(reached):.1f} |"
+            f" | {statistics.mean(reached):.1f} ({min(reached)}-{max(reached)}) |"
         )
 
 

@@ -230,7 +230,7 @@ def run_delivery(
 
         def delivered() -> int:
             return poll.execute(
-                "SELECT count(*) FROM webhook_messages WHERE status = 'delivered'"
+                "SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'"
             ).fetchone()[0]
 
         start_worker(stack, {**env, "LOG_LEVEL": "INFO"}, "bench", concurrency, *WORKER_EXTRA_ARGS)

@@ -90,7 +90,7 @@ def bench_throughput(n: int, base_env: dict) -> dict[str, list[float]]:
                 rates[kind].append(n / drain(producer, client, node, queue, counter, n))
     finally:
         worker.stop()
-        for key in client.scan_iter(f"{settings.jenga_namespace}:*"):
+        for key in client.scan_iter(f"*{settings.jenga_namespace}*"):
             client.delete(key)
     return rates
 
@@ -147,7 +147,7 @@ def bench_outage(m: int, base_env: dict) -> dict[bool, float]:
         worker.stop()
         hanging.stop()
         healthy.stop()
-        for key in client.scan_iter(f"{settings.jenga_namespace}:*"):
+        for key in client.scan_iter(f"*{settings.jenga_namespace}*"):
             client.delete(key)
     return rates
 

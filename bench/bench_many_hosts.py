@@ -70,7 +70,7 @@ def namespace_keys(client: redis.Redis, namespace: str) -> tuple[int, dict[str, 
     """The namespace's keys and what each family of them takes (``MEMORY USAGE``, MiB,
     by the key's second part: ``breaker``, ``limit``, ``metrics``…): the Redis is
     shared, so ``used_memory`` moves with other work too."""
-    keys = list(client.scan_iter(f"{namespace}:*", count=1000))
+    keys = list(client.scan_iter(f"*{namespace}*", count=1000))
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.memory_usage(key)
@@ -220,7 +220,7 @@ def main() -> None:
             rows.append(measure(worker, label, started))
     finally:
         worker.close()
-        keys = list(client.scan_iter(f"{namespace}:*", count=1000))
+        keys = list(client.scan_iter(f"*{namespace}*", count=1000))
         for at in range(0, len(keys), 1000):
             client.delete(*keys[at : at + 1000])
 

@@ -64,7 +64,7 @@ from worker.celeryconfig import celery_config
 
 HEALTHY_HOST = "127.0.0.1"
 DEAD_HOST = "127.0.0.2"
-DEAD_PREFIX = "msg_dead_"  # the backlog's message ids: a task's argument says whose it is
+DEAD_PREFIX = "dlv_dead_"  # the backlog's delivery ids: a task's argument says whose it is
 MESSAGE_ID = re.compile(r"'(msg_[0-9a-z_]+)'")
 
 
@@ -103,8 +103,8 @@ def settle(stack: Stack, ids: list[str], seconds: float) -> bool:
     def delivered() -> bool:
         with psycopg.connect(stack.database_url) as conn:
             (owed,) = conn.execute(
-                "SELECT count(*) FROM webhook_messages"
-                " WHERE id = ANY(%s) AND status <> 'delivered'",
+                "SELECT count(*) FROM webhook_deliveries"
+                " WHERE message_id = ANY(%s) AND status <> 'delivered'",
                 (ids,),
             ).fetchone()
         return owed == 0
@@ -132,10 +132,10 @@ class Retries:
 def retries(stack: Stack, ids: list[str], delay: float) -> Retries:
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute(
-            "SELECT m.id, extract(epoch FROM m.created_at), a.number,"
+            "SELECT d.message_id, extract(epoch FROM d.created_at), a.number,"
             " extract(epoch FROM a.started_at), a.duration_ms"
-            " FROM webhook_messages m JOIN webhook_attempts a ON a.message_id = m.id"
-            " WHERE m.id = ANY(%s) AND a.number <= 2",
+            " FROM webhook_deliveries d JOIN webhook_attempts a ON a.delivery_id = d.id"
+            " WHERE d.message_id = ANY(%s) AND a.number <= 2",
             (ids,),
         ).fetchall()
     created: dict[str, float] = {}
@@ -162,18 +162,26 @@ def insert_backlog(stack: Stack, endpoint_id: str, count: int) -> float:
     started = time.monotonic()
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute(
-            """INSERT INTO webhook_messages
-                   (id, app_id, endpoint_id, event_type, payload, body, request_hash, status,
-                    created_at, next_attempt_at)
-               SELECT %(prefix)s || n, e.app_id, e.id, 'bench.dead', jsonb_build_object('n', n),
-                      '{"type":"bench.dead","timestamp":"' || now() || '","data":{"n":' || n
-                          || '}}',
-                      'bench', 'pending', now(), now()
-               FROM webhook_endpoints e, generate_series(1, %(count)s) AS n
-               WHERE e.id = %(endpoint)s""",
+            """WITH messages AS (
+                   INSERT INTO webhook_messages
+                       (id, app_id, endpoint_id, event_type, payload, body, request_hash,
+                        created_at)
+                   SELECT 'msg_dead_' || n, e.app_id, e.id, 'bench.dead',
+                          jsonb_build_object('n', n),
+                          '{"type":"bench.dead","timestamp":"' || now() || '","data":{"n":'
+                              || n || '}}',
+                          'bench', now()
+                   FROM webhook_endpoints e, generate_series(1, %(count)s) AS n
+                   WHERE e.id = %(endpoint)s
+                   RETURNING id, endpoint_id)
+               INSERT INTO webhook_deliveries
+                   (id, message_id, endpoint_id, status, created_at, next_attempt_at)
+               SELECT %(prefix)s || substr(id, 10), id, endpoint_id, 'pending', now(), now()
+               FROM messages""",
             {"prefix": DEAD_PREFIX, "endpoint": endpoint_id, "count": count},
         )
         conn.execute("ANALYZE webhook_messages")
+        conn.execute("ANALYZE webhook_deliveries")
     return time.monotonic() - started
 
 
@@ -365,12 +373,12 @@ def run(args: argparse.Namespace) -> Result:
         run_seconds = time.time() - inserted
         with psycopg.connect(stack.database_url) as conn:
             (dead_attempts,) = conn.execute(
-                "SELECT count(*) FROM webhook_attempts a JOIN webhook_messages m"
-                " ON m.id = a.message_id WHERE m.endpoint_id = %s",
+                "SELECT count(*) FROM webhook_attempts a JOIN webhook_deliveries d"
+                " ON d.id = a.delivery_id WHERE d.endpoint_id = %s",
                 (dead_endpoint,),
             ).fetchone()
             (dead_pending,) = conn.execute(
-                "SELECT count(*) FROM webhook_messages WHERE endpoint_id = %s"
+                "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = %s"
                 " AND status = 'pending'",
                 (dead_endpoint,),
             ).fetchone()

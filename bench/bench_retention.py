@@ -28,23 +28,33 @@ from tests.support.stack import fresh_database
 from worker.tasks.retention import purge
 
 SEED = """
-    INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash,
-                                  status, created_at)
-    SELECT 'msg_seed_' || g, %(endpoint)s, 'bench.retention', '{"n": 1}', '{"n":1}', 'h',
-           'delivered', now() - make_interval(days => CASE g %% 3 WHEN 0 THEN 120
-                                                            WHEN 1 THEN 45 ELSE 1 END)
-    FROM generate_series(1, %(rows)s) AS g
+    WITH messages AS (
+        INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash,
+                                      created_at)
+        SELECT 'msg_seed_' || g, %(endpoint)s, 'bench.retention', '{"n": 1}', '{"n":1}', 'h',
+               now() - make_interval(days => CASE g %% 3 WHEN 0 THEN 120
+                                                         WHEN 1 THEN 45 ELSE 1 END)
+        FROM generate_series(1, %(rows)s) AS g
+        RETURNING id, endpoint_id, created_at)
+    INSERT INTO webhook_deliveries (id, message_id, endpoint_id, status, created_at,
+                                    delivered_at, attempt_count)
+    SELECT 'dlv_' || substr(id, 5), id, endpoint_id, 'delivered', created_at, created_at, 1
+    FROM messages
     """
 SEED_ATTEMPTS = """
-    INSERT INTO webhook_attempts (message_id, number, started_at, duration_ms, status_code,
+    INSERT INTO webhook_attempts (delivery_id, number, started_at, duration_ms, status_code,
                                   response_excerpt)
-    SELECT id, 1, created_at, 5, 200, 'ok' FROM webhook_messages
-    WHERE id LIKE 'msg_seed_%%'
+    SELECT id, 1, created_at, 5, 200, 'ok' FROM webhook_deliveries
+    WHERE id LIKE 'dlv_seed_%%'
     """
+# What the API writes for a message to one endpoint: the message and its delivery.
 ACCEPT = """
-    INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash,
-                                  status, next_attempt_at)
-    VALUES (%s, %s, 'bench.accept', '{}', '{}', 'h', 'pending', now())
+    WITH message AS (
+        INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash)
+        VALUES (%(id)s, %(endpoint)s, 'bench.accept', '{}', '{}', 'h')
+        RETURNING id)
+    INSERT INTO webhook_deliveries (id, message_id, endpoint_id, status, next_attempt_at)
+    SELECT 'dlv_' || substr(id, 5), id, %(endpoint)s, 'pending', now() FROM message
     """
 
 
@@ -52,7 +62,7 @@ def writer(url: str, endpoint: str, stop: threading.Event, latencies: list[float
     with psycopg.connect(url) as conn:
         while not stop.is_set():
             started = time.perf_counter()
-            conn.execute(ACCEPT, (f"msg_{uuid.uuid4().hex}", endpoint))
+            conn.execute(ACCEPT, {"id": f"msg_{uuid.uuid4().hex}", "endpoint": endpoint})
             conn.commit()
             latencies.append(time.perf_counter() - started)
 
@@ -105,6 +115,7 @@ def main() -> None:
             conn.commit()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE webhook_messages")
+            conn.execute("VACUUM ANALYZE webhook_deliveries")
             conn.execute("VACUUM ANALYZE webhook_attempts")
         base_s, base_lat, _ = phase(url, endpoint, lambda: time.sleep(args.baseline_seconds))
         purge_s, purge_lat, counts = phase(url, endpoint, lambda: purge(settings, run_seconds=3600))

@@ -296,7 +296,7 @@ def stop_trickling(stack: Stack, endpoint_ids: list[str]) -> None:
         stack.client.post(f"/v1/endpoints/{endpoint_id}/disable", headers=AUTH).raise_for_status()
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute(
-            "UPDATE webhook_messages SET status = 'failed', next_attempt_at = NULL,"
+            "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,"
             " last_error = 'bench: level over'"
             " WHERE endpoint_id = ANY(%s) AND status = 'pending'"
             " AND (claimed_until IS NULL OR claimed_until < now())",
@@ -321,9 +321,9 @@ def tally(
     latencies = [delivered[i] - at for i, at in posted.items() if i in delivered]
     with psycopg.connect(stack.database_url) as conn:
         attempts = conn.execute(
-            "SELECT m.endpoint_id, extract(epoch FROM a.started_at), a.duration_ms"
-            " FROM webhook_attempts a JOIN webhook_messages m ON m.id = a.message_id"
-            " WHERE m.endpoint_id = ANY(%s)"
+            "SELECT d.endpoint_id, extract(epoch FROM a.started_at), a.duration_ms"
+            " FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id"
+            " WHERE d.endpoint_id = ANY(%s)"
             " AND a.started_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
             ([healthy_endpoint, *trickle_ids], *wall),
         ).fetchall()

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DELIVER_TASK",
     "DISPATCH_TASK",
+    "FAN_OUT_DIRECT_MAX",
+    "FAN_OUT_TASK",
+    "JOBS_TASK",
     "METRICS_PROBE_TASK",
     "NOTIFY_TASK",
     "QUEUE_ROLES",
@@ -47,10 +50,15 @@ QUEUE_ROLES = ("default", "deliveries", "alarms")
 NOTIFY_TASK = "jenga.alarms.notify"  # worker/tasks/notifications.py; the API and CLI send it
 DELIVER_TASK = "jenga.delivery.deliver"  # worker/delivery; the API and the dispatcher send it
 DISPATCH_TASK = "jenga.delivery.dispatch"  # worker/delivery; beat sends it
+FAN_OUT_TASK = "jenga.delivery.fan_out"  # worker/delivery; the API sends it for big fan-outs
+# A message with more deliveries than this is enqueued as one FAN_OUT_TASK, which a worker
+# turns into a task per delivery: the sender's request pays one publish, not one per endpoint.
+FAN_OUT_DIRECT_MAX = 4
 WATCHDOG_TASK = "jenga.watchdog.check"  # worker/tasks/watchdogs.py; beat sends it
 SELFTEST_TASK = "jenga.selftest"  # worker/tasks/selftest.py; operators and tests send it
 METRICS_PROBE_TASK = "jenga.metrics.probe"  # worker/tasks/metrics_probe.py; operators send it
 RETENTION_TASK = "jenga.retention.purge"  # worker/tasks/retention.py; beat sends it
+JOBS_TASK = "jenga.jobs.advance"  # worker/jobs/tasks.py; beat sends it
 
 
 def queue_names(namespace: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from common.config import Settings, load_settings
+from common.redis.keys import RedisKeys
 from common.support.per_process import reset_all
 from tests.support import servers
 from tests.support.brokers import BROKERS, Broker
@@ -125,9 +126,12 @@ def redis_client(settings):
 
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     yield client
-    keys = list(client.scan_iter(f"{settings.jenga_namespace}:*", count=500))
-    if keys:
-        client.delete(*keys)
+    keys = RedisKeys(settings.jenga_namespace)
+    # Shared state, then the broker's keys and those tests make for themselves (ns:...).
+    for pattern in (keys.pattern(), f"{settings.jenga_namespace}:*"):
+        found = list(client.scan_iter(pattern, count=500))
+        if found:
+            client.delete(*found)
     client.close()
 
 

@@ -27,6 +27,7 @@ TASK_MODULES = [
     "worker.tasks.notifications",
     "worker.tasks.retention",
     "worker.delivery.tasks",
+    "worker.jobs.tasks",
 ]
 
 

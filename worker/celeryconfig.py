@@ -63,6 +63,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             broker.NOTIFY_TASK: {"queue": queues["alarms"]},
             # Deliveries need PostgreSQL; the worker stops consuming them while it is down.
             broker.DELIVER_TASK: {"queue": queues["deliveries"]},
+            broker.FAN_OUT_TASK: {"queue": queues["deliveries"]},
+            broker.JOBS_TASK: {"queue": queues["deliveries"]},
         },
         "beat_schedule": beat_schedule(settings),
         # Schedules only while it holds the beat lease (any number of beats may run).

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.broker import DISPATCH_TASK, RETENTION_TASK, WATCHDOG_TASK, queue_names
+from common.broker import DISPATCH_TASK, JOBS_TASK, RETENTION_TASK, WATCHDOG_TASK, queue_names
 from common.config import Settings
 
 DEPENDENCY_WATCHDOGS = ("postgres", "redis")
@@ -106,6 +106,23 @@ def retention_entries(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def jobs_entries(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The tick of recover and bulk-retry jobs (worker/jobs/tasks.py), as often as the
+    dispatcher. On the deliveries queue: it needs PostgreSQL, and a backed-up queue
+    delays it (a missed tick expires), so a job yields to live traffic."""
+    interval = settings.delivery_dispatch_interval_seconds
+    return {
+        "jobs-advance": {
+            "task": JOBS_TASK,
+            "schedule": interval,
+            "options": {
+                "queue": queue_names(settings.jenga_namespace)["deliveries"],
+                "expires": max(interval * 2, 1.0),
+            },
+        }
+    }
+
+
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Everything beat runs."""
     schedule: dict[str, dict[str, Any]] = {}
@@ -113,4 +130,5 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     schedule.update(in_beat_entries(settings, BEAT_WATCHDOGS))
     schedule.update(delivery_entries(settings))
     schedule.update(retention_entries(settings))
+    schedule.update(jobs_entries(settings))
     return schedule

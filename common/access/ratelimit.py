@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MICRO", "Bucket", "Decision", "RateOptions", "take"]
+__all__ = ["MICRO", "Bucket", "Decision", "RateOptions", "refill", "take"]
 
 MICRO = 1_000_000  # millionths of a token in a token; microseconds in a second
 

@@ -2,16 +2,17 @@
 
 One group of :class:`common.config.settings.Settings` fields; the validators that
 compare fields live there. :func:`check_sentinel_url` is the rule for a
-``redis+sentinel://`` ``REDIS_URL`` or ``BROKER_URL``, applied before anything connects.
+``redis+sentinel://`` ``REDIS_URL`` or ``BROKER_URL``, :func:`check_cluster_url` for a
+``redis+cluster://`` ``REDIS_URL`` (shared state only), applied before anything connects.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from common.redis.urls import parse_sentinel_url
+from common.redis.urls import parse_cluster_url, parse_sentinel_url
 
-__all__ = ["ConnectionSettings", "check_sentinel_url"]
+__all__ = ["ConnectionSettings", "check_cluster_url", "check_sentinel_url"]
 
 
 def check_sentinel_url(value: str) -> str:
@@ -19,6 +20,14 @@ def check_sentinel_url(value: str) -> str:
     saying what is wrong (never quoting the URL: it may hold a password)."""
     value = value.strip()
     parse_sentinel_url(value)
+    return value
+
+
+def check_cluster_url(value: str) -> str:
+    """``value`` if it is a well-formed ``redis+cluster://`` URL, else ``ValueError``
+    saying what is wrong (never quoting the URL: it may hold a password)."""
+    value = value.strip()
+    parse_cluster_url(value)
     return value
 
 
@@ -32,14 +41,17 @@ class ConnectionSettings(BaseModel):
         description=(
             "Redis URL for alarms, breakers, limits and heartbeats, `redis://host:6379/0`,"
             " or a Sentinel group, `redis+sentinel://[:password@]host:26379[,host:26379...]"
-            "/MASTER_NAME[/DB]` (`?sentinel_password=` when the Sentinels want one). Required."
+            "/MASTER_NAME[/DB]` (`?sentinel_password=` when the Sentinels want one), or a"
+            " Redis Cluster, `redis+cluster://[:password@]host:port[,host:port...]` (then"
+            " set `BROKER_URL` too: Celery cannot use a cluster). Required."
         )
     )
     broker_url: str | None = Field(
         default=None,
         description=(
             "Celery broker: `redis://...`, `redis+sentinel://...` (as `REDIS_URL`; kombu's"
-            " sentinel transport) or `amqp://...` (RabbitMQ). Defaults to `REDIS_URL`."
+            " sentinel transport) or `amqp://...` (RabbitMQ); never `redis+cluster://` (Celery"
+            " has no Redis Cluster transport). Defaults to `REDIS_URL`."
         ),
     )
     jenga_namespace: str = Field(

@@ -71,6 +71,26 @@ class DeliverySettings(BaseModel):
             " goes again as soon as its lease lapses (`DELIVERY_TIMEOUT_SECONDS` + 10 s)."
         ),
     )
+    delivery_rate_horizon_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description=(
+            "How far ahead a delivery to an endpoint with a `rate_limit` may reserve its send"
+            " slot; past it the endpoint's unreserved backlog waits half this long again,"
+            " in one statement, instead of a task per delivery per slot."
+        ),
+    )
+    endpoint_disable_after_days: float = Field(
+        default=5.0,
+        ge=0,
+        le=365,
+        description=(
+            "An endpoint whose every attempt has failed for this long is disabled at its next"
+            " failure (as Svix does; `0`: never). Its pending deliveries then end `failed`, for"
+            " a recover once it works again; enabling it starts the count afresh."
+        ),
+    )
     delivery_dispatch_batch: int = Field(
         default=500, ge=1, description="Most messages one dispatch run enqueues."
     )
@@ -109,6 +129,17 @@ class DeliverySettings(BaseModel):
         description=(
             "Messages one purge statement expunges or deletes: each batch is its own short"
             " transaction, so no lock is held for long."
+        ),
+    )
+    recover_rate_per_second: float = Field(
+        default=500,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Failed deliveries a second that recover and bulk-retry jobs make due again, all"
+            " running jobs together (shared between them): each re-queues its deliveries a"
+            " couple of seconds ahead, spaced at this pace, for the dispatcher to send among"
+            " live traffic."
         ),
     )
     task_time_limit_seconds: float = Field(

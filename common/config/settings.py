@@ -16,7 +16,11 @@ from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from common.config.breaker_settings import BreakerSettings
-from common.config.connection_settings import ConnectionSettings, check_sentinel_url
+from common.config.connection_settings import (
+    ConnectionSettings,
+    check_cluster_url,
+    check_sentinel_url,
+)
 from common.config.delivery_settings import DeliverySettings
 from common.config.health_settings import HealthSettings
 from common.config.limit_settings import LimitSettings
@@ -25,7 +29,7 @@ from common.config.process_settings import (
     ProcessSettings,
     weak_flower_password,
 )
-from common.redis.urls import is_sentinel_url
+from common.redis.urls import is_cluster_url, is_sentinel_url
 from common.support.durations import parse_schedule
 from common.support.masking import mask_url, url_secrets
 
@@ -34,6 +38,10 @@ __all__ = ["Settings", "describe_settings"]
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", "unix")
 BROKER_SCHEMES = ("redis", "rediss", "redis+sentinel", "amqp", "amqps", "pyamqp")
+CLUSTER_BROKER_REFUSED = (
+    "is a Redis Cluster (redis+cluster://), which Celery's Redis transport does not support:"
+    " set BROKER_URL to RabbitMQ (amqp://...), or to a redis:// or redis+sentinel:// server"
+)
 
 
 def _check_url(value: str, schemes: tuple[str, ...], kind: str) -> str:
@@ -91,6 +99,8 @@ class Settings(
     def _redis_url(cls, value: str) -> str:
         if is_sentinel_url(value):
             return check_sentinel_url(value)
+        if is_cluster_url(value):
+            return check_cluster_url(value)
         return _check_url(value, REDIS_SCHEMES, "Redis")
 
     @field_validator("broker_url")
@@ -100,6 +110,8 @@ class Settings(
             return None
         if is_sentinel_url(value):
             return check_sentinel_url(value)
+        if is_cluster_url(value):
+            raise ValueError(CLUSTER_BROKER_REFUSED)
         return _check_url(value, BROKER_SCHEMES, "broker")
 
     @field_validator("jenga_namespace")
@@ -144,6 +156,8 @@ class Settings(
 
     @model_validator(mode="after")
     def _production_rules(self) -> Settings:
+        if self.broker_url is None and is_cluster_url(self.redis_url):
+            raise ValueError(f"BROKER_URL is unset and REDIS_URL {CLUSTER_BROKER_REFUSED}")
         if self.reconnect_cap_seconds < self.reconnect_base_seconds:
             raise ValueError("RECONNECT_CAP_SECONDS must be >= RECONNECT_BASE_SECONDS")
         if not self.limit_min <= self.limit_initial <= self.limit_max:

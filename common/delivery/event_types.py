@@ -16,12 +16,15 @@ import jsonschema_rs
 
 __all__ = [
     "MAX_SCHEMA_BYTES",
+    "MESSAGE_TYPE_PATTERN",
     "NAME_PATTERN",
     "SchemaRefused",
     "compile_schema",
     "payload_problem",
 ]
 
+# A message's event_type (and an endpoint's filter_types, a list's ?event_type=).
+MESSAGE_TYPE_PATTERN = r"^[A-Za-z0-9_.:\-/]+$"
 # Dotted, like `order.paid` or `invoice.payment_failed.v2`: the characters a message's
 # event_type allows but `/` (a type's name is part of its path).
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"

@@ -2,7 +2,7 @@
 failed (unlike disabling, which fails them), and resuming delivers them in order of
 creation.
 
-While paused, the endpoint's pending messages wait with ``next_attempt_at`` NULL
+While paused, the endpoint's pending deliveries wait with ``next_attempt_at`` NULL
 (outside the dispatcher's scan of due messages, however large the backlog); a
 message accepted meanwhile is stored the same way. An attempt in flight when the
 pause starts finishes and is recorded; a retry it schedules waits too (the
@@ -25,7 +25,7 @@ _HOLD = text(
         UPDATE webhook_endpoints SET paused_at = COALESCE(paused_at, now())
         WHERE id = :endpoint_id
         RETURNING id)
-    UPDATE webhook_messages m SET next_attempt_at = NULL, dispatched_at = NULL
+    UPDATE webhook_deliveries m SET next_attempt_at = NULL, dispatched_at = NULL
     FROM paused
     WHERE m.endpoint_id = paused.id AND m.status = 'pending'
       AND (m.claimed_until IS NULL OR m.claimed_until < now())
@@ -42,10 +42,10 @@ _RELEASE = text(
         UPDATE webhook_endpoints e SET paused_at = NULL FROM resumed WHERE e.id = resumed.id),
     held AS (
         SELECT m.id, row_number() OVER (ORDER BY m.created_at, m.id) AS n
-        FROM webhook_messages m, resumed
+        FROM webhook_deliveries m, resumed
         WHERE m.endpoint_id = resumed.id AND m.status = 'pending'
           AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now()))
-    UPDATE webhook_messages m
+    UPDATE webhook_deliveries m
     SET next_attempt_at = now() + make_interval(secs => held.n / 1000000.0),
         dispatched_at = NULL,
         give_up_at = m.give_up_at + (now() - resumed.paused_at)

@@ -262,6 +262,27 @@ def announce_admin_access(settings: Settings, key_file: Path) -> None:
     )
 
 
+def wait_until_stopped(honcho: subprocess.Popen) -> int:
+    """Wait for honcho; its exit code, or 0 when Ctrl-C stopped it (stopped as asked: not
+    a failure for make or a script). The terminal sends SIGINT to the whole group, so
+    honcho may have stopped and exited (130) before this process notices the signal:
+    the handler, not the exit code, says whether it was asked to stop. A SIGINT sent to
+    this process alone is passed on to honcho."""
+    interrupted = False
+
+    def on_interrupt(signum, frame) -> None:
+        nonlocal interrupted
+        interrupted = True
+        honcho.send_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        code = honcho.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0 if interrupted else code
+
+
 def run(processes: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
@@ -330,12 +351,6 @@ def run(processes: list[str]) -> int:
             cwd=ROOT,
             env=env,
         )
-        try:
-            code = honcho.wait()
-        except KeyboardInterrupt:
-            # honcho got the same SIGINT from the terminal and is stopping its processes.
-            honcho.send_signal(signal.SIGINT)
-            honcho.wait()
-            code = 0  # stopped as asked: not a failure for make or a script
+        code = wait_until_stopped(honcho)
         print("jenga: processes stopped; stopping the embedded servers", flush=True)
         return code

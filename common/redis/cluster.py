@@ -39,17 +39,13 @@ from redis.commands.core import Script
 from redis.exceptions import CrossSlotTransactionError, InvalidPipelineStack, RedisClusterException
 from redis.retry import Retry
 
+from common.redis.keys import hash_tag
 from common.redis.urls import ClusterURL
 
 __all__ = ["SharedStateCluster", "hash_tag"]
 
 # Raised for a mistake in the commands sent, not for a cluster that does not answer.
 _PROGRAMMING_ERRORS = (CrossSlotTransactionError, InvalidPipelineStack)
-
-
-def hash_tag(namespace: str) -> str:
-    """The hash tag every key of ``namespace`` starts with: ``{namespace}``."""
-    return "{" + namespace + "}"
 
 
 def _as_connection_error(error: RedisClusterException) -> redis.ConnectionError:

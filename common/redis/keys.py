@@ -1,28 +1,45 @@
-"""The Redis key layout, in one place. Every key starts with ``JENGA_NAMESPACE``
-so that several deployments (or test runs) can share one Redis; the README's
+"""The Redis key layout, in one place. Every shared-state key starts with the hash
+tag ``{JENGA_NAMESPACE}`` so that several deployments (or test runs) can share one
+Redis and, on a Redis Cluster, all of a deployment's keys sit in one hash slot (every
+Lua script, transaction and multi-key command touches keys of one slot). The broker's
+keys (kombu's, when the broker is Redis, never a cluster) keep the untagged
+``JENGA_NAMESPACE:broker:`` prefix, so an upgrade finds its queued tasks. The README's
 "Redis key layout" section lists each key documented here."""
 
 from __future__ import annotations
+
+__all__ = ["KOMBU_PRIORITY_SUFFIXES", "RedisKeys", "hash_tag"]
 
 # kombu's Redis transport: the lists of a queue's priorities 0, 3, 6 and 9.
 KOMBU_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
+def hash_tag(namespace: str) -> str:
+    """The hash tag every shared-state key of ``namespace`` starts with: ``{namespace}``."""
+    return "{" + namespace + "}"
+
+
 class RedisKeys:
     """Builds the keys of one namespace: ``RedisKeys("jenga").key("alarm", "postgres")``
-    is ``jenga:alarm:postgres``."""
+    is ``{jenga}:alarm:postgres``."""
 
     def __init__(self, namespace: str):
         self.namespace = namespace
+        self.tag = hash_tag(namespace)
 
     def key(self, *parts: str) -> str:
-        return ":".join((self.namespace, *parts))
+        return ":".join((self.tag, *parts))
+
+    def pattern(self) -> str:
+        """``SCAN MATCH`` pattern of every shared-state key (the broker's excepted);
+        ``{`` is not special in Redis patterns."""
+        return self.key("*")
 
     # --- no level: the broker (kombu's own keys, when the broker is Redis) ------
 
     def broker_prefix(self) -> str:
         """kombu's ``global_keyprefix``: every key of a Redis broker starts with it."""
-        return self.key("broker", "")
+        return ":".join((self.namespace, "broker", ""))
 
     def broker_queue(self, queue: str) -> str:
         """List: the messages waiting in Celery queue ``queue`` (default priority)."""
@@ -154,3 +171,11 @@ class RedisKeys:
         bucket (``tokens``, ``at``), named by the key's visible prefix (or ``admin token``),
         never the key; written only by ``common/access/ratelimit.lua``."""
         return self.key("ratelimit", principal)
+
+    # --- level 5: promised rates (common/delivery/rate_slots.py) --------------------
+
+    def delivery_rate(self, endpoint_id: str) -> str:
+        """Hash, TTL: the time its deepest debt takes to fill + 60 s: one endpoint's send
+        slots (``tokens``, negative while slots are reserved ahead, and ``at``); written
+        only by ``common/delivery/rate_slots.lua``."""
+        return self.key("rate", endpoint_id)

@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from common.alarms.policy import CLOSED, decide, decide_clear, decide_set
 from common.alarms.store import AlarmStore, Transition
+from common.redis.keys import RedisKeys
 from tests.support.servers import base_redis_url
 
 
@@ -185,7 +186,7 @@ class StoreMatchesPolicy(RuleBasedStateMachine):
 
     def teardown(self):
         if hasattr(self, "client"):
-            keys = list(self.client.scan_iter(f"{self.namespace}:*"))
+            keys = list(self.client.scan_iter(RedisKeys(self.namespace).pattern()))
             if keys:
                 self.client.delete(*keys)
             self.client.close()

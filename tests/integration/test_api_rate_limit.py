@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.rate_limit import RateLimiter
 from common.config import load_settings
+from common.redis.keys import RedisKeys
 
 TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -127,7 +128,7 @@ def test_the_default_limiter_runs_on_redis_time(settings_env, migrated_database_
     env = {**settings_env, "JENGA_ADMIN_TOKEN": TOKEN, "API_RATE_LIMIT_BURST": "2"}
     with TestClient(create_app(load_settings(env, wait_seconds=0))) as client:
         assert client.get("/v1/apps", headers=ADMIN).headers["ratelimit-remaining"] == "1"
-    key = f"{settings_env['JENGA_NAMESPACE']}:ratelimit:admin token"
+    key = RedisKeys(settings_env["JENGA_NAMESPACE"]).rate_limit("admin token")
     assert redis_client.pttl(key) > 0
 
 

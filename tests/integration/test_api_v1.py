@@ -142,8 +142,10 @@ def stored_times(client, message_id):
     with client.app.state.engine.connect() as conn:
         return conn.execute(
             text(
-                "SELECT created_at, next_attempt_at, dispatched_at, body, now() AS db_now"
-                " FROM webhook_messages WHERE id = :id"
+                "SELECT m.created_at, d.next_attempt_at, d.dispatched_at, m.body,"
+                " d.created_at AS delivery_created_at, now() AS db_now"
+                " FROM webhook_messages m JOIN webhook_deliveries d ON d.message_id = m.id"
+                " WHERE m.id = :id"
             ),
             {"id": message_id},
         ).one()
@@ -159,7 +161,7 @@ def test_message_times_come_from_the_database_clock(client, monkeypatch):
 
     row = stored_times(client, message_id)
     # One transaction time for all of them, the one PostgreSQL's own default gives created_at.
-    assert row.next_attempt_at == row.created_at
+    assert row.next_attempt_at == row.created_at == row.delivery_created_at
     assert row.dispatched_at in (row.created_at, None)  # None: the broker refused the task
     assert row.created_at <= row.db_now < row.created_at + timedelta(seconds=30)
     assert json.loads(row.body)["timestamp"] == row.created_at.astimezone(UTC).isoformat()
@@ -199,7 +201,17 @@ def test_idempotency_key(client):
     ("raw", "status", "code"),
     [
         (b"{not json", 400, "malformed_json"),
-        (json.dumps({"event_type": "a", "payload": 1}).encode(), 422, "invalid_request"),
+        # Without endpoint_id a message fans out; a bad channel name or too many are refused.
+        (
+            json.dumps({"event_type": "a", "payload": 1, "channels": ["has space"]}).encode(),
+            422,
+            "invalid_request",
+        ),
+        (
+            json.dumps({"event_type": "a", "payload": 1, "channels": ["c"] * 11}).encode(),
+            422,
+            "invalid_request",
+        ),
         (
             json.dumps({"endpoint_id": "ep_nope", "event_type": "a", "payload": 1}).encode(),
             422,

@@ -15,6 +15,7 @@ from common.alarms.store import AlarmStore
 from common.config import load_settings
 from common.health.beat_lock import Lease, claim, may_write, release
 from common.health.beat_store import BeatStore
+from common.redis.keys import RedisKeys
 from tests.support.servers import base_redis_url
 
 
@@ -87,7 +88,7 @@ class LuaMatchesRule(RuleBasedStateMachine):
 
     def teardown(self):
         if hasattr(self, "client"):
-            self.client.delete(f"{self.namespace}:beat")
+            self.client.delete(RedisKeys(self.namespace).beat())
             self.client.close()
 
 
@@ -118,11 +119,10 @@ def test_tokens_grow_at_every_grant_and_a_lapsed_holder_cannot_write(redis_clien
     assert store.release("b", 2).granted
     assert store.read().active == ""
     assert store.claim("a", 1, ttl=10).token == 3  # taken at once after a release
-    assert redis_client.ttl(f"{namespace}:beat") > 0
+    assert redis_client.ttl(RedisKeys(namespace).beat()) > 0
 
 
 def test_the_key_is_the_one_redis_keys_names(redis_client, namespace):
-    from common.redis.keys import RedisKeys
 
     BeatStore(redis_client, namespace).claim("a", 0, ttl=5)
     assert redis_client.hget(RedisKeys(namespace).beat(), "holder") == "a"

@@ -440,3 +440,47 @@ def test_drop_in_with_blocks_in_threads_each_report_their_own_call(redis_client,
         assert call() == "ok"
     finally:
         CircuitBreakerMonitor.circuit_breakers.pop(name, None)
+
+
+def test_failures_reach_redis_at_once_and_the_trip_is_adopted(redis_client, namespace):
+    """No flush thread and no flush: the failures alone trip the shared breaker, the
+    tripping process refuses from its next call, and successes stay buffered."""
+    policy = bp.BreakerPolicy(failure_threshold=3, failure_rate=0, open_seconds=60)
+    registry = BreakerRegistry(redis_client, namespace, policy)  # not started
+    store = BreakerStore(redis_client, namespace)
+    breaker = registry.breaker("svc")
+    breaker.record(False)
+    assert store.read("svc")["window"]["calls"] == 0  # a success waits for the flush
+    breaker.record(True)
+    assert store.read("svc")["window"] == {"calls": 2, "failures": 1, "slow": 0}
+    breaker.record(True)
+    assert breaker.admit().allowed
+    breaker.record(True)
+    assert store.read("svc")["state"] == "open"
+    assert not breaker.admit().allowed  # adopted from the reply, no pub/sub needed
+    assert not breaker.has_pending
+
+
+def test_while_failures_are_counted_calls_ask_redis(redis_client, namespace):
+    """Another process's failure trips the breaker: a process that saw the count
+    start refuses on its next call, with no pub/sub; a success ends the count and
+    calls go back to the cached state."""
+    policy = bp.BreakerPolicy(failure_threshold=3, failure_rate=0, open_seconds=60)
+    first = BreakerRegistry(redis_client, namespace, policy).breaker("svc")  # not started
+    first.record(True)
+    first.record(True)
+    assert first.admit().allowed  # two of three: still closed
+    other = BreakerRegistry(redis_client, namespace, policy).breaker("svc")
+    other.record(True)  # the third, in another registry: the trip
+    assert not other.admit().allowed
+    assert not first.admit().allowed  # asked Redis: refused before any event arrives
+
+    counted = BreakerRegistry(redis_client, namespace, policy).breaker("counted")
+    counted.record(True)
+    steps = []
+    real_step = counted.registry.store.step
+    counted.registry.store.step = lambda *a, **kw: steps.append(a[2]) or real_step(*a, **kw)
+    assert counted.admit().allowed and steps == ["admit"]
+    counted.record(False)  # a success while counting goes at once and ends the count
+    assert steps == ["admit", "record"]
+    assert all(counted.admit().allowed for _ in range(10)) and len(steps) == 2

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from common.config import load_settings, set_settings
 from common.delivery.retry_schedule import Outcome
-from tests.support.message_rows import insert_message, lapse_lease
+from tests.support.message_rows import insert_delivery, lapse_lease
 from tests.support.stack import fresh_database
 from worker.delivery.post import AttemptResult
 from worker.delivery.queries import claim, give_up, record_with_retries
@@ -51,29 +51,29 @@ def answer(excerpt: str | None = "ok", status: int = 500, error: str | None = No
 
 
 def test_each_claim_counts_until_an_attempt_is_recorded(conn, settings):
-    message_id = insert_message(conn)
-    assert claim(message_id, settings).unrecorded_claims == 1
-    lapse_lease(conn, message_id)
-    claimed = claim(message_id, settings)
+    delivery_id = insert_delivery(conn)
+    assert claim(delivery_id, settings).unrecorded_claims == 1
+    lapse_lease(conn, delivery_id)
+    claimed = claim(delivery_id, settings)
     assert claimed.unrecorded_claims == 2
     assert record_with_retries(claimed, answer(), settings) == "pending"
     row = conn.execute(
-        "SELECT unrecorded_claims FROM webhook_messages WHERE id = %s", (message_id,)
+        "SELECT unrecorded_claims FROM webhook_deliveries WHERE id = %s", (delivery_id,)
     ).fetchone()
     assert row["unrecorded_claims"] == 0
 
 
 def test_a_message_whose_attempts_are_never_recorded_ends_failed_with_the_reason(conn, settings):
-    message_id = insert_message(conn)
+    delivery_id = insert_delivery(conn)
     for _ in range(settings.delivery_max_unrecorded_attempts):
-        claim(message_id, settings)
-        lapse_lease(conn, message_id)
-    claimed = claim(message_id, settings)
+        claim(delivery_id, settings)
+        lapse_lease(conn, delivery_id)
+    claimed = claim(delivery_id, settings)
     assert claimed.unrecorded_claims > settings.delivery_max_unrecorded_attempts
     give_up(claimed, settings)
     row = conn.execute(
-        "SELECT status, last_error, next_attempt_at FROM webhook_messages WHERE id = %s",
-        (message_id,),
+        "SELECT status, last_error, next_attempt_at FROM webhook_deliveries WHERE id = %s",
+        (delivery_id,),
     ).fetchone()
     assert row["status"] == "failed" and row["next_attempt_at"] is None
     assert row["last_error"].startswith("gave up: 3 attempts were never recorded")
@@ -81,13 +81,13 @@ def test_a_message_whose_attempts_are_never_recorded_ends_failed_with_the_reason
 
 def test_a_value_postgresql_refuses_is_recorded_without_the_details(conn, settings):
     """NUL cannot be stored in text: the attempt is recorded all the same, saying so."""
-    message_id = insert_message(conn)
-    claimed = claim(message_id, settings)
+    delivery_id = insert_delivery(conn)
+    claimed = claim(delivery_id, settings)
     state = record_with_retries(claimed, answer("bad\x00byte", error="Oops: a\x00b"), settings)
     assert state == "pending"
     attempt = conn.execute(
-        "SELECT status_code, error, response_excerpt FROM webhook_attempts WHERE message_id = %s",
-        (message_id,),
+        "SELECT status_code, error, response_excerpt FROM webhook_attempts WHERE delivery_id = %s",
+        (delivery_id,),
     ).fetchone()
     assert attempt["status_code"] == 500
     assert attempt["response_excerpt"] == "(details not stored: DataError)"
@@ -96,9 +96,9 @@ def test_a_value_postgresql_refuses_is_recorded_without_the_details(conn, settin
 
 def test_attempt_ids_go_past_32_bits(conn, settings):
     conn.execute("SELECT setval('webhook_attempts_id_seq', 2147483657)")
-    message_id = insert_message(conn)
-    assert record_with_retries(claim(message_id, settings), answer(), settings) == "pending"
+    delivery_id = insert_delivery(conn)
+    assert record_with_retries(claim(delivery_id, settings), answer(), settings) == "pending"
     row = conn.execute(
-        "SELECT id FROM webhook_attempts WHERE message_id = %s", (message_id,)
+        "SELECT id FROM webhook_attempts WHERE delivery_id = %s", (delivery_id,)
     ).fetchone()
     assert row["id"] > 2**31

@@ -2,7 +2,9 @@
 PostgreSQL: ``CLAIM_ONE`` takes the lease and loads what the POST needs; a lease
 that lapsed (its worker died) is dispatched again at once, a live one never;
 ``RECORD`` writes the attempt, the message's next state and a 410's endpoint
-disabling in one statement, and nothing at all without the lease token."""
+disabling in one statement, and nothing at all without the lease token; it keeps
+``failing_since`` and disables an endpoint that has failed for too long, writing the
+endpoint's row only when something changes."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.support.message_rows import lapse_lease
+from tests.support.message_rows import insert_delivery, insert_endpoint, lapse_lease
 from tests.support.stack import fresh_database
 from worker.delivery.queries import CLAIM_DUE, CLAIM_ONE, RECORD
 
@@ -30,33 +32,30 @@ def conn():
 
 
 def new_message(conn) -> tuple[str, str]:
-    endpoint_id, message_id = f"ep_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
-    conn.execute(
-        "INSERT INTO webhook_endpoints (id, url, secret)"
-        " VALUES (%s, 'http://hooks.test/x', 'whsec_x')",
-        (endpoint_id,),
-    )
-    conn.execute(
-        """INSERT INTO webhook_messages (id, endpoint_id, event_type, payload, body, request_hash,
-                    status, next_attempt_at)
-           VALUES (%s, %s, 't', '{}', '{"n":1}', 'h', 'pending', now())""",
-        (message_id, endpoint_id),
-    )
-    return endpoint_id, message_id
+    endpoint_id = insert_endpoint(conn)
+    return endpoint_id, insert_delivery(conn, endpoint_id)
 
 
-def claim(conn, message_id: str) -> tuple[str, dict | None]:
+def claim(conn, delivery_id: str) -> tuple[str, dict | None]:
     token = uuid.uuid4().hex
     return token, conn.execute(
-        CLAIM_ONE, {"id": message_id, "token": token, "lease": 30, "round": 3600}
+        CLAIM_ONE, {"id": delivery_id, "token": token, "lease": 30, "round": 3600}
     ).fetchone()
 
 
-def record(conn, message_id: str, token: str, status: str, code: int | None, disable: bool = False):
+def record(
+    conn,
+    delivery_id: str,
+    token: str,
+    status: str,
+    code: int | None,
+    disable: bool = False,
+    disable_after_days: float = 5,
+):
     return conn.execute(
         RECORD,
         {
-            "id": message_id,
+            "id": delivery_id,
             "token": token,
             "status": status,
             "retry_in": 5.0,
@@ -68,31 +67,35 @@ def record(conn, message_id: str, token: str, status: str, code: int | None, dis
             "excerpt": "ok",
             "disable_endpoint": disable,
             "disabled_reason": "the receiver answered 410 Gone",
+            "succeeded": status == "delivered",
+            "disable_after": disable_after_days * 86400,
         },
     ).fetchone()
 
 
 def test_claim_loads_the_message_and_endpoint_and_holds_the_lease(conn):
-    endpoint_id, message_id = new_message(conn)
-    token, row = claim(conn, message_id)
+    endpoint_id, delivery_id = new_message(conn)
+    token, row = claim(conn, delivery_id)
     assert (
         row["body"] == '{"n":1}'
         and row["endpoint_id"] == endpoint_id
         and row["url"] == "http://hooks.test/x"
     )
     assert row["secret"] == "whsec_x" and row["disabled"] is False
-    assert claim(conn, message_id)[1] is None  # a duplicate task finds the lease and does nothing
+    assert claim(conn, delivery_id)[1] is None  # a duplicate task finds the lease and does nothing
     held = conn.execute(
-        "SELECT claim_token FROM webhook_messages WHERE id = %s", (message_id,)
+        "SELECT claim_token FROM webhook_deliveries WHERE id = %s", (delivery_id,)
     ).fetchone()
     assert held["claim_token"] == token
 
 
 def test_record_writes_the_attempt_and_the_next_state_together(conn):
-    endpoint_id, message_id = new_message(conn)
-    token, _ = claim(conn, message_id)
-    assert record(conn, message_id, token, "pending", 500)["attempt_count"] == 1
-    message = conn.execute("SELECT * FROM webhook_messages WHERE id = %s", (message_id,)).fetchone()
+    endpoint_id, delivery_id = new_message(conn)
+    token, _ = claim(conn, delivery_id)
+    assert record(conn, delivery_id, token, "pending", 500)["attempt_count"] == 1
+    message = conn.execute(
+        "SELECT * FROM webhook_deliveries WHERE id = %s", (delivery_id,)
+    ).fetchone()
     assert (
         message["status"] == "pending"
         and message["claim_token"] is None
@@ -101,8 +104,8 @@ def test_record_writes_the_attempt_and_the_next_state_together(conn):
     assert message["next_attempt_at"] > datetime.now(UTC)  # 5 s from now
     attempts = conn.execute(
         "SELECT number, status_code, duration_ms, response_excerpt FROM webhook_attempts"
-        " WHERE message_id = %s",
-        (message_id,),
+        " WHERE delivery_id = %s",
+        (delivery_id,),
     ).fetchall()
     assert attempts == [
         {"number": 1, "status_code": 500, "duration_ms": 12, "response_excerpt": "ok"}
@@ -114,18 +117,18 @@ def test_record_writes_the_attempt_and_the_next_state_together(conn):
 
 
 def test_record_without_the_lease_writes_nothing(conn):
-    endpoint_id, message_id = new_message(conn)
-    token, _ = claim(conn, message_id)
-    assert record(conn, message_id, "someone-elses-token", "failed", 410, disable=True) is None
+    endpoint_id, delivery_id = new_message(conn)
+    token, _ = claim(conn, delivery_id)
+    assert record(conn, delivery_id, "someone-elses-token", "failed", 410, disable=True) is None
     assert (
         conn.execute(
-            "SELECT count(*) AS n FROM webhook_attempts WHERE message_id = %s", (message_id,)
+            "SELECT count(*) AS n FROM webhook_attempts WHERE delivery_id = %s", (delivery_id,)
         ).fetchone()["n"]
         == 0
     )
     message = conn.execute(
-        "SELECT status, attempt_count, claim_token FROM webhook_messages WHERE id = %s",
-        (message_id,),
+        "SELECT status, attempt_count, claim_token FROM webhook_deliveries WHERE id = %s",
+        (delivery_id,),
     ).fetchone()
     assert message == {"status": "pending", "attempt_count": 0, "claim_token": token}
     endpoint = conn.execute(
@@ -133,16 +136,16 @@ def test_record_without_the_lease_writes_nothing(conn):
     ).fetchone()
     assert endpoint["disabled"] is False  # not even the 410's endpoint change
     # The same record a second time (a commit whose answer was lost) finds the token gone.
-    assert record(conn, message_id, token, "delivered", 200)["attempt_count"] == 1
-    assert record(conn, message_id, token, "delivered", 200) is None
+    assert record(conn, delivery_id, token, "delivered", 200)["attempt_count"] == 1
+    assert record(conn, delivery_id, token, "delivered", 200) is None
 
 
 def test_a_410_fails_the_message_and_disables_its_endpoint_in_the_same_statement(conn):
-    endpoint_id, message_id = new_message(conn)
-    token, _ = claim(conn, message_id)
-    assert record(conn, message_id, token, "failed", 410, disable=True)["attempt_count"] == 1
+    endpoint_id, delivery_id = new_message(conn)
+    token, _ = claim(conn, delivery_id)
+    assert record(conn, delivery_id, token, "failed", 410, disable=True)["attempt_count"] == 1
     message = conn.execute(
-        "SELECT status, next_attempt_at FROM webhook_messages WHERE id = %s", (message_id,)
+        "SELECT status, next_attempt_at FROM webhook_deliveries WHERE id = %s", (delivery_id,)
     ).fetchone()
     assert message == {"status": "failed", "next_attempt_at": None}
     endpoint = conn.execute(
@@ -158,14 +161,77 @@ def test_a_lapsed_lease_is_dispatched_again_at_once_a_live_one_never(conn):
     after it was first enqueued."""
     _, crashed = new_message(conn)
     _, alive = new_message(conn)
-    for message_id in (crashed, alive):
+    for delivery_id in (crashed, alive):
         conn.execute(
-            "UPDATE webhook_messages SET dispatched_at = now() WHERE id = %s", (message_id,)
+            "UPDATE webhook_deliveries SET dispatched_at = now() WHERE id = %s", (delivery_id,)
         )
-        assert claim(conn, message_id)[1] is not None
+        assert claim(conn, delivery_id)[1] is not None
     lapse_lease(conn, crashed)
     dispatched = {
-        row["id"] for row in conn.execute(CLAIM_DUE, {"redispatch": 300, "batch": 10_000})
+        row["id"]
+        for row in conn.execute(CLAIM_DUE, {"redispatch": 300, "batch": 10_000, "lookahead": 1.5})
     }
     assert crashed in dispatched and alive not in dispatched
     assert claim(conn, crashed)[1] is not None  # the new task takes it over
+
+
+def endpoint_row(conn, endpoint_id: str) -> dict:
+    return conn.execute(
+        "SELECT xmin::text AS version, failing_since, disabled, disabled_reason"
+        " FROM webhook_endpoints WHERE id = %s",
+        (endpoint_id,),
+    ).fetchone()
+
+
+def attempt(conn, endpoint_id: str, status: str, code: int, **options) -> dict:
+    delivery_id = insert_delivery(conn, endpoint_id)
+    token, _ = claim(conn, delivery_id)
+    return record(conn, delivery_id, token, status, code, **options)
+
+
+def test_failing_since_starts_at_the_first_failure_and_ends_at_a_success(conn):
+    endpoint_id = insert_endpoint(conn)
+    healthy = endpoint_row(conn, endpoint_id)
+    attempt(conn, endpoint_id, "delivered", 200)
+    assert endpoint_row(conn, endpoint_id)["version"] == healthy["version"]  # not written
+
+    attempt(conn, endpoint_id, "pending", 500)
+    failing = endpoint_row(conn, endpoint_id)
+    assert failing["failing_since"] is not None and failing["disabled"] is False
+    attempt(conn, endpoint_id, "pending", 503)
+    again = endpoint_row(conn, endpoint_id)
+    assert again["failing_since"] == failing["failing_since"]  # the first failure's time
+    assert again["version"] == failing["version"]  # and no write for the second
+
+    attempt(conn, endpoint_id, "delivered", 200)
+    assert endpoint_row(conn, endpoint_id)["failing_since"] is None
+
+
+def test_an_endpoint_failing_past_the_limit_is_disabled_at_its_next_failure(conn):
+    endpoint_id = insert_endpoint(conn)
+    attempt(conn, endpoint_id, "pending", 500)
+    conn.execute(
+        "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = %s",
+        (endpoint_id,),
+    )
+    # ENDPOINT_DISABLE_AFTER_DAYS=0: never.
+    assert (
+        attempt(conn, endpoint_id, "pending", 500, disable_after_days=0)["auto_disabled"] is False
+    )
+    assert endpoint_row(conn, endpoint_id)["disabled"] is False
+    # Past 5 days: this failure disables it, once, saying why.
+    assert attempt(conn, endpoint_id, "pending", 500)["auto_disabled"] is True
+    disabled = endpoint_row(conn, endpoint_id)
+    assert disabled["disabled"] is True
+    assert disabled["disabled_reason"].startswith("disabled automatically: every attempt failed")
+    later = attempt(conn, endpoint_id, "failed", 500)  # an attempt that was in flight
+    assert later["auto_disabled"] is False
+    assert endpoint_row(conn, endpoint_id)["version"] == disabled["version"]
+
+
+def test_a_410_still_disables_and_says_410(conn):
+    endpoint_id = insert_endpoint(conn)
+    row = attempt(conn, endpoint_id, "failed", 410, disable=True)
+    assert row["auto_disabled"] is False
+    gone = endpoint_row(conn, endpoint_id)
+    assert gone["disabled"] is True and "410" in gone["disabled_reason"]

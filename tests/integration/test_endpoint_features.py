@@ -80,6 +80,9 @@ def test_uid_metadata_and_headers_are_kept_and_headers_shown_only_to_the_apps_ow
         ({"uid": "has space"}, "uid"),
         ({"secret": "whsec_short"}, "secret"),
         ({"secret": "not-a-secret"}, "secret"),
+        ({"rate_limit": 0}, "rate_limit"),
+        ({"rate_limit": 10_001}, "rate_limit"),
+        ({"rate_limit": "fast"}, "rate_limit"),
     ],
 )
 def test_bad_endpoint_fields_are_422_naming_the_field(client, tenant, body, field):
@@ -88,6 +91,20 @@ def test_bad_endpoint_fields_are_422_naming_the_field(client, tenant, body, fiel
     assert refused.status_code == 422, refused.text
     assert field in refused.json()["error"]["message"]
     assert "evil" not in refused.text
+
+
+def test_a_rate_limit_is_kept_changed_and_cleared(client, tenant):
+    app, own, _ = tenant
+    created = client.post(
+        f"/v1/apps/{app}/endpoints", json={"url": URL, "rate_limit": 50}, headers=own
+    ).json()
+    assert created["rate_limit"] == 50
+    path = f"/v1/apps/{app}/endpoints/{created['id']}"
+    # Not named: kept; a number: changed; null: no limit.
+    assert client.patch(path, json={"description": "x"}, headers=own).json()["rate_limit"] == 50
+    assert client.patch(path, json={"rate_limit": 7}, headers=own).json()["rate_limit"] == 7
+    assert client.patch(path, json={"rate_limit": None}, headers=own).json()["rate_limit"] is None
+    assert client.get(path, headers=own).json()["rate_limit"] is None
 
 
 def previous_secret(migrated_database_url, endpoint_id: str) -> tuple[str | None, object]:

@@ -51,7 +51,7 @@ def conn(database_url):
 
 def due_ids(settings) -> list[str]:
     """What the dispatcher would enqueue now."""
-    rows = execute(CLAIM_DUE, {"redispatch": 0, "batch": 1000})
+    rows = execute(CLAIM_DUE, {"redispatch": 0, "batch": 1000, "lookahead": 1.5})
     return [row["id"] for row in rows]
 
 
@@ -62,14 +62,14 @@ def send(client, endpoint_id: str, n: int) -> str:
         headers=ADMIN,
     )
     assert sent.status_code == 202, sent.text
-    return sent.json()["id"]
+    return sent.json()["deliveries"][0]["id"]
 
 
 def test_paused_deliveries_wait_and_resume_in_order_of_creation(client, conn, settings):
     endpoint = client.post("/v1/endpoints", json={"url": URL}, headers=ADMIN).json()
     before = send(client, endpoint["id"], 0)  # pending when the pause starts
     conn.execute(
-        "UPDATE webhook_messages SET give_up_at = now() + interval '1 hour' WHERE id = %s",
+        "UPDATE webhook_deliveries SET give_up_at = now() + interval '1 hour' WHERE id = %s",
         (before,),
     )
     paused = client.post(f"/v1/endpoints/{endpoint['id']}/pause", headers=ADMIN)
@@ -80,12 +80,12 @@ def test_paused_deliveries_wait_and_resume_in_order_of_creation(client, conn, se
     assert due_ids(settings) == []
     assert all(claim(m, settings) is None for m in [before, *during])
     statuses = conn.execute(
-        "SELECT status, next_attempt_at FROM webhook_messages WHERE endpoint_id = %s",
+        "SELECT status, next_attempt_at FROM webhook_deliveries WHERE endpoint_id = %s",
         (endpoint["id"],),
     ).fetchall()
     assert {(r["status"], r["next_attempt_at"]) for r in statuses} == {("pending", None)}
     # A retry scheduled by an attempt that was in flight when the pause began waits too.
-    conn.execute("UPDATE webhook_messages SET next_attempt_at = now() WHERE id = %s", (before,))
+    conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE id = %s", (before,))
     assert due_ids(settings) == [] and claim(before, settings) is None
     conn.execute(
         "UPDATE webhook_endpoints SET paused_at = now() - interval '2 hours' WHERE id = %s",
@@ -95,14 +95,14 @@ def test_paused_deliveries_wait_and_resume_in_order_of_creation(client, conn, se
     resumed = client.post(f"/v1/endpoints/{endpoint['id']}/resume", headers=ADMIN)
     assert resumed.status_code == 200 and resumed.json()["paused_at"] is None
     in_due_order = conn.execute(
-        "SELECT id FROM webhook_messages WHERE endpoint_id = %s ORDER BY next_attempt_at",
+        "SELECT id FROM webhook_deliveries WHERE endpoint_id = %s ORDER BY next_attempt_at",
         (endpoint["id"],),
     ).fetchall()
     assert [r["id"] for r in in_due_order] == [before, *during]  # in order of creation
     assert sorted(due_ids(settings)) == sorted([before, *during])
     # The two hours of pause do not count against the schedule's deadline.
     left = conn.execute(
-        "SELECT extract(epoch FROM give_up_at - now()) AS s FROM webhook_messages WHERE id = %s",
+        "SELECT extract(epoch FROM give_up_at - now()) AS s FROM webhook_deliveries WHERE id = %s",
         (before,),
     ).fetchone()["s"]
     assert 3 * 3600 - 60 < left <= 3 * 3600

@@ -16,12 +16,9 @@ from common.redis.client import make_redis, wait_for_replica
 from tests.support.servers import free_port
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from tests.support.cluster import RedisClusterGroup
-
-    with RedisClusterGroup() as group:
-        yield group
+@pytest.fixture
+def cluster(redis_cluster):
+    return redis_cluster
 
 
 def test_an_unreachable_cluster_is_a_connection_error_at_the_first_command():

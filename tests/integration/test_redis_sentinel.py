@@ -19,6 +19,7 @@ from common.connections.probes import check_redis
 from common.guards.breaker import policy as bp
 from common.guards.breaker.registry import BreakerRegistry
 from common.redis.client import make_redis
+from common.redis.keys import RedisKeys
 from tests.support.servers import free_port, wait_for
 
 RECONNECT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -199,7 +200,7 @@ def test_a_namespace_is_its_own_on_the_sentinel_group(sentinel_group):
     AlarmStore(client, first).set("x", "x")
     assert AlarmStore(client, second).active() == []
     with sentinel_group.primary() as primary:  # db 1 from the URL, not 0
-        assert primary.keys(f"{first}:*") == []
+        assert primary.keys(RedisKeys(first).pattern()) == []
         primary.select(1)
-        assert primary.keys(f"{first}:*") != []
+        assert primary.keys(RedisKeys(first).pattern()) != []
     client.close()

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 from api.app import create_app
 from common.config import load_settings, set_settings
 from tests.support.api import ADMIN, TOKEN
-from tests.support.message_rows import insert_endpoint, insert_message
+from tests.support.message_rows import insert_delivery, insert_endpoint, insert_message
 from tests.support.stack import fresh_database
 from worker.tasks.retention import purge
 
@@ -47,26 +47,34 @@ def conn(database_url):
         yield connection
 
 
-def aged(conn, endpoint_id: str, days: float, status: str) -> str:
-    """A message ``days`` old in ``status``, with one attempt that kept an excerpt."""
-    message_id = insert_message(conn, endpoint_id)
+def aged(conn, endpoint_id: str, days: float, *statuses: str) -> str:
+    """A message ``days`` old with a delivery in each of ``statuses`` (to ``endpoint_id``
+    and then to new endpoints), each with one attempt that kept an excerpt."""
+    message_id = insert_message(conn)
     conn.execute(
-        "UPDATE webhook_messages SET status = %s, created_at = now() - make_interval(days => %s)"
-        " WHERE id = %s",
-        (status, days, message_id),
+        "UPDATE webhook_messages SET created_at = now() - make_interval(days => %s) WHERE id = %s",
+        (days, message_id),
     )
-    conn.execute(
-        "INSERT INTO webhook_attempts (message_id, number, started_at, duration_ms, status_code,"
-        " response_excerpt) VALUES (%s, 1, now(), 5, 500, 'the receiver said so')",
-        (message_id,),
-    )
+    for n, status in enumerate(statuses):
+        delivery_id = insert_delivery(
+            conn, endpoint_id if n == 0 else insert_endpoint(conn), message_id, status
+        )
+        conn.execute(
+            "INSERT INTO webhook_attempts (delivery_id, number, started_at, duration_ms,"
+            " status_code, response_excerpt)"
+            " VALUES (%s, 1, now(), 5, 500, 'the receiver said so')",
+            (delivery_id,),
+        )
     return message_id
 
 
 def state(conn, message_id: str) -> dict | None:
     return conn.execute(
-        "SELECT m.payload, m.body, m.status, m.expunge_reason,"
-        " (SELECT array_agg(response_excerpt) FROM webhook_attempts WHERE message_id = m.id)"
+        "SELECT m.payload, m.body, m.expunge_reason,"
+        " (SELECT array_agg(d.status) FROM webhook_deliveries d WHERE d.message_id = m.id)"
+        " AS statuses,"
+        " (SELECT array_agg(a.response_excerpt) FROM webhook_attempts a"
+        "  JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.message_id = m.id)"
         " AS excerpts FROM webhook_messages m WHERE m.id = %s",
         (message_id,),
     ).fetchone()
@@ -80,6 +88,8 @@ def test_content_then_record_expire_oldest_first_in_batches(conn, settings):
     ]
     ancient = [aged(conn, endpoint, 100 + i, "delivered") for i in range(4)]
     waiting = aged(conn, endpoint, 200, "pending")
+    # Fanned out: one endpoint still pending keeps the whole message.
+    half_done = aged(conn, endpoint, 200, "delivered", "pending")
 
     counts = purge(settings)
     assert counts["deleted"] == 4 and counts["expunged"] == 8, counts
@@ -89,7 +99,7 @@ def test_content_then_record_expire_oldest_first_in_batches(conn, settings):
         assert state(conn, message_id) is None  # the row and its attempts are gone
     assert (
         conn.execute(
-            "SELECT count(*) AS n FROM webhook_attempts WHERE message_id = ANY(%s)", (ancient,)
+            "SELECT count(*) AS n FROM webhook_deliveries WHERE message_id = ANY(%s)", (ancient,)
         ).fetchone()["n"]
         == 0
     )
@@ -97,11 +107,13 @@ def test_content_then_record_expire_oldest_first_in_batches(conn, settings):
         expunged = state(conn, message_id)
         assert expunged["payload"] is None and expunged["body"] == ""
         assert expunged["expunge_reason"] == "retention" and expunged["excerpts"] == [None]
-        assert expunged["status"] in ("delivered", "failed")  # the record stays
+        assert expunged["statuses"][0] in ("delivered", "failed")  # the record stays
     assert state(conn, fresh)["payload"] == {} and state(conn, fresh)["excerpts"] == [
         "the receiver said so"
     ]
     assert state(conn, waiting)["payload"] == {}  # pending: never purged
+    assert state(conn, half_done)["payload"] == {}
+    assert state(conn, half_done)["excerpts"] == ["the receiver said so"] * 2
     again = purge(settings)
     assert (again["deleted"], again["expunged"]) == (0, 0)
 
@@ -109,9 +121,11 @@ def test_content_then_record_expire_oldest_first_in_batches(conn, settings):
 def test_a_run_stops_at_its_time_budget_and_the_next_goes_on(conn, settings):
     endpoint = insert_endpoint(conn)
     old = [aged(conn, endpoint, 50, "delivered") for _ in range(7)]
+    # A message no endpoint was subscribed to has no delivery: finished at once.
+    old.append(aged(conn, endpoint, 50))
     first = purge(settings, run_seconds=0)  # no time at all: nothing done
     assert first["expunged"] == 0
-    assert purge(settings)["expunged"] == 7
+    assert purge(settings)["expunged"] == 8
     assert all(state(conn, m)["expunge_reason"] == "retention" for m in old)
 
 
@@ -136,6 +150,7 @@ def test_expunging_one_message_on_request(conn, settings, redis_client):
         assert shown["payload"] is None and shown["expunge_reason"] == "request"
         # Not yet delivered: it will not be, and says why; the body is gone from PostgreSQL too.
         assert shown["status"] == "failed" and "expunged" in shown["last_error"]
+        assert [d["status"] for d in shown["deliveries"]] == ["failed"]
         assert state(conn, sent["id"])["body"] == ""
         listed = client.get("/v1/messages?limit=1000", headers=ADMIN).json()["data"]
         assert [m["expunged_at"] is not None for m in listed if m["id"] == sent["id"]] == [True]

@@ -126,7 +126,7 @@ class LimitModel(RuleBasedStateMachine):
         assert self.shared.snapshot()["local"]["busy"] == len(self.in_flight)
 
     def teardown(self):
-        keys = list(self.client.scan_iter(f"{self.namespace}:*"))
+        keys = list(self.client.scan_iter(RedisKeys(self.namespace).pattern()))
         if keys:
             self.client.delete(*keys)
         self.client.close()

@@ -22,8 +22,9 @@ import redis
 
 from tests.support.servers import RedisServer, free_port, redis_server_binary, wait_for
 
-__all__ = ["RedisClusterGroup"]
+__all__ = ["TEST_PASSWORD", "RedisClusterGroup"]
 
+TEST_PASSWORD = "cl-s3cret-pw"  # the tests check it never shows in logs or /health
 BUS_OFFSET = 10000  # Redis Cluster's node-to-node bus listens on port + 10000
 
 
@@ -152,9 +153,11 @@ class RedisClusterGroup:
         self.servers[old].stop(signal.SIGKILL)
         return self._wait_new_owner(key, old, timeout)
 
-    def restart(self, port: int) -> None:
-        """Start a killed node again (its nodes.conf kept): it rejoins as a replica."""
+    def restart(self, port: int, timeout: float = 20) -> None:
+        """Start a killed node again (its nodes.conf kept): it rejoins as a replica;
+        returns once every node agrees on the map with that replica in it."""
         self.servers[port].start()
+        wait_for(self._settled, timeout, 0.05, "the restarted node to rejoin")
 
     def _wait_new_owner(self, key: str, old: int, timeout: float) -> int:
         def moved() -> int | None:

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from common.health.beat_store import BeatStore
+from common.redis.keys import RedisKeys
 from tests.support.fake_slack import FakeSlack
 from tests.support.servers import JengaProcess, jenga_env, wait_for
 
@@ -124,7 +125,7 @@ def test_a_beat_whose_lease_is_taken_stops_within_a_renewal(
     try:
         wait_for(lambda: active_name(store) == "beat1", 30, what="beat1 active")
         # Another holder with the next token, as after a partition that outlived the lease.
-        key = f"{namespace}:beat"
+        key = RedisKeys(namespace).beat()
         holder, token = redis_client.hget(key, "holder"), int(redis_client.hget(key, "token"))
         expires = float(redis_client.time()[0]) + 60
         redis_client.hset(key, mapping={"holder": "intruder", "token": token + 1})
@@ -190,7 +191,7 @@ def test_no_beat_raises_the_beat_alarm_once_and_a_new_beat_clears_it_once(
 
         beat.kill()
         wait_for(lambda: beat_texts(slack, "set"), 30, what="the beat alarm")
-        open_alarm = redis_client.hgetall(f"{namespace}:alarm:beat")
+        open_alarm = redis_client.hgetall(RedisKeys(namespace).alarm("beat"))
         assert open_alarm["severity"] == "critical"
 
         beat = start_beat(env, "beat2")
@@ -198,7 +199,7 @@ def test_no_beat_raises_the_beat_alarm_once_and_a_new_beat_clears_it_once(
         time.sleep(1.0)  # many more checks by both watchers: nothing more may be said
         assert len(beat_texts(slack, "set")) == 1
         assert len(beat_texts(slack, "clear")) == 1
-        assert not redis_client.sismember(f"{namespace}:alarms:active", "beat")
+        assert not redis_client.sismember(RedisKeys(namespace).alarms_active(), "beat")
     finally:
         if beat is not None:
             beat.stop()

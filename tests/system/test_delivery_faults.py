@@ -118,7 +118,7 @@ def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
         def unsettled() -> int:
             with psycopg.connect(database_url) as conn:
                 return conn.execute(
-                    "SELECT count(*) FROM webhook_messages WHERE status = 'pending'"
+                    "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'"
                 ).fetchone()[0]
 
         wait_for(
@@ -127,10 +127,13 @@ def test_fault_run_loses_nothing(broker_env, postgres_server, redis_client):
         elapsed = time.monotonic() - started
 
         with psycopg.connect(database_url) as conn:
-            rows = conn.execute("SELECT id, status, attempt_count FROM webhook_messages").fetchall()
+            rows = conn.execute(
+                "SELECT message_id, status, attempt_count FROM webhook_deliveries"
+            ).fetchall()
             attempts = conn.execute(
-                "SELECT message_id, array_agg(status_code ORDER BY number)"
-                " FROM webhook_attempts GROUP BY 1"
+                "SELECT d.message_id, array_agg(a.status_code ORDER BY a.number)"
+                " FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id"
+                " GROUP BY 1"
             ).fetchall()
         status = {row[0]: row[1] for row in rows}
         codes = dict(attempts)

@@ -96,8 +96,8 @@ def terminate(process: JengaProcess, target: str) -> float:
 def attempts(database_url: str, message_id: str) -> list[tuple]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(
-            "SELECT m.status, m.attempt_count, a.status_code FROM webhook_messages m"
-            " LEFT JOIN webhook_attempts a ON a.message_id = m.id WHERE m.id = %s",
+            "SELECT d.status, d.attempt_count, a.status_code FROM webhook_deliveries d"
+            " LEFT JOIN webhook_attempts a ON a.delivery_id = d.id WHERE d.message_id = %s",
             (message_id,),
         ).fetchall()
 
@@ -105,7 +105,9 @@ def attempts(database_url: str, message_id: str) -> list[tuple]:
 def duration_ms(database_url: str, message_id: str) -> int:
     with psycopg.connect(database_url) as conn:
         return conn.execute(
-            "SELECT duration_ms FROM webhook_attempts WHERE message_id = %s", (message_id,)
+            "SELECT a.duration_ms FROM webhook_attempts a"
+            " JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.message_id = %s",
+            (message_id,),
         ).fetchone()[0]
 
 

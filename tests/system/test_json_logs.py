@@ -112,7 +112,9 @@ def test_beat(settings_env):
         "beat", "--loglevel=INFO", env=json_env(settings_env), name="beat-json"
     ).start()
     try:
-        beat.wait_for_output("watchdog.beat_started", 30)
+        # beat.starting comes from beat_init, which builds the scheduler first
+        # (watchdog.beat_started): wait for the later line, or SIGTERM can land between.
+        beat.wait_for_output('"beat.starting"', 30)
     finally:
         returncode = beat.stop()
     assert returncode == 0, beat.output()

@@ -250,7 +250,11 @@ def test_a_worker_cut_off_from_redis_delivers_on_per_process_breakers(fleet):
                 break
         assert fleet.delivered_by("w2", during), "w2 delivered nothing while cut off from Redis"
         assert fleet.delivered_by("w1", during)
-        assert "breaker.fallback" in fleet.workers["w2"].output()
+        wait_for(  # said when its breakers first fail to reach Redis (a flush, a state read)
+            lambda: "breaker.fallback" in fleet.workers["w2"].output(),
+            15,
+            what="w2 logs breaker.fallback",
+        )
         wait_for(  # the next beat says so
             lambda: fleet.heartbeat("w2")["breakers"]["fallback"] is True,
             10,

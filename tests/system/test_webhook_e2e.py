@@ -11,6 +11,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from common.broker import FAN_OUT_DIRECT_MAX
 from tests.support.receiver import Reply, WebhookReceiver
 from tests.support.servers import wait_for
 from tests.support.stack import (
@@ -160,6 +161,54 @@ def test_rotated_secret_signs_beside_the_old_one_for_the_grace_and_custom_header
         for revoked in (old, new):
             with pytest.raises(WebhookVerificationError):
                 Webhook(revoked).verify(seen.raw, seen.headers)
+
+
+def test_one_message_fans_out_to_each_subscribed_endpoint_signed_with_its_secret(
+    broker_env, redis_client
+):
+    """Posted once without an endpoint: each endpoint subscribed to the type gets it once,
+    with the same webhook-id, signed with its own secret only; the one filtering other
+    types gets nothing; the message reads delivered when every delivery is. Six
+    subscribed endpoints: more than FAN_OUT_DIRECT_MAX, so the API publishes one fan-out
+    task and the worker turns it into the deliveries."""
+    with ExitStack() as stack, WebhookReceiver() as receiver:
+        database_url = stack.enter_context(fresh_database())
+        env = stack_env(broker_env, database_url)
+        client = start_api(stack, env)
+        start_worker(stack, env)
+        start_beat(stack, env)
+        secrets = {}
+        subscriptions = [("/all", None), ("/other", ["other.type"])]
+        subscriptions += [(f"/fan{n}", ["test.fan"]) for n in range(5)]
+        for path, types in subscriptions:
+            created = client.post(
+                "/v1/endpoints",
+                json={"url": receiver.url + path, "filter_types": types},
+                headers=AUTH,
+            )
+            assert created.status_code == 201, created.text
+            secrets[receiver.url_path + path] = created.json()["secret"]
+
+        sent = client.post(
+            "/v1/messages", json={"event_type": "test.fan", "payload": {"n": 1}}, headers=AUTH
+        )
+        assert sent.status_code == 202, sent.text
+        sent = sent.json()
+        assert len(sent["deliveries"]) == 6 > FAN_OUT_DIRECT_MAX and sent["endpoint_id"] is None
+        shown = settled(client, sent["id"])
+        assert [d["status"] for d in shown["deliveries"]] == ["delivered"] * 6
+        assert shown["attempt_count"] == 6
+
+        seen = {r.path: r for r in receiver.requests}
+        assert sorted(seen) == sorted(p for p in secrets if not p.endswith("/other"))
+        assert len(receiver.requests) == 6
+        for path, request in seen.items():
+            assert request.webhook_id == sent["id"]
+            Webhook(secrets[path]).verify(request.raw, request.headers)
+            for other_path, other in secrets.items():
+                if other_path != path:
+                    with pytest.raises(WebhookVerificationError):
+                        Webhook(other).verify(request.raw, request.headers)
 
 
 def test_private_destination_refused_at_delivery_time(broker_env, redis_client):

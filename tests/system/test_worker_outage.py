@@ -230,7 +230,8 @@ def test_broker_down_at_boot_retries_with_jitter_then_consumes(
             20,
             what="not ready without the broker",
         )
-        assert worker_health(env, hostname, "--live").returncode == 0
+        live = worker_health(env, hostname, "--live")
+        assert live.returncode == 0, f"{live.stderr} worker output:\n{worker.output()[-4000:]}"
         broker.start()
         wait_for(
             lambda: worker_health(env, hostname).returncode == 0,

@@ -5,7 +5,7 @@ from worker.delivery.queries import Claim
 
 
 def claim(n: int) -> Claim:
-    return Claim(f"msg_{n}", f"token{n}", "{}", 0, "ep_1", "http://x", "s", False)
+    return Claim(f"dlv_{n}", f"msg_{n}", f"token{n}", "{}", 0, "ep_1", "http://x", "s", False)
 
 
 def test_a_task_that_ends_hands_back_its_claim_once():

@@ -75,7 +75,7 @@ def release_all(why: str) -> int:
 
 def release(claims: list[Claim], why: str) -> None:
     for claimed in claims:
-        params = {"id": claimed.message_id, "token": claimed.token, "retry_in": 0.0}
+        params = {"id": claimed.delivery_id, "token": claimed.token, "retry_in": 0.0}
         try:
             execute(RELEASE, params)
         except DB_ERRORS as error:
@@ -84,12 +84,12 @@ def release(claims: list[Claim], why: str) -> None:
                 log,
                 "delivery.release_failed",
                 logging.WARNING,
-                message_id=claimed.message_id,
+                delivery_id=claimed.delivery_id,
                 error=describe_error(error),
             )
             continue
         log_event(
-            log, "delivery.released", logging.WARNING, message_id=claimed.message_id, reason=why
+            log, "delivery.released", logging.WARNING, delivery_id=claimed.delivery_id, reason=why
         )
 
 

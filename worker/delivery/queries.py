@@ -1,6 +1,7 @@
 """Level 5, delivery's statements on PostgreSQL: claim what is due (``FOR
-UPDATE SKIP LOCKED``), lease one message, release it, and record an attempt
-with the message's next state in one statement guarded by the lease token."""
+UPDATE SKIP LOCKED``), lease one delivery (one message to one endpoint), release
+it, and record an attempt with the delivery's next state in one statement guarded
+by the lease token."""
 
 from __future__ import annotations
 
@@ -21,14 +22,17 @@ from worker.delivery.resources import DB_ERRORS, DB_REFUSALS, execute
 __all__ = [
     "CLAIM_DUE",
     "LEASE_MARGIN_SECONDS",
+    "MESSAGE_DISPATCHED",
     "CLAIM_ONE",
     "FAIL_DISABLED",
     "GIVE_UP",
     "PARK",
     "PARK_ENDPOINT",
     "PARK_EXPIRED",
+    "RATE_PARK",
     "RECORD",
     "RELEASE",
+    "RESERVE",
     "UNDISPATCH",
     "UNPARK",
     "Claim",
@@ -61,10 +65,15 @@ def lease_seconds(settings: Settings) -> float:
 
 
 CLAIM_DUE = """
-    UPDATE webhook_messages SET dispatched_at = now()
+    UPDATE webhook_deliveries SET dispatched_at = now()
     WHERE id IN (
-        SELECT id FROM webhook_messages
-        WHERE status = 'pending' AND next_attempt_at <= now()
+        SELECT id FROM webhook_deliveries
+        WHERE status = 'pending'
+          -- Due, or holding a send slot (a promised rate) that comes before the next run:
+          -- enqueued now with the slot as its ETA, it is sent on time, not a run late.
+          AND (next_attempt_at <= now()
+               OR (rate_slot_at IS NOT NULL
+                   AND next_attempt_at <= now() + make_interval(secs => %(lookahead)s)))
           -- Never enqueued, or enqueued long ago and never started (the broker lost the
           -- task), or started by a worker whose lease lapsed without a record or a
           -- release: that worker died, and its task is not coming back soon (Redis
@@ -77,12 +86,22 @@ CLAIM_DUE = """
           -- paused endpoint's (an attempt in flight when it was paused may leave a retry).
           AND NOT EXISTS (
               SELECT 1 FROM webhook_endpoints e
-              WHERE e.id = webhook_messages.endpoint_id
+              WHERE e.id = webhook_deliveries.endpoint_id
                 AND (e.parked_until > now() OR e.paused_at IS NOT NULL))
         ORDER BY next_attempt_at
         LIMIT %(batch)s
         FOR UPDATE SKIP LOCKED)
-    RETURNING id
+    RETURNING id, CASE WHEN next_attempt_at > now() THEN next_attempt_at END AS eta
+    """
+
+
+# A fanned-out message's deliveries the API stamped dispatched and left to FAN_OUT_TASK
+# (not yet started by a worker: a repeated fan-out task enqueues nothing twice that runs).
+MESSAGE_DISPATCHED = """
+    SELECT id FROM webhook_deliveries
+    WHERE message_id = %(message_id)s AND status = 'pending'
+      AND dispatched_at IS NOT NULL AND claimed_until IS NULL
+    ORDER BY endpoint_id
     """
 
 
@@ -90,23 +109,84 @@ CLAIM_DUE = """
 # message that keeps being claimed and never recorded has killed its workers, or
 # cannot be recorded, and must end instead of being sent again for ever.
 CLAIM_ONE = """
-    UPDATE webhook_messages m
+    UPDATE webhook_deliveries d
     SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s),
-        unrecorded_claims = m.unrecorded_claims + 1,
-        give_up_at = COALESCE(m.give_up_at, now() + make_interval(secs => %(round)s))
-    FROM webhook_endpoints e
-    WHERE m.id = %(id)s AND e.id = m.endpoint_id AND m.status = 'pending'
-      AND m.next_attempt_at <= now()
-      AND (m.claimed_until IS NULL OR m.claimed_until < now())
+        unrecorded_claims = d.unrecorded_claims + 1,
+        give_up_at = COALESCE(d.give_up_at, now() + make_interval(secs => %(round)s)),
+        -- A reserved send slot is spent by the claim that finds it (sent or not).
+        rate_slot_at = NULL
+    FROM webhook_endpoints e, webhook_messages m, webhook_deliveries held
+    WHERE d.id = %(id)s AND e.id = d.endpoint_id AND m.id = d.message_id AND held.id = d.id
+      AND d.status = 'pending'
+      -- A send slot's task runs at the slot by the worker's clock: a few ms of skew
+      -- with PostgreSQL's must not turn it away.
+      AND d.next_attempt_at <= now() + CASE WHEN d.rate_slot_at IS NOT NULL
+                                            THEN interval '250 milliseconds'
+                                            ELSE interval '0' END
+      AND (d.claimed_until IS NULL OR d.claimed_until < now())
       AND (e.parked_until IS NULL OR e.parked_until <= now()) AND e.paused_at IS NULL
-    RETURNING m.body, m.schedule_position, m.attempt_count, m.unrecorded_claims,
+    RETURNING m.id AS message_id, m.body, d.schedule_position, d.attempt_count,
+              d.unrecorded_claims,
               e.id AS endpoint_id, e.url, e.secret, e.disabled, e.headers,
               CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
-                AS previous_secret
+                AS previous_secret,
+              e.rate_limit,
+              -- A slot missed by more than this (overloaded workers or database) is
+              -- forfeited: the delivery takes a new one, so that late deliveries are spaced
+              -- again instead of all going at once.
+              COALESCE(held.rate_slot_at > now() - interval '500 milliseconds', false)
+                AS holds_rate_slot
+    """
+
+# A promised rate (common/delivery/rate_slots.py), its slot reserved: the delivery comes
+# back at its slot, holding it (not a new round: time waiting for a slot does not count
+# toward the retry schedule, so give_up_at moves on with it).
+RESERVE = """
+    UPDATE webhook_deliveries
+    SET next_attempt_at = now() + make_interval(secs => %(wait)s),
+        rate_slot_at = now() + make_interval(secs => %(wait)s),
+        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
+        schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position END,
+        give_up_at = CASE WHEN retry_requested THEN NULL
+                          ELSE give_up_at + make_interval(secs => %(wait)s) END,
+        retry_requested = false
+    WHERE id = %(id)s AND claim_token = %(token)s
+    """
+
+# A promised rate whose slots are reserved past the horizon: this delivery and every
+# other due one of the endpoint that holds no slot wait %(wait)s s, in one statement
+# (SKIP LOCKED, as PARK), instead of a task each per refused reservation. Their
+# give_up_at moves on by the time each waits.
+_UNTIL = "(now() + make_interval(secs => %(wait)s))"
+RATE_PARK = f"""
+    WITH released AS (
+        UPDATE webhook_deliveries
+        SET next_attempt_at = {_UNTIL},
+            dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
+            schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position END,
+            give_up_at = CASE WHEN retry_requested THEN NULL
+                              ELSE give_up_at + (make_interval(secs => %(wait)s)) END,
+            retry_requested = false
+        WHERE id = %(id)s AND claim_token = %(token)s
+        RETURNING endpoint_id
+    ), waiting AS (
+        UPDATE webhook_deliveries
+        SET give_up_at = give_up_at + ({_UNTIL} - next_attempt_at),
+            next_attempt_at = {_UNTIL}, dispatched_at = NULL
+        WHERE id IN (
+            SELECT id FROM webhook_deliveries
+            WHERE endpoint_id = (SELECT endpoint_id FROM released) AND id <> %(id)s
+              AND status = 'pending' AND rate_slot_at IS NULL
+              AND next_attempt_at < {_UNTIL}
+              AND (claimed_until IS NULL OR claimed_until < now())
+            FOR UPDATE SKIP LOCKED)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM waiting) AS waiting
     """
 
 GIVE_UP = """
-    UPDATE webhook_messages SET status = 'failed', last_error = CAST(%(reason)s AS text),
+    UPDATE webhook_deliveries SET status = 'failed', last_error = CAST(%(reason)s AS text),
         next_attempt_at = NULL, dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
     WHERE id = %(id)s AND claim_token = %(token)s
     """
@@ -119,7 +199,7 @@ NEW_ROUND_IF_ASKED = (
 )
 
 RELEASE = f"""
-    UPDATE webhook_messages
+    UPDATE webhook_deliveries
     SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
         dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
         {NEW_ROUND_IF_ASKED}
@@ -140,7 +220,7 @@ PARK_ENDPOINT = """
 
 PARK = f"""
     WITH released AS (
-        UPDATE webhook_messages
+        UPDATE webhook_deliveries
         SET next_attempt_at = %(until)s,
             dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
             {NEW_ROUND_IF_ASKED}
@@ -150,10 +230,10 @@ PARK = f"""
     ), parked AS (
         -- SKIP LOCKED: two workers parking the same endpoint at once split its rows
         -- instead of deadlocking on each other's (each locks its own message first).
-        UPDATE webhook_messages
+        UPDATE webhook_deliveries
         SET next_attempt_at = %(until)s, dispatched_at = NULL
         WHERE id IN (
-            SELECT id FROM webhook_messages
+            SELECT id FROM webhook_deliveries
             WHERE endpoint_id = (SELECT endpoint_id FROM released) AND id <> %(id)s
               AND status = 'pending'
               AND next_attempt_at < %(until)s
@@ -175,16 +255,16 @@ UNPARK = """
     ), cleared AS (
         UPDATE webhook_endpoints e SET parked_until = NULL FROM old WHERE e.id = old.id
     ), resumed AS (
-        UPDATE webhook_messages m SET next_attempt_at = now(), dispatched_at = NULL FROM old
-        WHERE m.endpoint_id = old.id AND m.status = 'pending'
-          AND m.next_attempt_at = old.parked_until
+        UPDATE webhook_deliveries d SET next_attempt_at = now(), dispatched_at = NULL FROM old
+        WHERE d.endpoint_id = old.id AND d.status = 'pending'
+          AND d.next_attempt_at = old.parked_until
         RETURNING 1
     )
     SELECT count(*) AS resumed FROM resumed
     """
 
 PARK_EXPIRED = """
-    UPDATE webhook_messages SET status = 'failed', last_error = CAST(%(reason)s AS text),
+    UPDATE webhook_deliveries SET status = 'failed', last_error = CAST(%(reason)s AS text),
         next_attempt_at = NULL, dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
     WHERE id = %(id)s AND claim_token = %(token)s
     RETURNING id
@@ -193,9 +273,16 @@ PARK_EXPIRED = """
 # The attempt, the message's next state and (after a 410) the endpoint's
 # disabling, in one statement: all or nothing, and one round trip. Nothing is
 # written unless the lease token still matches.
-RECORD = """
-    WITH message AS (
-        UPDATE webhook_messages
+# Every attempt since failing_since failed, for longer than ENDPOINT_DISABLE_AFTER_DAYS
+# (0: never). Only on a failed attempt (see RECORD's endpoint step).
+_DEAD = (
+    "(CAST(%(disable_after)s AS float8) > 0 AND COALESCE(e.failing_since"
+    " < now() - make_interval(secs => CAST(%(disable_after)s AS float8)), false))"
+)
+
+RECORD = f"""
+    WITH delivery AS (
+        UPDATE webhook_deliveries
         SET status = CASE WHEN retry_requested THEN 'pending' ELSE CAST(%(status)s AS varchar) END,
             attempt_count = attempt_count + 1,
             schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position + 1 END,
@@ -213,35 +300,59 @@ RECORD = """
         RETURNING id, endpoint_id, attempt_count, status
     ), attempt AS (
         INSERT INTO webhook_attempts
-            (message_id, number, started_at, duration_ms, status_code, error, response_excerpt)
+            (delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt)
         SELECT id, attempt_count,
                CAST(%(started_at)s AS timestamptz), CAST(%(duration_ms)s AS integer),
                CAST(%(status_code)s AS integer), CAST(%(error)s AS text), CAST(%(excerpt)s AS text)
-        FROM message
+        FROM delivery
     ), endpoint AS (
-        UPDATE webhook_endpoints
-        SET disabled = true, disabled_reason = CAST(%(disabled_reason)s AS text), updated_at = now()
-        WHERE CAST(%(disable_endpoint)s AS boolean) AND id = (SELECT endpoint_id FROM message)
+        -- The endpoint's row is written only when something changes (busy endpoints share
+        -- it): a 410 disables it; the first failure after a success starts failing_since,
+        -- a success ends it; a failure after ENDPOINT_DISABLE_AFTER_DAYS of nothing but
+        -- failures disables it.
+        UPDATE webhook_endpoints e
+        SET failing_since = CASE WHEN CAST(%(succeeded)s AS boolean) THEN NULL
+                                 ELSE COALESCE(e.failing_since, now()) END,
+            disabled = e.disabled OR CAST(%(disable_endpoint)s AS boolean) OR {_DEAD},
+            disabled_reason = CASE
+                WHEN e.disabled THEN e.disabled_reason
+                WHEN CAST(%(disable_endpoint)s AS boolean) THEN CAST(%(disabled_reason)s AS text)
+                WHEN {_DEAD} THEN 'disabled automatically: every attempt failed since '
+                                  || to_char(e.failing_since AT TIME ZONE 'UTC',
+                                             'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                ELSE e.disabled_reason END,
+            updated_at = now()
+        WHERE e.id = (SELECT endpoint_id FROM delivery)
+          AND (CAST(%(disable_endpoint)s AS boolean)
+               OR (CAST(%(succeeded)s AS boolean) AND e.failing_since IS NOT NULL)
+               OR (NOT CAST(%(succeeded)s AS boolean)
+                   AND (e.failing_since IS NULL OR (NOT e.disabled AND {_DEAD}))))
+        RETURNING e.disabled AND NOT CAST(%(disable_endpoint)s AS boolean)
+                  AND NOT CAST(%(succeeded)s AS boolean)
+                  AND e.disabled_reason LIKE 'disabled automatically%%' AS auto_disabled
     )
-    SELECT attempt_count, status FROM message
+    SELECT attempt_count, status,
+           COALESCE((SELECT auto_disabled FROM endpoint), false) AS auto_disabled
+    FROM delivery
     """
 
 
 FAIL_DISABLED = """
-    UPDATE webhook_messages SET status = 'failed', last_error = 'endpoint disabled',
+    UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled',
         next_attempt_at = NULL, claim_token = NULL, claimed_until = NULL
     WHERE id = %(id)s AND claim_token = %(token)s
     """
 
 UNDISPATCH = (
-    "UPDATE webhook_messages SET dispatched_at = NULL"
+    "UPDATE webhook_deliveries SET dispatched_at = NULL"
     " WHERE id = ANY(%(ids)s) AND status = 'pending'"
 )
 
 
 @dataclass(frozen=True)
 class Claim:
-    message_id: str
+    delivery_id: str
+    message_id: str  # the webhook-id: the same for every endpoint the message goes to
     token: str
     body: str
     schedule_position: int
@@ -254,6 +365,10 @@ class Claim:
     headers: dict[str, str] = field(default_factory=dict)
     previous_secret: str | None = None
     lease_ends: float = math.inf  # time.monotonic() by which the lease has surely lapsed
+    # The endpoint's promised rate (None: none), and whether this claim spends a send
+    # slot the delivery reserved before (common/delivery/rate_slots.py).
+    rate_limit: int | None = None
+    holds_rate_slot: bool = False
 
     def lease_left(self) -> float:
         return self.lease_ends - time.monotonic()
@@ -274,26 +389,26 @@ def park(claimed: Claim, retry_in: float, why: str) -> str | None:
     if not parked:
         return None
     until = parked[0]["parked_until"]
-    rows = execute(PARK, {"id": claimed.message_id, "token": claimed.token, "until": until})
+    rows = execute(PARK, {"id": claimed.delivery_id, "token": claimed.token, "until": until})
     if rows and rows[0]["released"]:
         log_event(
             log,
             "delivery.parked",
-            message_id=claimed.message_id,
+            delivery_id=claimed.delivery_id,
             endpoint_id=claimed.endpoint_id,
             retry_in=round(retry_in, 1),
             parked=rows[0]["parked"],
         )
         return "deferred"
     reason = f"failed: the receiver was unavailable past the retry schedule ({why})"
-    params = {"id": claimed.message_id, "token": claimed.token, "reason": reason}
+    params = {"id": claimed.delivery_id, "token": claimed.token, "reason": reason}
     if not execute(PARK_EXPIRED, params):
         return None
     log_event(
         log,
         "delivery.failed_parked",
         logging.WARNING,
-        message_id=claimed.message_id,
+        delivery_id=claimed.delivery_id,
         endpoint_id=claimed.endpoint_id,
         reason=why,
     )
@@ -309,14 +424,14 @@ def unpark(endpoint_id: str) -> int:
     return resumed
 
 
-def claim(message_id: str, settings: Settings) -> Claim | None:
+def claim(delivery_id: str, settings: Settings) -> Claim | None:
     token = uuid.uuid4().hex
     # Taken before the statement: PostgreSQL's claimed_until is no earlier than this.
     lease_ends = time.monotonic() + lease_seconds(settings)
     rows = execute(
         CLAIM_ONE,
         {
-            "id": message_id,
+            "id": delivery_id,
             "token": token,
             "lease": lease_seconds(settings),
             "round": round_seconds(settings),
@@ -326,7 +441,8 @@ def claim(message_id: str, settings: Settings) -> Claim | None:
         return None
     row = rows[0]
     return Claim(
-        message_id,
+        delivery_id,
+        row["message_id"],
         token,
         row["body"],
         row["schedule_position"],
@@ -338,6 +454,8 @@ def claim(message_id: str, settings: Settings) -> Claim | None:
         row["headers"] or {},
         row["previous_secret"],
         lease_ends,
+        row["rate_limit"],
+        row["holds_rate_slot"],
     )
 
 
@@ -349,12 +467,12 @@ def give_up(claimed: Claim, settings: Settings) -> None:
         f"gave up: {lost} attempts were never recorded (the worker died during each,"
         " or PostgreSQL refused the record); see the worker's log"
     )
-    execute(GIVE_UP, {"id": claimed.message_id, "token": claimed.token, "reason": reason})
+    execute(GIVE_UP, {"id": claimed.delivery_id, "token": claimed.token, "reason": reason})
     log_event(
         log,
         "delivery.gave_up",
         logging.ERROR,
-        message_id=claimed.message_id,
+        delivery_id=claimed.delivery_id,
         endpoint_id=claimed.endpoint_id,
         unrecorded_attempts=lost,
         limit=settings.delivery_max_unrecorded_attempts,
@@ -375,7 +493,7 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
     rows = execute(
         RECORD,
         {
-            "id": claimed.message_id,
+            "id": claimed.delivery_id,
             "token": claimed.token,
             "status": decision.status,
             "retry_in": decision.retry_in or 0.0,
@@ -387,6 +505,8 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
             "excerpt": result.excerpt,
             "disable_endpoint": decision.disable_endpoint,
             "disabled_reason": "the receiver answered 410 Gone",
+            "succeeded": outcome.succeeded,
+            "disable_after": settings.endpoint_disable_after_days * 86400,
         },
     )
     if not rows:
@@ -394,10 +514,11 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
     number = rows[0]["attempt_count"]
     if rows[0]["status"] != decision.status:
         # An operator asked for a retry during the attempt: a new round starts now.
-        log_event(log, "delivery.retry_applied", message_id=claimed.message_id, attempt=number)
+        log_event(log, "delivery.retry_applied", delivery_id=claimed.delivery_id, attempt=number)
     log_event(
         log,
         "delivery.attempt",
+        delivery_id=claimed.delivery_id,
         message_id=claimed.message_id,
         endpoint_id=claimed.endpoint_id,
         attempt=number,
@@ -407,13 +528,15 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
         result=decision.status,
         retry_in=decision.retry_in,
     )
-    if decision.disable_endpoint:
+    if decision.disable_endpoint or rows[0]["auto_disabled"]:
         log_event(
             log,
             "delivery.endpoint_disabled",
             logging.WARNING,
             endpoint_id=claimed.endpoint_id,
-            reason="410 Gone",
+            reason="410 Gone"
+            if decision.disable_endpoint
+            else f"every attempt failed for {settings.endpoint_disable_after_days:g} days",
         )
     return decision.status
 
@@ -443,7 +566,7 @@ def record_with_retries(claimed: Claim, result: AttemptResult, settings: Setting
                 log,
                 "delivery.record_refused",
                 logging.WARNING,
-                message_id=claimed.message_id,
+                delivery_id=claimed.delivery_id,
                 error=describe_error(error),
             )
             result = without_details(result, error)
@@ -454,7 +577,7 @@ def record_with_retries(claimed: Claim, result: AttemptResult, settings: Setting
                 log,
                 "delivery.record_retry",
                 logging.WARNING,
-                message_id=claimed.message_id,
+                delivery_id=claimed.delivery_id,
                 error=describe_error(error),
             )
             time.sleep(
@@ -476,10 +599,10 @@ def without_details(result: AttemptResult, refusal: Exception) -> AttemptResult:
 
 
 def fail_disabled(claimed: Claim) -> None:
-    execute(FAIL_DISABLED, {"id": claimed.message_id, "token": claimed.token})
+    execute(FAIL_DISABLED, {"id": claimed.delivery_id, "token": claimed.token})
     log_event(
         log,
         "delivery.endpoint_disabled_skip",
-        message_id=claimed.message_id,
+        delivery_id=claimed.delivery_id,
         endpoint_id=claimed.endpoint_id,
     )

@@ -7,6 +7,8 @@ child must not share its parent's sockets (:mod:`common.support.per_process`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpcore
@@ -19,7 +21,15 @@ from common.connections.database import libpq_options
 from common.support.per_process import PerProcess
 from worker.delivery.network import AttemptBackend
 
-__all__ = ["DB_ERRORS", "DB_REFUSALS", "database", "execute", "http_client", "postgres_conninfo"]
+__all__ = [
+    "DB_ERRORS",
+    "DB_REFUSALS",
+    "database",
+    "execute",
+    "http_client",
+    "postgres_conninfo",
+    "transaction",
+]
 
 # Every psycopg failure, the pool's PoolTimeout (no connection in time) included.
 DB_ERRORS = (psycopg.Error,)
@@ -96,6 +106,23 @@ def execute(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         # A PostgreSQL restart leaves every pooled connection dead. The pool drops
         # the one that failed; find the others now instead of failing one
         # statement on each. Every caller retries, so nothing is lost meanwhile.
+        pool.check()
+        raise
+
+
+@contextmanager
+def transaction() -> Iterator[psycopg.Connection]:
+    """A pooled connection inside one transaction, committed when the block ends and
+    rolled back if it raises: for the few changes that take more than one statement
+    (a job's batch reads, locks, then writes). Dead connections are found as in
+    :func:`execute`."""
+    pool = database()
+    try:
+        with pool.connection() as conn, conn.transaction():
+            yield conn
+    except PoolTimeout:
+        raise
+    except psycopg.OperationalError:
         pool.check()
         raise
 

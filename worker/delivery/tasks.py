@@ -7,7 +7,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from common.broker import DELIVER_TASK, DISPATCH_TASK, queue_names
+from common.broker import DELIVER_TASK, DISPATCH_TASK, FAN_OUT_TASK, queue_names
 from common.config import Settings, get_settings
 from common.connections.probes import describe_error
 from common.delivery.destinations import DestinationError, resolve_destination
@@ -24,6 +24,7 @@ from worker.delivery import in_flight
 from worker.delivery.post import AttemptResult, post
 from worker.delivery.queries import (
     CLAIM_DUE,
+    MESSAGE_DISPATCHED,
     RELEASE,
     UNDISPATCH,
     claim,
@@ -33,44 +34,75 @@ from worker.delivery.queries import (
     record_with_retries,
     unpark,
 )
+from worker.delivery.rate import slot_lookahead_seconds, wait_for_slot
 from worker.delivery.redispatch import deliveries_waiting, redispatch_seconds
 from worker.delivery.resources import DB_ERRORS, execute, http_client
 from worker.guarded import GuardedTask, GuardRefused, registry
 
-__all__ = ["DELIVER_TASK", "deliver", "dispatch_due", "enqueue_delivery"]
+__all__ = ["DELIVER_TASK", "deliver", "dispatch_due", "enqueue_delivery", "fan_out"]
 
 log = logging.getLogger("jenga.delivery")
 
 
-def enqueue_delivery(message_id: str, settings: Settings) -> None:
-    deliver.apply_async((message_id,), queue=queue_names(settings.jenga_namespace)["deliveries"])
+def enqueue_delivery(delivery_id: str, settings: Settings, eta: datetime | None = None) -> None:
+    """Enqueue a delivery's task; ``eta``: not before then (a promised rate's send slot)."""
+    deliver.apply_async(
+        (delivery_id,), queue=queue_names(settings.jenga_namespace)["deliveries"], eta=eta
+    )
 
 
 @app.task(name=DISPATCH_TASK, ignore_result=True)
 def dispatch_due() -> int:
-    """Enqueue every pending message that is due (and not being delivered)."""
+    """Enqueue every pending delivery that is due (and not being delivered)."""
     settings = get_settings()
     try:
-        ids = [
-            row["id"]
-            for row in execute(
-                CLAIM_DUE,
-                {
-                    "redispatch": redispatch_seconds(
-                        settings.delivery_redispatch_seconds, deliveries_waiting(settings)
-                    ),
-                    "batch": settings.delivery_dispatch_batch,
-                },
-            )
-        ]
+        due = execute(
+            CLAIM_DUE,
+            {
+                "redispatch": redispatch_seconds(
+                    settings.delivery_redispatch_seconds, deliveries_waiting(settings)
+                ),
+                "batch": settings.delivery_dispatch_batch,
+                "lookahead": slot_lookahead_seconds(settings),
+            },
+        )
     except DB_ERRORS as error:
         # PostgreSQL is down: the watchdog raises the alarm; the next run retries.
         log_event(log, "delivery.dispatch_failed", logging.WARNING, error=describe_error(error))
         return 0
+    return enqueue_all([row["id"] for row in due], settings, [row["eta"] for row in due])
+
+
+@app.task(name=FAN_OUT_TASK, ignore_result=True)
+def fan_out(message_id: str) -> int:
+    """Enqueue the deliveries of a message the API fanned out to many endpoints (it
+    published this one task instead of one per delivery). Lost or failed, the
+    deliveries are still stamped dispatched: the dispatcher enqueues them after
+    ``DELIVERY_REDISPATCH_SECONDS``, as any task the broker lost."""
+    settings = get_settings()
+    try:
+        ids = [row["id"] for row in execute(MESSAGE_DISPATCHED, {"message_id": message_id})]
+    except DB_ERRORS as error:
+        log_event(
+            log,
+            "delivery.fan_out_failed",
+            logging.WARNING,
+            message_id=message_id,
+            error=describe_error(error),
+        )
+        return 0
+    return enqueue_all(ids, settings)
+
+
+def enqueue_all(
+    ids: list[str], settings: Settings, etas: list[datetime | None] | None = None
+) -> int:
+    """Enqueue a task for each delivery of ``ids`` (each not before its ETA, if any); on
+    a broker error, make the rest due for the next dispatcher run at once."""
     sent = 0
     try:
-        for message_id in ids:
-            enqueue_delivery(message_id, settings)
+        for delivery_id, eta in zip(ids, etas or [None] * len(ids), strict=True):
+            enqueue_delivery(delivery_id, settings, eta)
             sent += 1
     except Exception as error:
         # The rest stay stamped; they are enqueued again after DELIVERY_REDISPATCH_SECONDS
@@ -118,10 +150,10 @@ ATTEMPT_OUTCOMES = {"delivered": "delivered", "pending": "retry", "failed": "fai
     retry_jitter=True,
     max_retries=10,
 )
-def deliver(self, message_id: str) -> str | None:
-    """Make one delivery attempt of ``message_id`` if it is due and free."""
+def deliver(self, delivery_id: str) -> str | None:
+    """Make one attempt of the delivery ``delivery_id`` if it is due and free."""
     settings = get_settings()
-    claimed = claim(message_id, settings)
+    claimed = claim(delivery_id, settings)
     if claimed is None:
         return None  # delivered, failed, not due, or another worker has it
     in_flight.hold(self.request.id, claimed)  # released at once if a shutdown cuts it
@@ -139,11 +171,13 @@ def deliver(self, message_id: str) -> str | None:
         started = datetime.now(UTC)
         result = AttemptResult(Outcome(error=f"DestinationRefused: {error}"), started, 0, None)
         return record_with_retries(claimed, result, settings)
+    if (waiting := wait_for_slot(claimed, settings)) is not None:
+        return waiting  # the endpoint's promised rate: it comes back at its send slot
     if claimed.lease_left() < settings.delivery_timeout_seconds + 1.0:
         # Resolving the host ate into the lease: sent now, the attempt could outlast it
         # and another worker send the message again while this one still is.
-        execute(RELEASE, {"id": message_id, "token": claimed.token, "retry_in": 0.0})
-        log_event(log, "delivery.lease_short", logging.WARNING, message_id=message_id)
+        execute(RELEASE, {"id": delivery_id, "token": claimed.token, "retry_in": 0.0})
+        log_event(log, "delivery.lease_short", logging.WARNING, delivery_id=delivery_id)
         return "deferred"
     signed = webhook_headers(
         claimed.secret, claimed.message_id, int(time.time()), body, claimed.previous_secret
@@ -170,12 +204,12 @@ def deliver(self, message_id: str) -> str | None:
             return park(claimed, park_seconds(refused, settings), str(refused))
         execute(
             RELEASE,
-            {"id": message_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)},
+            {"id": delivery_id, "token": claimed.token, "retry_in": max(0.0, refused.retry_in)},
         )
         log_event(
             log,
             "delivery.deferred",
-            message_id=message_id,
+            delivery_id=delivery_id,
             service=refused.service,
             retry_in=refused.retry_in,
             reason=refused.reason,

@@ -1,6 +1,7 @@
 """The worker's consumer: whether it is connected to the broker (for the
-heartbeat), the queue gate applied after each (re)connection, and broker
-(re)connects spaced by backoff with full jitter."""
+heartbeat), the queue gate applied after each (re)connection, broker
+(re)connects spaced by backoff with full jitter, and a teardown of a lost
+Redis broker connection that cannot crash the worker."""
 
 from __future__ import annotations
 
@@ -18,9 +19,21 @@ from common.support.backoff import full_jitter_backoff
 from common.support.logs import log_event
 from common.support.masking import mask_url
 
-__all__ = ["ConsumerStateStep", "JengaConsumer"]
+try:
+    from celery.utils.threads import bound_open_broker_sockets
+except ImportError:  # Celery < 5.7, whose teardown does not close the connection again
+
+    def bound_open_broker_sockets(connection, timeout):
+        pass
+
+
+__all__ = ["ConsumerStateStep", "JengaConsumer", "close_channels_one_by_one"]
 
 log = logging.getLogger("jenga.worker")
+
+# As Celery's own teardown (COLLECT_SOCKET_TIMEOUT): a read on a broker that
+# went silent must not hang the worker.
+TEARDOWN_SOCKET_TIMEOUT_SECONDS = 5.0
 
 
 class ConsumerStateStep(bootsteps.StartStopStep):
@@ -52,11 +65,47 @@ class ConsumerStateStep(bootsteps.StartStopStep):
         return {"jenga_consumer": {"connected": c.controller.jenga_connections.consumer_connected}}
 
 
+def close_channels_one_by_one(connection) -> None:
+    """Close every channel of a lost virtual-transport (Redis) connection,
+    each on its own, ignoring the errors a dead broker gives.
+
+    Celery 5.7 tears a lost connection down with ``collect()`` and then
+    ``close()``. Kombu's ``collect()`` stops closing channels at the first
+    one that fails (a channel with a BRPOP in flight only drains it on its
+    first close), and then releases the transport; the later ``close()``
+    reaches a channel that still holds unacknowledged messages, whose restore
+    needs the released transport and raises ``AttributeError``, which stops
+    the worker. Closed here first, every channel is closed by then, so both
+    steps have nothing left to do. The messages whose restore fails stay in
+    the broker's unacked set, which the visibility timeout gives back."""
+    transport = connection._transport  # not .transport, which would make one
+    channels = getattr(transport, "channels", None)
+    if not channels:
+        return  # py-amqp: the broker requeues unacknowledged messages itself
+    errors = connection.connection_errors + connection.channel_errors
+    for channel in list(channels):
+        for _ in range(2):  # the second close runs what a drained BRPOP skipped
+            if channel.closed:
+                break
+            try:
+                channel.close()
+            except errors:
+                pass
+
+
 class JengaConsumer(Consumer):
     """Celery's consumer with broker (re)connects spaced by backoff with full
     jitter, bounded by ``RECONNECT_CAP_SECONDS``. Kombu's own schedule
     (2, 4, 6 ... 30 s, identical in every process) would keep a worker deaf
-    for up to 30 s after the broker returns and reconnect a fleet in lock step."""
+    for up to 30 s after the broker returns and reconnect a fleet in lock step.
+    A lost connection's channels are closed one by one before Celery's own
+    teardown (see :func:`close_channels_one_by_one`)."""
+
+    def on_connection_error_after_connected(self, exc):
+        if self.connection is not None:
+            bound_open_broker_sockets(self.connection, TEARDOWN_SOCKET_TIMEOUT_SECONDS)
+            close_channels_one_by_one(self.connection)
+        super().on_connection_error_after_connected(exc)
 
     def ensure_connected(self, conn):
         conf = self.app.conf

@@ -6,13 +6,14 @@ autocommit statement per batch (so no lock is held for long, and what a batch
 takes is logged as ``longest_batch_ms``); rows another transaction holds are
 skipped (``SKIP LOCKED``) and taken by the next run:
 
-1. **content**: a delivered or failed message older than ``MESSAGE_RETENTION_DAYS``
-   loses its payload, its body and its attempts' response excerpts; it keeps its
-   status and attempt log and says ``expunged_at`` / ``expunge_reason: retention``;
-2. **record**: a delivered or failed message older than ``ATTEMPT_RETENTION_DAYS`` is
-   deleted with its attempts.
+1. **content**: a finished message (no delivery of it pending) older than
+   ``MESSAGE_RETENTION_DAYS`` loses its payload, its body and its attempts' response
+   excerpts; it keeps its deliveries' status and attempt log and says
+   ``expunged_at`` / ``expunge_reason: retention``;
+2. **record**: a finished message older than ``ATTEMPT_RETENTION_DAYS`` is deleted
+   with its deliveries and their attempts.
 
-Pending messages are never purged (their schedule ends them first). A run stops
+A message with a pending delivery is never purged (its schedule ends it first). A run stops
 after :data:`RUN_SECONDS`; the next one goes on where it stopped.
 """
 
@@ -36,28 +37,41 @@ log = logging.getLogger("jenga.retention")
 RUN_SECONDS = 60.0
 DAY = 86400.0
 
-EXPUNGE_BATCH = """
+# A message is finished when none of its deliveries is pending (a message no endpoint
+# was subscribed to has none: finished at once). Written as NOT (SELECT EXISTS ...) so
+# that PostgreSQL probes the partial index of pending deliveries once per message,
+# oldest first, instead of planning an anti-join over every pending delivery.
+FINISHED = """NOT (SELECT EXISTS (
+            SELECT 1 FROM webhook_deliveries d
+            WHERE d.message_id = m.id AND d.status = 'pending'))"""
+
+EXPUNGE_BATCH = f"""
     WITH due AS (
-        SELECT id FROM webhook_messages
-        WHERE expunged_at IS NULL AND status <> 'pending'
-          AND created_at < now() - make_interval(secs => %(age)s)
-        ORDER BY created_at
+        SELECT m.id FROM webhook_messages m
+        WHERE m.expunged_at IS NULL
+          AND m.created_at < now() - make_interval(secs => %(age)s)
+          AND {FINISHED}
+        ORDER BY m.created_at
         LIMIT %(batch)s
         FOR UPDATE SKIP LOCKED),
     excerpts AS (
-        UPDATE webhook_attempts SET response_excerpt = NULL
-        WHERE message_id IN (SELECT id FROM due) AND response_excerpt IS NOT NULL)
+        UPDATE webhook_attempts a SET response_excerpt = NULL
+        FROM webhook_deliveries d
+        WHERE d.message_id IN (SELECT id FROM due) AND a.delivery_id = d.id
+          AND a.response_excerpt IS NOT NULL)
     UPDATE webhook_messages m
     SET payload = NULL, body = '', expunged_at = now(), expunge_reason = 'retention'
     FROM due WHERE m.id = due.id
     RETURNING m.id
     """
 
-DELETE_BATCH = """
+# Deleting a message deletes its deliveries and their attempts (ON DELETE CASCADE).
+DELETE_BATCH = f"""
     WITH due AS (
-        SELECT id FROM webhook_messages
-        WHERE status <> 'pending' AND created_at < now() - make_interval(secs => %(age)s)
-        ORDER BY created_at
+        SELECT m.id FROM webhook_messages m
+        WHERE m.created_at < now() - make_interval(secs => %(age)s)
+          AND {FINISHED}
+        ORDER BY m.created_at
         LIMIT %(batch)s
         FOR UPDATE SKIP LOCKED)
     DELETE FROM webhook_messages m USING due WHERE m.id = due.id

@@ -1,12 +1,14 @@
 """Level 4: one external service's circuit breaker, as seen by one process.
 
 Hot path: ``admit()`` on a closed breaker reads a cached state and makes no
-Redis round trip; ``record()`` appends to an in-process buffer that the
-registry flushes in batches. The first call of each refresh period tells the
-registry the breaker is in use (``touch``), and the first outcome of each
-flush period that it has outcomes to send (``mark_pending``): the registry's
-loops visit those breakers only. Only calls that need the fleet's consent (half-open
-trial calls, the first call after the open time) run a Lua step. While Redis is
+Redis round trip; ``record()`` of a success appends to an in-process buffer that
+the registry flushes in batches, while a failure is recorded at once (with the
+buffer before it) and the state it answers is adopted at once. The first call
+of each refresh period tells the registry the breaker is in use (``touch``), and
+the first success of each flush period that it has outcomes to send
+(``mark_pending``): the registry's loops visit those breakers only. Only calls
+that need the fleet's consent (half-open trial calls, the first call after the
+open time) run a Lua step. While Redis is
 unreachable the same rules run on a per-process copy of the last known state.
 """
 
@@ -24,6 +26,10 @@ from common.guards.breaker import policy as bp
 from common.guards.breaker.store import BreakerStore, StepReply
 
 __all__ = ["BreakerHost", "SharedBreaker"]
+
+# Cached in place of "closed" while the fleet counts consecutive failures toward the
+# threshold: the hot path's one comparison with CLOSED sends such calls to Redis.
+_COUNTING = "closed_counting"
 
 
 class BreakerHost(Protocol):
@@ -101,19 +107,46 @@ class SharedBreaker:
         if self.registry.fallback:
             self.record_locally(bp.Outcomes().plus(failed, slow, weight))
             return
+        if failed or self._cached[0] == _COUNTING:
+            self._record_now(failed, slow, weight)
+            return
         with self._lock:
             first = not self._pending.calls
             self._pending = self._pending.plus(failed, slow, weight)
         if first:
             self.registry.mark_pending(self)
-        if failed:
-            self.registry.wake()
+
+    def _record_now(self, failed: bool, slow: bool, weight: int) -> None:
+        """A failure goes to Redis at once, with the outcomes buffered before it (their
+        order decides the consecutive count): failures are rare and the call already
+        failed, so one round trip costs little, while a buffered failure let every
+        process call a dead service until the next flush (issue 17). The reply is
+        adopted here: the process that tripped the breaker refuses from its next call.
+        While the fleet counts failures, a success goes at once too: it ends the count."""
+        with self._lock:
+            batch, self._pending = self._pending.plus(failed, slow, weight), bp.Outcomes()
+        try:
+            reply = self.registry.store.step(
+                self.name,
+                self.policy,
+                "record",
+                self.registry.clock(),
+                self.registry.rand(),
+                batch=(batch.calls, batch.failures, batch.slow, batch.trailing_failures),
+            )
+        except redis.RedisError as error:
+            self.registry.enter_fallback(error)
+            self.record_locally(batch)
+            return
+        self.handle_reply(reply)
 
     # --- slow path ------------------------------------------------------------
     def _admit_slow(self, state: str, open_until: float, forced: bool) -> bp.Admission:
         now = self.registry.clock()
         if self.registry.fallback:
             return self._admit_local(now)
+        if state == _COUNTING:
+            return self._admit_counting(now)
         if state == bp.OPEN and (forced or now < open_until):
             # Still open by the cached state: refuse without asking Redis.
             return bp.Admission(
@@ -139,6 +172,23 @@ class SharedBreaker:
             # once would be a round trip per refused call.
             self._hold = (now + min(self.registry.refusal_hold, retry_in), now + retry_in)
         return bp.Admission(False, retry_in=retry_in)
+
+    def _admit_counting(self, now: float) -> bp.Admission:
+        """Closed, but the fleet has consecutive failures: ask Redis, as another
+        process's failure may have tripped it a moment ago (the pub/sub message would
+        come after this call went out). Costs a round trip per call only until a
+        success (this process's or the fleet's) ends the count."""
+        try:
+            reply = self.registry.store.step(
+                self.name, self.policy, "admit", now, arg=uuid.uuid4().hex
+            )
+        except redis.RedisError as error:
+            self.registry.enter_fallback(error)
+            return self._admit_local(now)
+        self.apply_state(reply.state)
+        if reply.allowed:
+            return bp.Admission(True, probe=reply.probe)
+        return bp.Admission(False, retry_in=max(0.0, reply.retry_in))
 
     def _record_probe(self, lease: str, failed: bool) -> None:
         now = self.registry.clock()
@@ -182,12 +232,16 @@ class SharedBreaker:
     def apply_state(self, state: bp.BreakerState) -> None:
         """Adopt the shared state (read from Redis or answered by a step)."""
         self._known = state
-        self._cached = (state.state, state.open_until, state.forced)
+        counting = state.state == bp.CLOSED and state.consecutive and self.policy.failure_threshold
+        self._cached = (_COUNTING if counting else state.state, state.open_until, state.forced)
         self._hold = (0.0, 0.0)
 
     def apply_event(self, state: str, open_until: float, forced: bool) -> None:
         """Adopt a transition published by another process."""
-        self._known = replace(self._known, state=state, open_until=open_until, forced=forced)
+        # A transition starts a fresh count: closed after trial calls or by an operator.
+        self._known = replace(
+            self._known, state=state, open_until=open_until, forced=forced, consecutive=0
+        )
         self._cached = (state, open_until, forced)
         self._hold = (0.0, 0.0)
 

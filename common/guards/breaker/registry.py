@@ -5,12 +5,13 @@ The rules are those of :mod:`common.guards.breaker.policy`, run atomically in
 Redis by ``policy.lua`` (:mod:`common.guards.breaker.store`), so when twenty
 workers see the same outage the breaker trips once and exactly
 ``half_open_calls`` trial calls go out, fleet-wide. A background thread
-flushes the breakers' buffered outcomes in batches (at once when a failure
-arrives, else every ``flush_interval`` s); every process learns a transition
-through pub/sub, and re-reads the states of the breakers used since the last
-time every ``refresh_seconds``, as a safety net for a missed message (all of
-them after a reconnection). Both loops visit only the breakers in use: those
-with outcomes to send, those called since the last refresh. Redis down: every
+flushes the breakers' buffered successes in batches every ``flush_interval`` s (a
+failure is recorded at once by the calling thread, and the state answered adopted);
+every process learns a transition through pub/sub, and re-reads the states of
+the breakers used since the last time every ``refresh_seconds``, as a safety net
+for a missed message (all of them after a reconnection).
+Both loops visit only the breakers in use: those with outcomes to send, those
+called since the last refresh. Redis down: every
 breaker runs per process from the last known state (``breaker.fallback``), never
 "closed"; back on the shared state when Redis answers. Transitions go to
 ``on_transition`` only in the process whose step made them, so alarms are set
