@@ -12,6 +12,10 @@ application). Custom ``headers`` are sent with every delivery and shown only to 
 key of the application itself; every other reader (admin keys included) sees
 their names with masked values (:mod:`common.delivery.custom_headers`).
 
+An ``operational`` endpoint gets Jenga's operational events about the application's
+other endpoints instead of the sender's messages (:mod:`common.delivery.operational`);
+the endpoints of ``app_operations`` are all operational and get every application's.
+
 Every call needs a key that may read the application (writes: one that may
 write it); see :mod:`api.tenancy`.
 """
@@ -43,12 +47,14 @@ from common.delivery.event_types import MESSAGE_TYPE_PATTERN, NAME_PATTERN
 from common.delivery.fan_out import CHANNEL_PATTERN, MAX_CHANNELS
 from common.delivery.models import (
     MESSAGE_STATUSES,
+    OPERATIONS_APP_ID,
     RECOVER,
     App,
     Delivery,
     Endpoint,
     EventType,
 )
+from common.delivery.operational import OPERATIONAL_EVENT_TYPES, disabled_through_api
 from common.delivery.rate_slots import MAX_RATE_LIMIT
 from common.delivery.signing import checked_secret, generate_secret
 from common.delivery.urls import normalise_url
@@ -138,6 +144,12 @@ class EndpointIn(BaseModel):
     channels: Channels | None = None
     rate_limit: RateLimit | None = None
     secret: str | None = Field(default=None, max_length=200, description=SECRET_DESCRIPTION)
+    operational: bool | None = Field(
+        default=None,
+        description="It gets Jenga's operational events about this application's other"
+        " endpoints (`filter_types` among them), not messages; fixed at creation. Default:"
+        " true in `app_operations` (whose endpoints get every application's), else false.",
+    )
 
     _headers = field_validator("headers")(_checked_headers)
     _secret = field_validator("secret")(_checked_secret)
@@ -172,6 +184,7 @@ class EndpointOut(BaseModel):
     filter_types: list[str] | None = Field(description="null: every event type.")
     channels: list[str] | None = Field(description="null: messages of any channel or none.")
     rate_limit: int | None = Field(description="Deliveries a second at most; null: no limit.")
+    operational: bool = Field(description="It gets operational events, not messages.")
     disabled: bool
     disabled_reason: str | None
     paused_at: datetime | None = Field(
@@ -199,6 +212,7 @@ class EndpointOut(BaseModel):
             filter_types=endpoint.filter_types,
             channels=endpoint.channels,
             rate_limit=endpoint.rate_limit,
+            operational=endpoint.operational,
             disabled=endpoint.disabled,
             disabled_reason=endpoint.disabled_reason,
             paused_at=endpoint.paused_at,
@@ -253,15 +267,38 @@ def checked_url(request: Request, url: str) -> str:
     return url
 
 
+def checked_operational(app: App, operational: bool | None) -> bool:
+    """Whether a new endpoint of ``app`` is operational; 422 for one of
+    ``app_operations`` that would not be."""
+    if app.id != OPERATIONS_APP_ID:
+        return bool(operational)
+    if operational is False:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"invalid request: operational: the endpoints of {OPERATIONS_APP_ID} get"
+            " operational events only",
+        )
+    return True
+
+
 def checked_filter_types(
-    request: Request, session: Session, types: list[str] | None
+    request: Request, session: Session, types: list[str] | None, operational: bool = False
 ) -> list[str] | None:
-    """The types to store (None for every type); with a strict catalog, a 422 naming
-    each type that is not in it."""
+    """The types to store (None for every type): for an operational endpoint, 422 naming
+    each that is no operational event; else, with a strict catalog, each not in it."""
     if not types:
         return None
     types = list(dict.fromkeys(types))
-    if request.app.state.settings.event_types_strict:
+    if operational:
+        if unknown := [t for t in types if t not in OPERATIONAL_EVENT_TYPES]:
+            raise ApiError(
+                422,
+                "unknown_event_type",
+                f"filter_types: {', '.join(map(repr, unknown))} not an operational event"
+                f" ({', '.join(OPERATIONAL_EVENT_TYPES)})",
+            )
+    elif request.app.state.settings.event_types_strict:
         known = set(session.scalars(select(EventType.name).where(EventType.name.in_(types))))
         if unknown := [t for t in types if t not in known]:
             raise ApiError(
@@ -273,7 +310,13 @@ def checked_filter_types(
     return types
 
 
-def stored_channels(channels: list[str] | None) -> list[str] | None:
+def stored_channels(channels: list[str] | None, operational: bool = False) -> list[str] | None:
+    if channels and operational:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "invalid request: channels: operational events have no channels",
+        )
     return list(dict.fromkeys(channels)) if channels else None
 
 
@@ -314,15 +357,17 @@ def create_endpoint(
     principal: Principal = Depends(authenticate),
 ) -> EndpointCreated:
     """Create an endpoint; the answer carries its signing secret."""
+    operational = checked_operational(app, body.operational)
     endpoint = Endpoint(
         app_id=app.id,
+        operational=operational,
         url=checked_url(request, body.url),
         description=body.description,
         uid=body.uid,
         metadata_map=body.metadata,
         headers=body.headers,
-        filter_types=checked_filter_types(request, session, body.filter_types),
-        channels=stored_channels(body.channels),
+        filter_types=checked_filter_types(request, session, body.filter_types, operational),
+        channels=stored_channels(body.channels, operational),
         rate_limit=body.rate_limit,
         secret=body.secret or generate_secret(),
     )
@@ -387,9 +432,11 @@ def update_endpoint(
     if body.headers is not None:
         endpoint.headers = body.headers
     if "filter_types" in body.model_fields_set:
-        endpoint.filter_types = checked_filter_types(request, session, body.filter_types)
+        endpoint.filter_types = checked_filter_types(
+            request, session, body.filter_types, endpoint.operational
+        )
     if "channels" in body.model_fields_set:
-        endpoint.channels = stored_channels(body.channels)
+        endpoint.channels = stored_channels(body.channels, endpoint.operational)
     if "rate_limit" in body.model_fields_set:
         endpoint.rate_limit = body.rate_limit
     commit_unique_uid(session, body.uid)
@@ -568,10 +615,15 @@ def _set_disabled(
     endpoint_id: str, session: Session, app: App, principal: Principal, disabled: bool
 ) -> EndpointOut:
     endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
+    told = disabled and not endpoint.disabled  # endpoint.disabled, in the same transaction
     endpoint.disabled = disabled
     endpoint.disabled_reason = "disabled through the API" if disabled else None
     if not disabled:
-        endpoint.failing_since = None  # enabled again: the count of failures starts afresh
+        # Enabled again: the count of failures starts afresh, and so does their telling.
+        endpoint.failing_since = None
+        endpoint.failing_notified_at = None
+    if told and (event := disabled_through_api(endpoint, database_now(session))):
+        session.add(event)
     session.commit()
     session.refresh(endpoint)
     return EndpointOut.of(endpoint, principal)
@@ -585,7 +637,8 @@ def disable_endpoint(
     principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
     """Stop deliveries: messages naming it are refused (409), it gets no fan-out, and
-    its pending deliveries end `failed`."""
+    its pending deliveries end `failed`; the operational endpoints are told
+    (`endpoint.disabled`, trigger `manual`)."""
     return _set_disabled(endpoint_id, session, app, principal, True)
 
 

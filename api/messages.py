@@ -49,12 +49,14 @@ from common.broker import (
 )
 from common.config import Settings
 from common.connections.probes import describe_error
+from common.delivery.envelope import webhook_body
 from common.delivery.event_types import MESSAGE_TYPE_PATTERN
 from common.delivery.fan_out import CHANNEL_PATTERN, FAN_OUT, MAX_CHANNELS, summary
 from common.delivery.models import (
     EXPUNGED_ON_REQUEST,
     FAILED,
     MESSAGE_STATUSES,
+    OPERATIONS_APP_ID,
     PENDING,
     RETRY,
     UNROUTED,
@@ -327,6 +329,13 @@ def create_message(
 ) -> MessageOut:
     """Accept a message for delivery (202 once it is stored)."""
     settings: Settings = request.app.state.settings
+    if app.id == OPERATIONS_APP_ID:
+        raise ApiError(
+            422,
+            "operations_app",
+            f"{OPERATIONS_APP_ID} gets only Jenga's operational events; send messages to"
+            " another application",
+        )
     try:
         payload_json = json.dumps(
             body.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -359,6 +368,13 @@ def create_message(
         endpoint = session.get(Endpoint, body.endpoint_id)
         if endpoint is None or endpoint.app_id != app.id:
             raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}")
+        if endpoint.operational:
+            raise ApiError(
+                422,
+                "operational_endpoint",
+                f"endpoint {endpoint.id} is operational: it gets Jenga's operational events,"
+                " not messages",
+            )
         if endpoint.disabled:
             raise ApiError(
                 409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first"
@@ -375,10 +391,7 @@ def create_message(
         created_at=now,
     )
     # The Standard Webhooks body, fixed now so that every retry sends (and signs) the same bytes.
-    message.body = (
-        f'{{"type":{json.dumps(body.event_type)},"timestamp":"{now.isoformat()}",'
-        f'"data":{payload_json}}}'
-    )
+    message.body = webhook_body(body.event_type, now, payload_json)
     session.add(message)
     try:
         session.flush()
@@ -393,6 +406,7 @@ def create_message(
                     "event_type": body.event_type,
                     "channels": body.channels or [],
                     "now": now,
+                    "operational": False,
                 },
             )
             if row.due

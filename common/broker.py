@@ -1,6 +1,7 @@
 """No level: what the worker and its publishers agree on through the broker.
 
-* Queue names (``{ns}.default``, ``{ns}.deliveries``, ``{ns}.alarms``) and the
+* Queue names (``{ns}.default``, ``{ns}.deliveries``, ``{ns}.operational``,
+  ``{ns}.alarms``) and the
   names of the tasks that are sent by name (by beat, the API, the ``jenga``
   command line, operators), so nothing needs to import the worker to publish.
 * :func:`publisher`: the one publish-only Celery client (the API's delivery
@@ -34,6 +35,8 @@ __all__ = [
     "JOBS_TASK",
     "METRICS_PROBE_TASK",
     "NOTIFY_TASK",
+    "OPERATIONAL_ROUTE_TASK",
+    "POSTGRES_QUEUE_ROLES",
     "QUEUE_ROLES",
     "SELFTEST_TASK",
     "WATCHDOG_TASK",
@@ -44,8 +47,11 @@ __all__ = [
     "queue_names",
 ]
 
-# ``deliveries`` needs PostgreSQL; ``default`` and ``alarms`` don't.
-QUEUE_ROLES = ("default", "deliveries", "alarms")
+# ``deliveries`` and ``operational`` (Jenga's own operational webhooks, apart from the
+# sender's messages) need PostgreSQL; ``default`` and ``alarms`` don't.
+QUEUE_ROLES = ("default", "deliveries", "operational", "alarms")
+# The queues whose tasks need PostgreSQL: a worker stops consuming them while it is down.
+POSTGRES_QUEUE_ROLES = ("deliveries", "operational")
 
 NOTIFY_TASK = "jenga.alarms.notify"  # worker/tasks/notifications.py; the API and CLI send it
 DELIVER_TASK = "jenga.delivery.deliver"  # worker/delivery; the API and the dispatcher send it
@@ -59,6 +65,7 @@ SELFTEST_TASK = "jenga.selftest"  # worker/tasks/selftest.py; operators and test
 METRICS_PROBE_TASK = "jenga.metrics.probe"  # worker/tasks/metrics_probe.py; operators send it
 RETENTION_TASK = "jenga.retention.purge"  # worker/tasks/retention.py; beat sends it
 JOBS_TASK = "jenga.jobs.advance"  # worker/jobs/tasks.py; beat sends it
+OPERATIONAL_ROUTE_TASK = "jenga.operational.route"  # worker/operational/tasks.py; beat sends it
 
 
 def queue_names(namespace: str) -> dict[str, str]:

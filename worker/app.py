@@ -28,6 +28,7 @@ TASK_MODULES = [
     "worker.tasks.retention",
     "worker.delivery.tasks",
     "worker.jobs.tasks",
+    "worker.operational.tasks",
 ]
 
 

@@ -65,6 +65,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             broker.DELIVER_TASK: {"queue": queues["deliveries"]},
             broker.FAN_OUT_TASK: {"queue": queues["deliveries"]},
             broker.JOBS_TASK: {"queue": queues["deliveries"]},
+            broker.OPERATIONAL_ROUTE_TASK: {"queue": queues["operational"]},
         },
         "beat_schedule": beat_schedule(settings),
         # Schedules only while it holds the beat lease (any number of beats may run).

@@ -1,7 +1,8 @@
 """Keeps beat's periodic tasks out of the INFO log.
 
-The dispatcher, the jobs tick and the watchdogs run every second or so; Celery logs "Sending
-due task" (beat), "received" and "succeeded" (worker) for each run, which
+The dispatcher, the jobs tick, the operational router and the watchdogs run every
+second or so; Celery logs "Sending due task" (beat), "received" and "succeeded"
+(worker) for each run, which
 buries the events that matter (those tasks log their own ``delivery.*`` /
 ``alarm.*`` events when something happens). Failures of those tasks, and
 everything at DEBUG, still get through.
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import logging
 
-from common.broker import DISPATCH_TASK, JOBS_TASK, WATCHDOG_TASK
+from common.broker import DISPATCH_TASK, JOBS_TASK, OPERATIONAL_ROUTE_TASK, WATCHDOG_TASK
 
-PERIODIC_TASKS = frozenset({DISPATCH_TASK, JOBS_TASK, WATCHDOG_TASK})
+PERIODIC_TASKS = frozenset({DISPATCH_TASK, JOBS_TASK, OPERATIONAL_ROUTE_TASK, WATCHDOG_TASK})
 CELERY_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
 
 

@@ -20,7 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.broker import DISPATCH_TASK, JOBS_TASK, RETENTION_TASK, WATCHDOG_TASK, queue_names
+from common.broker import (
+    DISPATCH_TASK,
+    JOBS_TASK,
+    OPERATIONAL_ROUTE_TASK,
+    RETENTION_TASK,
+    WATCHDOG_TASK,
+    queue_names,
+)
 from common.config import Settings
 
 DEPENDENCY_WATCHDOGS = ("postgres", "redis")
@@ -123,6 +130,23 @@ def jobs_entries(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def operational_entries(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The operational events' router (worker/operational), as often as the dispatcher,
+    on the operational queue: it needs PostgreSQL, and the sender's backlog on the
+    deliveries queue must not hold back the news of it."""
+    interval = settings.delivery_dispatch_interval_seconds
+    return {
+        "operational-route": {
+            "task": OPERATIONAL_ROUTE_TASK,
+            "schedule": interval,
+            "options": {
+                "queue": queue_names(settings.jenga_namespace)["operational"],
+                "expires": max(interval * 2, 1.0),
+            },
+        }
+    }
+
+
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Everything beat runs."""
     schedule: dict[str, dict[str, Any]] = {}
@@ -131,4 +155,5 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     schedule.update(delivery_entries(settings))
     schedule.update(retention_entries(settings))
     schedule.update(jobs_entries(settings))
+    schedule.update(operational_entries(settings))
     return schedule

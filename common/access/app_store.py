@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.access.audit import APP_CREATED, APP_DELETED, record
-from common.delivery.models import DEFAULT_APP_ID, App, new_id
+from common.delivery.models import DEFAULT_APP_ID, OPERATIONS_APP_ID, App, new_id
 
 __all__ = [
     "DefaultAppKept",
@@ -30,10 +30,14 @@ class UidTaken(ValueError):
 
 
 class DefaultAppKept(ValueError):
-    """The default application cannot be deleted."""
+    """The default application and the operations application cannot be deleted."""
 
-    def __init__(self) -> None:
-        super().__init__("the default application serves /v1/endpoints and /v1/messages")
+    def __init__(self, app_id: str = DEFAULT_APP_ID) -> None:
+        super().__init__(
+            "the default application serves /v1/endpoints and /v1/messages"
+            if app_id == DEFAULT_APP_ID
+            else f"{app_id} holds the fleet's operational endpoints"
+        )
 
 
 def find_app(session: Session, ref: str) -> App | None:
@@ -69,8 +73,8 @@ def list_apps(session: Session, readable: set[str] | None = None, limit: int = 1
 
 def delete_app(session: Session, principal_name: str, app: App) -> None:
     """Delete ``app`` with its endpoints, messages and attempts."""
-    if app.id == DEFAULT_APP_ID:
-        raise DefaultAppKept()
+    if app.id in (DEFAULT_APP_ID, OPERATIONS_APP_ID):
+        raise DefaultAppKept(app.id)
     record(session, principal_name, APP_DELETED, app.id, {"name": app.name, "uid": app.uid})
     session.delete(app)
     session.commit()

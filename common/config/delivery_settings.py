@@ -91,6 +91,17 @@ class DeliverySettings(BaseModel):
             " a recover once it works again; enabling it starts the count afresh."
         ),
     )
+    endpoint_failing_after_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=7 * 86400,
+        description=(
+            "The operational webhook `endpoint.failing` is sent at the first failed attempt"
+            " once every attempt has failed for this long (`0`: at the first failure after a"
+            " success); once per run of failures, which a success ends"
+            " (`endpoint.recovered`). The wait keeps a blip from telling anyone."
+        ),
+    )
     delivery_dispatch_batch: int = Field(
         default=500, ge=1, description="Most messages one dispatch run enqueues."
     )

@@ -54,6 +54,8 @@ FAN_OUT = """
            CASE WHEN e.paused_at IS NULL THEN CAST(%(now)s AS timestamptz) END
     FROM webhook_endpoints e
     WHERE e.app_id = %(app_id)s AND NOT e.disabled
+      -- The sender's messages go to its endpoints, operational events to operational ones.
+      AND e.operational = %(operational)s
       AND CASE WHEN CAST(%(endpoint_id)s AS varchar) IS NOT NULL
                THEN e.id = %(endpoint_id)s
                ELSE (e.filter_types IS NULL OR e.filter_types ? %(event_type)s)

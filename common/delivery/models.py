@@ -33,6 +33,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -66,6 +67,8 @@ class Base(DeclarativeBase):
 # Backs the routes without an application (/v1/endpoints, /v1/messages), kept for
 # one release as aliases; every row written before applications existed is its.
 DEFAULT_APP_ID = "app_default"
+# Its endpoints (all operational) get the operational events of every application.
+OPERATIONS_APP_ID = "app_operations"
 
 
 class App(Base):
@@ -159,6 +162,12 @@ class Endpoint(Base):
     # The first failed attempt since the last success (None: healthy, or never tried);
     # failing for ENDPOINT_DISABLE_AFTER_DAYS disables it (worker/delivery/queries.py RECORD).
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When endpoint.failing was sent for the current run of failures (None: not sent);
+    # cleared with failing_since by a success, which sends endpoint.recovered.
+    failing_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # It receives Jenga's operational events about the application's other endpoints
+    # (common/delivery/operational.py), not the sender's messages. Fixed at creation.
+    operational: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # Subscriptions (common/delivery/fan_out.py): the event types it gets (None: every
     # type) and its channels (None: messages of any channel or none).
     filter_types: Mapped[list[str] | None] = mapped_column(JSONB(none_as_null=True))
@@ -387,3 +396,19 @@ class Job(Base):
     cursor_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     cursor_delivery_id: Mapped[str] = mapped_column(String(40), default="", server_default="")
     due_frontier: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OperationalEvent(Base):
+    """An operational event decided and not yet turned into messages: the outbox that
+    the attempt's record (and the API's disable) writes in the same statement as the
+    change it reports. The worker routes each to the subscribed operational endpoints
+    of its application and of ``OPERATIONS_APP_ID``, then deletes it
+    (``worker/operational``)."""
+
+    __tablename__ = "webhook_operational_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("webhook_apps.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 from tests.support.message_rows import insert_delivery, insert_endpoint, lapse_lease
 from tests.support.stack import fresh_database
-from worker.delivery.queries import CLAIM_DUE, CLAIM_ONE, RECORD
+from worker.delivery.queries import CLAIM_DUE, CLAIM_ONE, GIVE_UP, PARK_EXPIRED, RECORD
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +51,7 @@ def record(
     code: int | None,
     disable: bool = False,
     disable_after_days: float = 5,
+    failing_after: float = 300,
 ):
     return conn.execute(
         RECORD,
@@ -69,6 +70,7 @@ def record(
             "disabled_reason": "the receiver answered 410 Gone",
             "succeeded": status == "delivered",
             "disable_after": disable_after_days * 86400,
+            "failing_after": failing_after,
         },
     ).fetchone()
 
@@ -235,3 +237,109 @@ def test_a_410_still_disables_and_says_410(conn):
     assert row["auto_disabled"] is False
     gone = endpoint_row(conn, endpoint_id)
     assert gone["disabled"] is True and "410" in gone["disabled_reason"]
+
+
+# --- operational events (common/delivery/operational.py) --------------------------------
+
+
+def events(conn, endpoint_id: str) -> list[tuple[str, dict]]:
+    """The operational events about ``endpoint_id`` so far, oldest first."""
+    rows = conn.execute(
+        "SELECT event_type, data FROM webhook_operational_events"
+        " WHERE data->>'endpoint_id' = %s ORDER BY id",
+        (endpoint_id,),
+    ).fetchall()
+    return [(row["event_type"], row["data"]) for row in rows]
+
+
+def test_failing_is_told_once_after_the_wait_and_recovered_at_the_next_success(conn):
+    endpoint_id = insert_endpoint(conn)
+    attempt(conn, endpoint_id, "pending", 500)
+    attempt(conn, endpoint_id, "pending", 500)
+    assert events(conn, endpoint_id) == []  # failing for less than ENDPOINT_FAILING_AFTER
+    conn.execute(
+        "UPDATE webhook_endpoints SET failing_since = now() - interval '301 seconds' WHERE id = %s",
+        (endpoint_id,),
+    )
+    attempt(conn, endpoint_id, "pending", 503)
+    told = endpoint_row(conn, endpoint_id)
+    attempt(conn, endpoint_id, "pending", 503)
+    assert endpoint_row(conn, endpoint_id)["version"] == told["version"]  # told once, no write
+    [(kind, data)] = events(conn, endpoint_id)
+    assert kind == "endpoint.failing" and data["last_error"] == "HTTP 503"
+    assert data["app_id"] == "app_default" and data["failing_since"].endswith("Z")
+
+    attempt(conn, endpoint_id, "delivered", 200)
+    attempt(conn, endpoint_id, "delivered", 200)
+    assert [kind for kind, _ in events(conn, endpoint_id)] == [
+        "endpoint.failing",
+        "endpoint.recovered",
+    ]
+    recovered = events(conn, endpoint_id)[1][1]
+    assert recovered["failing_since"] == data["failing_since"] and recovered["recovered_at"]
+
+
+def test_a_blip_tells_nobody_and_zero_wait_tells_at_the_first_failure(conn):
+    blip = insert_endpoint(conn)
+    attempt(conn, blip, "pending", 500)
+    attempt(conn, blip, "delivered", 200)  # recovered before anyone was told: no recovered
+    assert events(conn, blip) == []
+
+    eager = insert_endpoint(conn)
+    attempt(conn, eager, "pending", 500, failing_after=0)
+    attempt(conn, eager, "pending", 500, failing_after=0)
+    assert [kind for kind, _ in events(conn, eager)] == ["endpoint.failing"]
+
+
+def test_disabling_and_exhausting_are_told_and_a_410_only_as_disabled(conn):
+    dead = insert_endpoint(conn)
+    attempt(conn, dead, "pending", 500)
+    conn.execute(
+        "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days',"
+        " failing_notified_at = now() - interval '6 days' WHERE id = %s",
+        (dead,),
+    )
+    attempt(conn, dead, "pending", 500)
+    [(kind, data)] = events(conn, dead)
+    assert kind == "endpoint.disabled" and data["trigger"] == "automatic"
+    assert data["reason"].startswith("disabled automatically")
+
+    gone = insert_endpoint(conn)
+    attempt(conn, gone, "failed", 410, disable=True, failing_after=0)
+    [(kind, data)] = events(conn, gone)  # not failing, not exhausted: disabled says it
+    assert kind == "endpoint.disabled" and data["reason"] == "the receiver answered 410 Gone"
+
+    tired = insert_endpoint(conn)
+    delivery_id = insert_delivery(conn, tired)
+    token, _ = claim(conn, delivery_id)
+    record(conn, delivery_id, token, "failed", 500)
+    [(kind, data)] = events(conn, tired)
+    assert kind == "message.attempt.exhausted"
+    assert data["delivery_id"] == delivery_id and data["last_status_code"] == 500
+    assert data["attempt_count"] == 1 and data["last_error"] == "HTTP 500"
+
+
+def test_nothing_is_told_about_an_operational_endpoint(conn):
+    """No loops: an operational endpoint that fails tells nobody (its events would go to
+    the operational endpoints, perhaps itself)."""
+    endpoint_id = insert_endpoint(conn)
+    conn.execute("UPDATE webhook_endpoints SET operational = true WHERE id = %s", (endpoint_id,))
+    attempt(conn, endpoint_id, "pending", 500, failing_after=0)
+    attempt(conn, endpoint_id, "failed", 500, failing_after=0)
+    attempt(conn, endpoint_id, "failed", 410, disable=True)
+    assert events(conn, endpoint_id) == []
+    assert endpoint_row(conn, endpoint_id)["disabled"] is True  # it is still disabled
+
+
+@pytest.mark.parametrize("statement", [GIVE_UP, PARK_EXPIRED], ids=["give_up", "park_expired"])
+def test_a_delivery_failed_without_an_attempt_is_exhausted_too(conn, statement):
+    endpoint_id, delivery_id = new_message(conn)
+    token, _ = claim(conn, delivery_id)
+    params = {"id": delivery_id, "token": token, "reason": "gave up"}
+    assert conn.execute(statement, params).fetchall()
+    [(kind, data)] = events(conn, endpoint_id)
+    assert kind == "message.attempt.exhausted" and data["last_error"] == "gave up"
+    assert data["last_status_code"] is None
+    # Without the lease: nothing failed, nothing told.
+    assert not conn.execute(statement, params).fetchall()
+    assert len(events(conn, endpoint_id)) == 1

@@ -92,6 +92,7 @@ def claim_and_record(conn, delivery_id: str, status: str, code: int | None, at: 
             "disabled_reason": None,
             "succeeded": code is not None and 200 <= code < 300,
             "disable_after": 0,  # never disabled for failing: these tests fail on purpose
+            "failing_after": 0,
         },
     )
 

@@ -106,7 +106,7 @@ def start_worker(
                 "-c",
                 str(concurrency),
                 "-Q",
-                f"{ns}.default,{ns}.deliveries",
+                f"{ns}.default,{ns}.deliveries,{ns}.operational",
                 "--without-mingle",
                 "--without-gossip",
                 "--loglevel=INFO",

@@ -38,7 +38,10 @@ def test_deliveries_and_operations_run_in_separate_worker_processes():
         if name in ("worker", "ops")
     }
     ns = "${JENGA_NAMESPACE:-jenga}"
-    assert queues == {"worker": {f"{ns}.deliveries"}, "ops": {f"{ns}.default", f"{ns}.alarms"}}
+    assert queues == {
+        "worker": {f"{ns}.deliveries", f"{ns}.operational"},
+        "ops": {f"{ns}.default", f"{ns}.alarms"},
+    }
     assert " -n ops@%h" in procfile()["ops"]  # its own node name, heartbeat and pidbox
 
 

@@ -91,7 +91,10 @@ CLAIM_DUE = """
         ORDER BY next_attempt_at
         LIMIT %(batch)s
         FOR UPDATE SKIP LOCKED)
-    RETURNING id, CASE WHEN next_attempt_at > now() THEN next_attempt_at END AS eta
+    RETURNING id, CASE WHEN next_attempt_at > now() THEN next_attempt_at END AS eta,
+              -- Operational webhooks go on their own queue.
+              (SELECT e.operational FROM webhook_endpoints e
+               WHERE e.id = webhook_deliveries.endpoint_id) AS operational
     """
 
 
@@ -185,10 +188,36 @@ RATE_PARK = f"""
     SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM waiting) AS waiting
     """
 
-GIVE_UP = """
-    UPDATE webhook_deliveries SET status = 'failed', last_error = CAST(%(reason)s AS text),
-        next_attempt_at = NULL, dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
-    WHERE id = %(id)s AND claim_token = %(token)s
+
+# Operational events (common/delivery/operational.py), written to their outbox by the
+# statement that decides them. Times as RFC 3339 in UTC, as the API writes them.
+def _iso(expression: str) -> str:
+    return f"""to_char({expression} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+def _exhausted_notice(failed: str, status_code: str) -> str:
+    """The INSERT of ``message.attempt.exhausted`` for each delivery the CTE ``failed``
+    (id, message_id, endpoint_id, attempt_count, last_error) ended failed, but those of
+    operational endpoints."""
+    return f"""
+        INSERT INTO webhook_operational_events (app_id, event_type, data)
+        SELECT e.app_id, 'message.attempt.exhausted', jsonb_build_object(
+                   'app_id', e.app_id, 'endpoint_id', e.id, 'endpoint_uid', e.uid,
+                   'message_id', f.message_id, 'delivery_id', f.id,
+                   'attempt_count', f.attempt_count, 'last_status_code', {status_code},
+                   'last_error', f.last_error)
+        FROM {failed} f JOIN webhook_endpoints e ON e.id = f.endpoint_id
+        WHERE NOT e.operational"""
+
+
+GIVE_UP = f"""
+    WITH failed AS (
+        UPDATE webhook_deliveries SET status = 'failed', last_error = CAST(%(reason)s AS text),
+            next_attempt_at = NULL, dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+        WHERE id = %(id)s AND claim_token = %(token)s
+        RETURNING id, message_id, endpoint_id, attempt_count, last_error
+    ), notice AS ({_exhausted_notice("failed", "NULL::integer")})
+    SELECT id FROM failed
     """
 
 # A retry asked for during the claim starts its new round here (no attempt was made).
@@ -263,22 +292,43 @@ UNPARK = """
     SELECT count(*) AS resumed FROM resumed
     """
 
-PARK_EXPIRED = """
-    UPDATE webhook_deliveries SET status = 'failed', last_error = CAST(%(reason)s AS text),
-        next_attempt_at = NULL, dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
-    WHERE id = %(id)s AND claim_token = %(token)s
-    RETURNING id
+PARK_EXPIRED = f"""
+    WITH failed AS (
+        UPDATE webhook_deliveries SET status = 'failed', last_error = CAST(%(reason)s AS text),
+            next_attempt_at = NULL, dispatched_at = NULL, claim_token = NULL, claimed_until = NULL
+        WHERE id = %(id)s AND claim_token = %(token)s
+        RETURNING id, message_id, endpoint_id, attempt_count, last_error
+    ), notice AS ({_exhausted_notice("failed", "NULL::integer")})
+    SELECT id FROM failed
     """
 
-# The attempt, the message's next state and (after a 410) the endpoint's
-# disabling, in one statement: all or nothing, and one round trip. Nothing is
-# written unless the lease token still matches.
-# Every attempt since failing_since failed, for longer than ENDPOINT_DISABLE_AFTER_DAYS
-# (0: never). Only on a failed attempt (see RECORD's endpoint step).
-_DEAD = (
-    "(CAST(%(disable_after)s AS float8) > 0 AND COALESCE(e.failing_since"
-    " < now() - make_interval(secs => CAST(%(disable_after)s AS float8)), false))"
-)
+# The attempt, the message's next state, the endpoint's (failing, disabled) and the
+# operational events they make, in one statement: all or nothing, and one round trip.
+# Nothing is written unless the lease token still matches.
+
+
+def _dead(e: str) -> str:
+    """Every attempt since ``failing_since`` failed, for longer than
+    ENDPOINT_DISABLE_AFTER_DAYS (0: never). Only on a failed attempt."""
+    return (
+        f"(CAST(%(disable_after)s AS float8) > 0 AND COALESCE({e}.failing_since"
+        f" < now() - make_interval(secs => CAST(%(disable_after)s AS float8)), false))"
+    )
+
+
+def _announce(e: str) -> str:
+    """A failed attempt that sends endpoint.failing: none sent yet for this run of
+    failures, which began ENDPOINT_FAILING_AFTER_SECONDS ago or more (this attempt
+    begins it when there was none)."""
+    return (
+        f"({e}.failing_notified_at IS NULL AND NOT {e}.operational AND NOT {e}.disabled"
+        f" AND COALESCE({e}.failing_since, now())"
+        f" <= now() - make_interval(secs => CAST(%(failing_after)s AS float8)))"
+    )
+
+
+_SUCCEEDED = "CAST(%(succeeded)s AS boolean)"
+_GONE = "CAST(%(disable_endpoint)s AS boolean)"
 
 RECORD = f"""
     WITH delivery AS (
@@ -297,7 +347,7 @@ RECORD = f"""
             dispatched_at = NULL, claim_token = NULL, claimed_until = NULL,
             unrecorded_claims = 0
         WHERE id = %(id)s AND claim_token = %(token)s
-        RETURNING id, endpoint_id, attempt_count, status
+        RETURNING id, message_id, endpoint_id, attempt_count, status, last_error
     ), attempt AS (
         INSERT INTO webhook_attempts
             (delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt)
@@ -305,34 +355,70 @@ RECORD = f"""
                CAST(%(started_at)s AS timestamptz), CAST(%(duration_ms)s AS integer),
                CAST(%(status_code)s AS integer), CAST(%(error)s AS text), CAST(%(excerpt)s AS text)
         FROM delivery
-    ), endpoint AS (
-        -- The endpoint's row is written only when something changes (busy endpoints share
-        -- it): a 410 disables it; the first failure after a success starts failing_since,
-        -- a success ends it; a failure after ENDPOINT_DISABLE_AFTER_DAYS of nothing but
-        -- failures disables it.
-        UPDATE webhook_endpoints e
-        SET failing_since = CASE WHEN CAST(%(succeeded)s AS boolean) THEN NULL
-                                 ELSE COALESCE(e.failing_since, now()) END,
-            disabled = e.disabled OR CAST(%(disable_endpoint)s AS boolean) OR {_DEAD},
-            disabled_reason = CASE
-                WHEN e.disabled THEN e.disabled_reason
-                WHEN CAST(%(disable_endpoint)s AS boolean) THEN CAST(%(disabled_reason)s AS text)
-                WHEN {_DEAD} THEN 'disabled automatically: every attempt failed since '
-                                  || to_char(e.failing_since AT TIME ZONE 'UTC',
-                                             'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-                ELSE e.disabled_reason END,
-            updated_at = now()
+    ), old AS (
+        -- The endpoint's row is locked and written only when this attempt changes it (busy
+        -- endpoints share it): a 410 disables it; the first failure after a success starts
+        -- failing_since, a success ends it; a failure ENDPOINT_FAILING_AFTER_SECONDS into
+        -- them announces it, one ENDPOINT_DISABLE_AFTER_DAYS into them disables it. Locked
+        -- before it is read: of two workers recording at once, one makes each change and
+        -- tells of it, and the other finds it made.
+        SELECT e.id, e.operational, e.disabled, e.disabled_reason, e.failing_since,
+               e.failing_notified_at
+        FROM webhook_endpoints e
         WHERE e.id = (SELECT endpoint_id FROM delivery)
-          AND (CAST(%(disable_endpoint)s AS boolean)
-               OR (CAST(%(succeeded)s AS boolean) AND e.failing_since IS NOT NULL)
-               OR (NOT CAST(%(succeeded)s AS boolean)
-                   AND (e.failing_since IS NULL OR (NOT e.disabled AND {_DEAD}))))
-        RETURNING e.disabled AND NOT CAST(%(disable_endpoint)s AS boolean)
-                  AND NOT CAST(%(succeeded)s AS boolean)
-                  AND e.disabled_reason LIKE 'disabled automatically%%' AS auto_disabled
-    )
+          AND ({_GONE}
+               OR ({_SUCCEEDED} AND e.failing_since IS NOT NULL)
+               OR (NOT {_SUCCEEDED}
+                   AND (e.failing_since IS NULL OR (NOT e.disabled AND {_dead("e")})
+                        OR {_announce("e")})))
+        FOR UPDATE
+    ), endpoint AS (
+        UPDATE webhook_endpoints e
+        SET failing_since = CASE WHEN {_SUCCEEDED} THEN NULL
+                                 ELSE COALESCE(old.failing_since, now()) END,
+            failing_notified_at = CASE WHEN {_SUCCEEDED} THEN NULL
+                                       WHEN {_announce("old")} THEN now()
+                                       ELSE old.failing_notified_at END,
+            disabled = old.disabled OR {_GONE} OR {_dead("old")},
+            disabled_reason = CASE
+                WHEN old.disabled THEN old.disabled_reason
+                WHEN {_GONE} THEN CAST(%(disabled_reason)s AS text)
+                WHEN {_dead("old")} THEN 'disabled automatically: every attempt failed since '
+                                         || to_char(old.failing_since AT TIME ZONE 'UTC',
+                                                    'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                ELSE old.disabled_reason END,
+            updated_at = now()
+        FROM old
+        WHERE e.id = old.id
+        RETURNING e.id, e.app_id, e.uid, e.operational, e.disabled_reason, e.failing_since,
+                  old.failing_since AS failed_since,
+                  e.disabled AND NOT old.disabled AS disabled_now,
+                  e.failing_notified_at IS NOT NULL AND old.failing_notified_at IS NULL
+                    AS failing_now,
+                  old.failing_notified_at IS NOT NULL AND e.failing_since IS NULL AS recovered_now
+    ), endpoint_notice AS (
+        INSERT INTO webhook_operational_events (app_id, event_type, data)
+        SELECT x.app_id, kind.event_type,
+               jsonb_build_object('app_id', x.app_id, 'endpoint_id', x.id, 'endpoint_uid', x.uid)
+               || kind.data
+        FROM endpoint x CROSS JOIN LATERAL (VALUES
+            ('endpoint.disabled', x.disabled_now, jsonb_build_object(
+                'trigger', 'automatic', 'reason', x.disabled_reason,
+                'failing_since', {_iso("x.failing_since")}, 'disabled_at', {_iso("now()")})),
+            -- Disabled by this failure: that says it all.
+            ('endpoint.failing', x.failing_now AND NOT x.disabled_now, jsonb_build_object(
+                'failing_since', {_iso("x.failing_since")},
+                'last_error', CAST(%(last_error)s AS text))),
+            ('endpoint.recovered', x.recovered_now, jsonb_build_object(
+                'failing_since', {_iso("x.failed_since")}, 'recovered_at', {_iso("now()")}))
+        ) AS kind(event_type, due, data)
+        WHERE kind.due AND NOT x.operational
+    ), exhausted AS (
+        -- A 410 tells of its endpoint's disabling instead.
+        SELECT * FROM delivery WHERE status = 'failed' AND NOT {_GONE}
+    ), exhausted_notice AS ({_exhausted_notice("exhausted", "CAST(%(status_code)s AS integer)")})
     SELECT attempt_count, status,
-           COALESCE((SELECT auto_disabled FROM endpoint), false) AS auto_disabled
+           COALESCE((SELECT disabled_now AND NOT {_GONE} FROM endpoint), false) AS auto_disabled
     FROM delivery
     """
 
@@ -507,6 +593,7 @@ def record(claimed: Claim, result: AttemptResult, settings: Settings) -> str | N
             "disabled_reason": "the receiver answered 410 Gone",
             "succeeded": outcome.succeeded,
             "disable_after": settings.endpoint_disable_after_days * 86400,
+            "failing_after": settings.endpoint_failing_after_seconds,
         },
     )
     if not rows:

@@ -39,16 +39,25 @@ from worker.delivery.redispatch import deliveries_waiting, redispatch_seconds
 from worker.delivery.resources import DB_ERRORS, execute, http_client
 from worker.guarded import GuardedTask, GuardRefused, registry
 
-__all__ = ["DELIVER_TASK", "deliver", "dispatch_due", "enqueue_delivery", "fan_out"]
+__all__ = [
+    "DELIVER_TASK",
+    "deliver",
+    "dispatch_due",
+    "enqueue_all",
+    "enqueue_delivery",
+    "fan_out",
+    "queue_role",
+]
 
 log = logging.getLogger("jenga.delivery")
 
 
-def enqueue_delivery(delivery_id: str, settings: Settings, eta: datetime | None = None) -> None:
-    """Enqueue a delivery's task; ``eta``: not before then (a promised rate's send slot)."""
-    deliver.apply_async(
-        (delivery_id,), queue=queue_names(settings.jenga_namespace)["deliveries"], eta=eta
-    )
+def enqueue_delivery(
+    delivery_id: str, settings: Settings, eta: datetime | None = None, role: str = "deliveries"
+) -> None:
+    """Enqueue a delivery's task; ``eta``: not before then (a promised rate's send slot);
+    ``role``: its queue's (``operational`` for the operational webhooks)."""
+    deliver.apply_async((delivery_id,), queue=queue_names(settings.jenga_namespace)[role], eta=eta)
 
 
 @app.task(name=DISPATCH_TASK, ignore_result=True)
@@ -70,7 +79,12 @@ def dispatch_due() -> int:
         # PostgreSQL is down: the watchdog raises the alarm; the next run retries.
         log_event(log, "delivery.dispatch_failed", logging.WARNING, error=describe_error(error))
         return 0
-    return enqueue_all([row["id"] for row in due], settings, [row["eta"] for row in due])
+    return enqueue_all(
+        [row["id"] for row in due],
+        settings,
+        [row["eta"] for row in due],
+        [queue_role(row["operational"]) for row in due],
+    )
 
 
 @app.task(name=FAN_OUT_TASK, ignore_result=True)
@@ -94,15 +108,26 @@ def fan_out(message_id: str) -> int:
     return enqueue_all(ids, settings)
 
 
+def queue_role(operational: bool) -> str:
+    """The queue of a delivery to an operational endpoint, or to any other."""
+    return "operational" if operational else "deliveries"
+
+
 def enqueue_all(
-    ids: list[str], settings: Settings, etas: list[datetime | None] | None = None
+    ids: list[str],
+    settings: Settings,
+    etas: list[datetime | None] | None = None,
+    roles: list[str] | None = None,
 ) -> int:
-    """Enqueue a task for each delivery of ``ids`` (each not before its ETA, if any); on
-    a broker error, make the rest due for the next dispatcher run at once."""
+    """Enqueue a task for each delivery of ``ids`` (each not before its ETA, if any, on
+    its role's queue, default ``deliveries``); on a broker error, make the rest due for
+    the next dispatcher run at once."""
     sent = 0
     try:
-        for delivery_id, eta in zip(ids, etas or [None] * len(ids), strict=True):
-            enqueue_delivery(delivery_id, settings, eta)
+        for delivery_id, eta, role in zip(
+            ids, etas or [None] * len(ids), roles or ["deliveries"] * len(ids), strict=True
+        ):
+            enqueue_delivery(delivery_id, settings, eta, role)
             sent += 1
     except Exception as error:
         # The rest stay stamped; they are enqueued again after DELIVERY_REDISPATCH_SECONDS

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from celery import bootsteps
 
+from common.broker import POSTGRES_QUEUE_ROLES
 from common.config import get_settings
 from common.connections.database import make_engine
 from common.connections.dependency import Dependencies
@@ -41,7 +42,8 @@ class ConnectionsStep(bootsteps.StartStopStep):
         self.dependencies = Dependencies.from_settings(
             self.settings, engine=self.engine, redis=self.redis
         )
-        needs_postgres = [queue_names(self.settings)["deliveries"]]
+        queues = queue_names(self.settings)
+        needs_postgres = [queues[role] for role in POSTGRES_QUEUE_ROLES]
         selected = worker.app.amqp.queues.consume_from
         self.gate = QueueGate(worker.app, [q for q in needs_postgres if q in selected])
         self.consumer_connected = False
