@@ -92,3 +92,13 @@ class HealthSettings(BaseModel):
             " are not receivers always keep their own."
         ),
     )
+    metrics_max_applications: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description=(
+            "Applications with their own label in `jenga_delivery_end_to_end_seconds`: the"
+            " ones that delivered most over the last 10 to 20 minutes; the others are summed"
+            " up as `other`."
+        ),
+    )

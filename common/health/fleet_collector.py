@@ -13,7 +13,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from common.health.metric_specs import METRICS, MetricSpec, relabelled
-from common.health.named_services import Named
+from common.health.named_services import APPLICATIONS, SERVICES, Named
 from common.redis.keys import RedisKeys
 
 __all__ = ["FleetCollector", "families"]
@@ -33,19 +33,26 @@ class FleetCollector:
         pipe = self.client.pipeline(transaction=True)
         for spec in METRICS.values():
             pipe.hgetall(self.keys.metric(spec.name))
-        pipe.zrange(self.keys.named_services(), 0, -1)
-        *raws, named = pipe.execute()
+        for roster in (SERVICES, APPLICATIONS):
+            pipe.zrange(roster.named_key(self.keys), 0, -1)
+        *raws, services, applications = pipe.execute()
+        named = {
+            SERVICES.label: Named(tuple(services), frozenset()),
+            APPLICATIONS.label: Named(tuple(applications), frozenset(), APPLICATIONS.ranked),
+        }
         for spec, raw in zip(METRICS.values(), raws, strict=True):
-            yield families(spec, raw, frozenset(named))
+            yield families(spec, raw, named)
 
 
 def families(
-    spec: MetricSpec, raw: Mapping[str, str], named: frozenset[str] | None = None
+    spec: MetricSpec, raw: Mapping[str, str], named: Mapping[str, Named] | None = None
 ) -> Metric:
     """The Prometheus family of one metric from its Redis hash (a pure function). With
-    ``named`` (the named receivers), a field of any other receiver is added to ``other``."""
-    if named is not None and "service" in spec.labels:
-        raw = _fold_unnamed(spec, raw, Named(tuple(named), frozenset()))
+    ``named`` (label -> the values named for it: receivers, applications), a field of any
+    other value is added to ``other``."""
+    for label, names in (named or {}).items():
+        if label in spec.labels:
+            raw = _fold_unnamed(spec, raw, names, label)
     if spec.kind == "counter":
         family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
         if not spec.labels and not raw:
@@ -72,9 +79,11 @@ def _bound_text(bound: float) -> str:
     return repr(float(bound))
 
 
-def _fold_unnamed(spec: MetricSpec, raw: Mapping[str, str], named: Named) -> dict[str, float]:
+def _fold_unnamed(
+    spec: MetricSpec, raw: Mapping[str, str], named: Named, label: str
+) -> dict[str, float]:
     folded: dict[str, float] = {}
     for field, value in raw.items():
-        target = relabelled(spec, field, named.label)
+        target = relabelled(spec, field, named.label, label)
         folded[target] = folded.get(target, 0.0) + float(value)
     return folded

@@ -27,6 +27,16 @@ of receivers, and every event is counted under exactly one label; no counter
 goes down. A receiver ranked out loses its series (Prometheus sees it end, as
 for a target that went away); one ranked in starts from zero.
 
+**End to end, by application.** A delivered delivery is also observed once in
+``jenga_delivery_end_to_end_seconds`` (:meth:`FleetMetrics.record_end_to_end`), from
+its message's creation to the successful attempt's end, by application. Applications
+are bounded the same way as receivers, by the same ranking (a separate roster,
+:data:`~common.health.named_services.APPLICATIONS`): the ``METRICS_MAX_APPLICATIONS``
+that delivered most over this and the last ranking period keep their ``application``
+label, every other one is observed under ``other``. A fixed "first N" would keep the
+first applications created for ever; the ranking follows where the traffic is, and an
+application that loses its name ends its series as a receiver does.
+
 Redis keys (:mod:`common.redis.keys`): ``RedisKeys.metric`` (a hash per metric,
 its fields laid out in :mod:`common.health.metric_specs`),
 ``history`` (a hash per service and minute), and the named services' keys.
@@ -47,19 +57,27 @@ from common.health.metric_specs import (
     DELIVERIES,
     DELIVERY_DURATION,
     DROPPED,
+    END_TO_END,
     HISTORY_MINUTES,
     HISTORY_TTL_SECONDS,
     METRICS,
     SUCCESS_OUTCOMES,
     MetricSpec,
     bucket_for,
-    by_service,
     label_field,
+    label_value,
     minute_of,
     relabelled,
-    service_of,
+    with_label,
 )
-from common.health.named_services import OTHER, NamedServices, Ranking, read_named
+from common.health.named_services import (
+    APPLICATIONS,
+    OTHER,
+    SERVICES,
+    NamedServices,
+    Ranking,
+    read_named,
+)
 from common.redis.keys import RedisKeys
 from common.support.backoff import full_jitter_backoff
 from common.support.logs import log_event
@@ -69,6 +87,7 @@ __all__ = [
     "DELIVERIES",
     "DELIVERY_DURATION",
     "DROPPED",
+    "END_TO_END",
     "HISTORY_MINUTES",
     "HISTORY_TTL_SECONDS",
     "METRICS",
@@ -80,6 +99,7 @@ __all__ = [
     "families",
     "minute_of",
     "record_delivery",
+    "record_end_to_end",
 ]
 
 log = logging.getLogger("jenga.metrics")
@@ -96,10 +116,12 @@ class FleetMetrics:
         retry_base: float = 0.5,
         retry_cap: float = 5.0,
         max_services: int = 50,
+        max_applications: int = 20,
     ):
         self.client = client
         self.keys = RedisKeys(namespace)
-        self.named = NamedServices(client, namespace, max_services, clock)
+        self.named = NamedServices(client, namespace, max_services, clock, SERVICES)
+        self.applications = NamedServices(client, namespace, max_applications, clock, APPLICATIONS)
         self._clock = clock
         self._retry_base = retry_base
         self._retry_cap = retry_cap
@@ -124,7 +146,7 @@ class FleetMetrics:
         under the service's name if it is among the busiest, else under ``other``."""
         now = self._clock()
         minute = minute_of(now)
-        label = self._label(service)
+        label = self._label(self.named, service)
 
         def write(pipe) -> None:
             self._count(pipe, DELIVERIES.name, {"service": label, "outcome": outcome}, 1)
@@ -141,37 +163,53 @@ class FleetMetrics:
             self._limit_sampled[label] = minute
             self._write(lambda pipe: self._copy_limit(label, minute))
 
-    def _label(self, service: str) -> str:
-        """The label to record ``service`` under; refreshes the names (and ranks a new
-        period) when due. Never raises: with Redis in trouble, the last names read."""
+    def record_end_to_end(self, application: str, seconds: float) -> None:
+        """One delivered delivery, ``seconds`` after its message was created: the
+        end-to-end histogram, under the application's id if it is among the busiest,
+        else under ``other``."""
+        label = self._label(self.applications, application)
+
+        def write(pipe) -> None:
+            self._observe(pipe, END_TO_END.name, {"application": label}, seconds)
+            self.applications.note(pipe, application)
+
+        self._write(write)
+
+    def _label(self, names: NamedServices, value: str) -> str:
+        """The label to record ``value`` (a service, an application) under; refreshes the
+        names (and ranks a new period) when due. Never raises: with Redis in trouble, the
+        last names read."""
         if self._clock() >= self._retry_at:
             try:
-                ranking = self.named.refresh()
+                ranking = names.refresh()
                 if ranking is not None:
                     self.apply_ranking(ranking)
-                return self.named.label(service)
+                return names.label(value)
             except (redis.RedisError, OSError):
                 pass  # the write that follows fails too, and starts the backoff
-        return self.named.cached_label(service)
+        return names.cached_label(value)
 
     def apply_ranking(self, ranking: Ranking) -> None:
         """Write ``ranking``, and in the same transaction end the series of the receivers
-        ranked out and move leftovers (recorded under a name already lost) to ``other``."""
-        specs = by_service(METRICS)
+        (or applications) ranked out and move leftovers (recorded under a name already
+        lost) to ``other``."""
+        label = ranking.roster.label
+        names = self.applications if ranking.roster is APPLICATIONS else self.named
+        specs = with_label(METRICS, label)
         pipe = self.client.pipeline(transaction=False)
         for spec in specs:
             pipe.hgetall(self.keys.metric(spec.name))
         raws = pipe.execute()
         pipe = self.client.pipeline(transaction=True)
-        self.named.write_ranking(pipe, ranking)
+        names.write_ranking(pipe, ranking)
         for spec, raw in zip(specs, raws, strict=True):
             key = self.keys.metric(spec.name)
             for field, value in raw.items():
-                fate = ranking.fate(service_of(spec, field))
+                fate = ranking.fate(label_value(spec, field, label))
                 if fate == "keep":
                     continue
                 if fate == "fold":
-                    other = relabelled(spec, field, lambda _: OTHER)
+                    other = relabelled(spec, field, lambda _: OTHER, label)
                     if field.endswith("|sum"):
                         pipe.hincrbyfloat(key, other, float(value))
                     else:
@@ -180,7 +218,7 @@ class FleetMetrics:
                 # lost: only a process that has not seen the ranking yet writes there.
                 pipe.hdel(key, field)
         pipe.execute()
-        self.named.adopted(ranking)
+        names.adopted(ranking)
 
     def sample_limits(self, limits: list[dict], now: float | None = None) -> None:
         """Store each service's current AIMD limit (``list_limits`` rows) in this
@@ -306,6 +344,7 @@ def _metrics_from_settings() -> FleetMetrics:
         retry_base=settings.reconnect_base_seconds,
         retry_cap=settings.reconnect_cap_seconds,
         max_services=settings.metrics_max_services,
+        max_applications=settings.metrics_max_applications,
     )
 
 
@@ -324,3 +363,12 @@ def record_delivery(outcome: str, seconds: float, service: str) -> None:
         default_metrics().record_delivery(outcome, seconds, service)
     except Exception:  # e.g. settings unreadable: metrics must never fail a delivery
         log.exception("delivery metric not recorded")
+
+
+def record_end_to_end(application: str, seconds: float) -> None:
+    """Observe one delivered delivery's time from its message's creation
+    (``jenga_delivery_end_to_end_seconds``, by application). Never raises."""
+    try:
+        default_metrics().record_end_to_end(application, seconds)
+    except Exception:  # e.g. settings unreadable: metrics must never fail a delivery
+        log.exception("end-to-end metric not recorded")

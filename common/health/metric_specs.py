@@ -17,23 +17,32 @@ __all__ = [
     "DELIVERY_DURATION",
     "DROPPED",
     "DURATION_BUCKETS",
+    "END_TO_END",
+    "END_TO_END_BUCKETS",
     "HISTORY_MINUTES",
     "HISTORY_TTL_SECONDS",
     "METRICS",
     "SUCCESS_OUTCOMES",
     "MetricSpec",
     "bucket_for",
-    "by_service",
     "label_field",
+    "label_value",
     "minute_of",
     "relabelled",
-    "service_of",
+    "with_label",
 ]
 
 HISTORY_MINUTES = 60
 HISTORY_TTL_SECONDS = (HISTORY_MINUTES + 5) * 60
 # Delivery attempts take milliseconds to DELIVERY_TIMEOUT_SECONDS (15 s by default).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+# A message created to delivered: a first attempt takes 50 ms to a few seconds; each retry
+# of DELIVERY_RETRY_SCHEDULE (5s, 5m, 30m, 2h, 5h, 10h, 10h) lands in a later bucket,
+# up to a day (later ones, after a long pause or a recover, count in +Inf only).
+END_TO_END_BUCKETS = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0,
+    3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
+)  # fmt: skip
 # Outcomes that count as a successful delivery in the status page's throughput chart.
 SUCCESS_OUTCOMES = frozenset({"delivered", "success", "succeeded", "ok", "probe"})
 
@@ -62,6 +71,14 @@ DELIVERY_DURATION = MetricSpec(
     ("service",),
     DURATION_BUCKETS,
 )
+END_TO_END = MetricSpec(
+    "jenga_delivery_end_to_end_seconds",
+    "histogram",
+    "From a message's creation to its delivery to one endpoint (retries included), by"
+    " application (the busiest by name, the rest as other), whole fleet.",
+    ("application",),
+    END_TO_END_BUCKETS,
+)
 DROPPED = MetricSpec(
     "jenga_metrics_dropped",
     "counter",
@@ -70,7 +87,7 @@ DROPPED = MetricSpec(
 )
 
 METRICS: dict[str, MetricSpec] = {
-    spec.name: spec for spec in (DELIVERIES, DELIVERY_DURATION, DROPPED)
+    spec.name: spec for spec in (DELIVERIES, DELIVERY_DURATION, END_TO_END, DROPPED)
 }
 
 
@@ -93,20 +110,25 @@ def _split_field(spec: MetricSpec, field: str) -> tuple[list[str], str]:
     return json.loads(labels), bar + part
 
 
-def relabelled(spec: MetricSpec, field: str, label: Callable[[str], str]) -> str:
-    """``field`` with its service label replaced by ``label(service)``."""
+def relabelled(
+    spec: MetricSpec, field: str, label: Callable[[str], str], name: str = "service"
+) -> str:
+    """``field`` with its label ``name`` (a service, an application) replaced by
+    ``label(value)``."""
     values, suffix = _split_field(spec, field)
-    at = spec.labels.index("service")
+    at = spec.labels.index(name)
     values[at] = label(values[at])
     return _encode(values) + suffix
 
 
-def service_of(spec: MetricSpec, field: str) -> str:
-    return _split_field(spec, field)[0][spec.labels.index("service")]
+def label_value(spec: MetricSpec, field: str, name: str = "service") -> str:
+    """The value of label ``name`` in ``field``."""
+    return _split_field(spec, field)[0][spec.labels.index(name)]
 
 
-def by_service(specs: Mapping[str, MetricSpec]) -> list[MetricSpec]:
-    return [spec for spec in specs.values() if "service" in spec.labels]
+def with_label(specs: Mapping[str, MetricSpec], name: str = "service") -> list[MetricSpec]:
+    """The metrics that have label ``name``."""
+    return [spec for spec in specs.values() if name in spec.labels]
 
 
 def bucket_for(buckets: tuple[float, ...], seconds: float) -> float | None:

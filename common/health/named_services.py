@@ -21,6 +21,11 @@ may be recorded under its name that long by a process that has not seen the new
 ranking. Readers count such leftovers under ``other``, and the next ranking moves
 them there in Redis (:class:`~common.health.fleet_metrics.FleetMetrics` applies a
 ranking to its fields).
+
+The same rule bounds a second label: ``application`` in the end-to-end latency, where
+every application is ranked (:data:`APPLICATIONS`, ``METRICS_MAX_APPLICATIONS``). A
+:class:`Roster` says which label a ranking bounds, which of its values are ranked,
+and where its names live in Redis; :data:`SERVICES` is the receivers'.
 """
 
 from __future__ import annotations
@@ -35,13 +40,16 @@ from common.redis.keys import RedisKeys
 from common.redis.scripts import read_lua
 
 __all__ = [
+    "APPLICATIONS",
     "OTHER",
     "RANKING_PERIOD_SECONDS",
     "RECEIVER_PREFIX",
     "REFRESH_SECONDS",
+    "SERVICES",
     "Named",
     "NamedServices",
     "Ranking",
+    "Roster",
     "admit",
     "is_receiver",
     "note_service",
@@ -63,6 +71,40 @@ def is_receiver(service: str) -> bool:
     """Whether ``service`` is a customer's receiver (``webhook:<host>``): one of arbitrarily
     many, named only while it is among the busiest."""
     return service.startswith(RECEIVER_PREFIX)
+
+
+def is_application(value: str) -> bool:
+    """Every application is ranked (none is named by the code: any may be one of many);
+    only the label ``other`` itself is not an application's."""
+    return value != OTHER
+
+
+@dataclass(frozen=True)
+class Roster:
+    """One label bounded by a ranking: its name in the metrics, which of its values are
+    ranked (the others always keep their own), and the Redis keys of its names."""
+
+    label: str
+    ranked: Callable[[str], bool]
+    named_key: Callable[[RedisKeys], str]
+    activity_key: Callable[[RedisKeys, int], str]
+    ranked_key: Callable[[RedisKeys, int], str]
+
+
+SERVICES = Roster(
+    "service",
+    is_receiver,
+    RedisKeys.named_services,
+    RedisKeys.service_activity,
+    RedisKeys.services_ranked,
+)
+APPLICATIONS = Roster(
+    "application",
+    is_application,
+    RedisKeys.named_applications,
+    RedisKeys.application_activity,
+    RedisKeys.applications_ranked,
+)
 
 
 def admit(named: frozenset[str], service: str, most: int) -> tuple[bool, frozenset[str]]:
@@ -102,10 +144,11 @@ class Named:
 
     receivers: tuple[str, ...]
     own: frozenset[str]
+    ranked: Callable[[str], bool] = is_receiver  # the roster's (APPLICATIONS: every one)
 
     def label(self, service: str) -> str:
         """The label ``service`` is shown under: its own name, or :data:`OTHER`."""
-        if not is_receiver(service) or service in self.receivers:
+        if not self.ranked(service) or service in self.receivers:
             return service
         return OTHER
 
@@ -123,12 +166,13 @@ class Ranking:
     period: int
     old: frozenset[str]
     new: Mapping[str, float]
+    roster: Roster = SERVICES
 
     def fate(self, service: str) -> str:
         """What the ranking does to a field of ``service``: ``keep`` (its name stays, or
         is not a receiver's), ``drop`` (ranked out: its series ends) or ``fold`` (a
         leftover recorded under a name it had lost: added to ``other``)."""
-        if not is_receiver(service) or service in self.new:
+        if not self.roster.ranked(service) or service in self.new:
             return "keep"
         return "drop" if service in self.old else "fold"
 
@@ -154,10 +198,11 @@ def _text(value: str | bytes) -> str:
 
 
 class NamedServices:
-    """One process's view of the named receivers, for recording: labels from a cache
-    refreshed every :data:`REFRESH_SECONDS`, admission while there is room, and the
-    ranking of a new period when this process is the first to see it. Every method
-    that reaches Redis may raise ``redis.RedisError``; :meth:`cached_label` never does."""
+    """One process's view of the named receivers (or of another ``roster``'s names), for
+    recording: labels from a cache refreshed every :data:`REFRESH_SECONDS`, admission
+    while there is room, and the ranking of a new period when this process is the first
+    to see it. Every method that reaches Redis may raise ``redis.RedisError``;
+    :meth:`cached_label` never does."""
 
     def __init__(
         self,
@@ -165,11 +210,13 @@ class NamedServices:
         namespace: str,
         most: int = 50,
         clock: Callable[[], float] = time.time,
+        roster: Roster = SERVICES,
     ):
         self.client = client
         self.keys = RedisKeys(namespace)
         self.most = most
         self.clock = clock
+        self.roster = roster
         self._admit = client.register_script(_ADMIT_LUA)
         self._named: frozenset[str] = frozenset()
         self._full = False
@@ -177,7 +224,7 @@ class NamedServices:
 
     def cached_label(self, service: str) -> str:
         """The label by what this process last read (no Redis)."""
-        if not is_receiver(service) or service in self._named:
+        if not self.roster.ranked(service) or service in self._named:
             return service
         return OTHER
 
@@ -186,7 +233,7 @@ class NamedServices:
         label = self.cached_label(service)
         if label != OTHER or self._full:
             return label
-        allowed, count = self._admit(keys=[self.keys.named_services()], args=[service, self.most])
+        allowed, count = self._admit(keys=[self._named_key()], args=[service, self.most])
         self._full = int(count) >= self.most
         if int(allowed):
             self._named = self._named | {service}
@@ -195,8 +242,8 @@ class NamedServices:
 
     def note(self, pipe: redis.client.Pipeline, service: str) -> None:
         """Count one attempt of ``service`` for the ranking (in the caller's transaction)."""
-        if is_receiver(service):
-            key = self.keys.service_activity(period_of(self.clock()))
+        if self.roster.ranked(service):
+            key = self.roster.activity_key(self.keys, period_of(self.clock()))
             pipe.zincrby(key, 1, service)
             pipe.expire(key, 3 * RANKING_PERIOD_SECONDS)
         else:
@@ -211,8 +258,9 @@ class NamedServices:
         self._fetched_at = now
         period = period_of(now)
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrange(self.keys.named_services(), 0, -1)
-        pipe.set(self.keys.services_ranked(period), "1", nx=True, ex=3 * RANKING_PERIOD_SECONDS)
+        pipe.zrange(self._named_key(), 0, -1)
+        ranked = self.roster.ranked_key(self.keys, period)
+        pipe.set(ranked, "1", nx=True, ex=3 * RANKING_PERIOD_SECONDS)
         named, first = pipe.execute()
         self._adopt(frozenset(_text(s) for s in named))
         if not first:
@@ -221,7 +269,7 @@ class NamedServices:
         current = sorted(self._named)
         pipe = self.client.pipeline(transaction=False)
         for p in (period - 1, period):
-            key = self.keys.service_activity(p)
+            key = self.roster.activity_key(self.keys, p)
             pipe.zrevrange(key, 0, self.most - 1, withscores=True)
             if current:
                 pipe.zmscore(key, current)
@@ -233,17 +281,20 @@ class NamedServices:
                 scores = zip(current, next(replies), strict=True)
                 top.update((s, float(n)) for s, n in scores if n)
             tops.append(top)
-        return Ranking(period, self._named, rank(tops, self.most, self._named))
+        return Ranking(period, self._named, rank(tops, self.most, self._named), self.roster)
 
     def write_ranking(self, pipe: redis.client.Pipeline, ranking: Ranking) -> None:
         """Replace the named receivers by ``ranking.new`` (in the caller's transaction)."""
-        pipe.delete(self.keys.named_services())
+        pipe.delete(self._named_key())
         if ranking.new:
-            pipe.zadd(self.keys.named_services(), dict(ranking.new))
+            pipe.zadd(self._named_key(), dict(ranking.new))
 
     def adopted(self, ranking: Ranking) -> None:
         """``ranking`` was written: label by it from now on."""
         self._adopt(frozenset(ranking.new))
+
+    def _named_key(self) -> str:
+        return self.roster.named_key(self.keys)
 
     def _adopt(self, named: frozenset[str]) -> None:
         self._named = named

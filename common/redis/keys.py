@@ -87,6 +87,19 @@ class RedisKeys:
         """String, TTL 3 periods: set (``NX``) by the one process that ranks ``period``."""
         return self.key("services", "ranked", str(period))
 
+    def named_applications(self) -> str:
+        """Sorted set: the applications shown by name in /metrics (at most
+        ``METRICS_MAX_APPLICATIONS``), scored by their deliveries when they were ranked."""
+        return self.key("applications", "named")
+
+    def application_activity(self, period: int) -> str:
+        """Sorted set, TTL 3 periods: deliveries per application in one ranking period."""
+        return self.key("applications", "activity", str(period))
+
+    def applications_ranked(self, period: int) -> str:
+        """String, TTL 3 periods: set (``NX``) by the one process that ranks ``period``."""
+        return self.key("applications", "ranked", str(period))
+
     def history(self, service: str, minute: int) -> str:
         """Hash, TTL 65 min: one minute of one service (deliveries, failures, limit)."""
         return self.key("history", service, str(minute))

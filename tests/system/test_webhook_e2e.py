@@ -68,6 +68,17 @@ def test_delivered_signed_retried_and_recorded(broker_env, redis_client):
 
         wait_for(lambda: counted("retry") and counted("delivered"), 10, what="delivery metrics")
 
+        # Delivered once, at its retry: one end-to-end observation under its application,
+        # from the message's creation, so past the first retry delay (200 ms).
+        def end_to_end() -> bool:
+            text = client.get("/metrics", headers=AUTH).text
+            series = 'jenga_delivery_end_to_end_seconds_{}{{application="app_default"{}}} {}'
+            return series.format("count", "", "1.0") in text and (
+                series.format("bucket", ',le="0.1"', "0.0") in text
+            )
+
+        wait_for(end_to_end, 10, what="the end-to-end latency")
+
         # The same Idempotency-Key again: the same message, and no further delivery.
         assert send(client, endpoint["id"], {"order": 42}, key="order-42")["id"] == sent["id"]
 

@@ -10,6 +10,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from common.config import Settings
 from common.connections.probes import describe_error
@@ -138,7 +139,8 @@ CLAIM_ONE = """
               -- forfeited: the delivery takes a new one, so that late deliveries are spaced
               -- again instead of all going at once.
               COALESCE(held.rate_slot_at > now() - interval '500 milliseconds', false)
-                AS holds_rate_slot
+                AS holds_rate_slot,
+              m.app_id, m.created_at AS message_created_at, now() AS claimed_at
     """
 
 # A promised rate (common/delivery/rate_slots.py), its slot reserved: the delivery comes
@@ -455,6 +457,11 @@ class Claim:
     # slot the delivery reserved before (common/delivery/rate_slots.py).
     rate_limit: int | None = None
     holds_rate_slot: bool = False
+    # The message's application and creation, and the claim, both by PostgreSQL's clock:
+    # its end-to-end latency (worker/delivery/end_to_end.py).
+    app_id: str | None = None
+    message_created_at: datetime | None = None
+    claimed_at: datetime | None = None
 
     def lease_left(self) -> float:
         return self.lease_ends - time.monotonic()
@@ -542,6 +549,9 @@ def claim(delivery_id: str, settings: Settings) -> Claim | None:
         lease_ends,
         row["rate_limit"],
         row["holds_rate_slot"],
+        row["app_id"],
+        row["message_created_at"],
+        row["claimed_at"],
     )
 
 

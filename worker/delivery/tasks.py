@@ -17,10 +17,11 @@ from common.delivery.urls import normalise_url
 from common.guards.breaker import policy as bp
 from common.guards.names import webhook_service
 from common.guards.outcome import failed_status
-from common.health.fleet_metrics import record_delivery
+from common.health.fleet_metrics import record_delivery, record_end_to_end
 from common.support.logs import log_event
 from worker.app import app
 from worker.delivery import in_flight
+from worker.delivery.end_to_end import end_to_end_seconds
 from worker.delivery.post import AttemptResult, post
 from worker.delivery.queries import (
     CLAIM_DUE,
@@ -178,6 +179,7 @@ ATTEMPT_OUTCOMES = {"delivered": "delivered", "pending": "retry", "failed": "fai
 def deliver(self, delivery_id: str) -> str | None:
     """Make one attempt of the delivery ``delivery_id`` if it is due and free."""
     settings = get_settings()
+    claim_sent = time.monotonic()  # the claim's time on this clock (end_to_end.py)
     claimed = claim(delivery_id, settings)
     if claimed is None:
         return None  # delivered, failed, not due, or another worker has it
@@ -220,6 +222,7 @@ def deliver(self, delivery_id: str) -> str | None:
                 settings.delivery_timeout_seconds,
                 settings.delivery_connect_timeout_seconds,
             )
+            ended = time.monotonic()
             status = result.outcome.status_code
             call.record(failed=failed_status(status), timed_out=result.timed_out)
     except GuardRefused as refused:
@@ -249,4 +252,8 @@ def deliver(self, delivery_id: str) -> str | None:
             result.duration_ms / 1000,
             service,
         )
+    if state == "delivered" and claimed.app_id is not None:
+        took = end_to_end_seconds(claimed.message_created_at, claimed.claimed_at, claim_sent, ended)
+        if took is not None:
+            record_end_to_end(claimed.app_id, took)
     return state
