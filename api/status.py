@@ -2,11 +2,13 @@
 at a glance.
 
 Each level of the stack (config, connections, health, alarms, breakers,
-limits, delivery) gets green, amber or red from :func:`levels`, a pure function
-of what :func:`api.metrics.read_fleet` read; below come the open alarms with
-their age, the breakers and limiters, and a one-hour chart per service of the
-AIMD limit and the delivery throughput (inline SVG drawn here: no script, no
-build step). The page reloads itself every :data:`REFRESH_SECONDS`.
+limits, delivery, backlog) gets green, amber or red from :func:`levels`, a pure
+function of what :func:`api.metrics.read_fleet` read (and, for the backlog, of
+what :mod:`api.status_delivery` read from PostgreSQL); below come the open alarms
+with their age, the breakers and limiters, the endpoints by state and the due
+backlog's age, and a one-hour chart per service of the AIMD limit and the delivery
+throughput (inline SVG drawn here: no script, no build step). The page reloads
+itself every :data:`REFRESH_SECONDS`.
 
 What one load reads is bounded whatever the number of receivers (anyone who can
 create endpoints can name new hosts): the services shown by name (the
@@ -14,14 +16,14 @@ create endpoints can name new hosts): the services shown by name (the
 and the breakers with an open alarm), and one chart, ``other``, for every other
 receiver together.
 
-A section that cannot be read (Redis down) is shown red with the reason; the
-page itself always answers 200, because an outage is exactly when it is read.
+A section that cannot be read (Redis or PostgreSQL down) is shown red, "unknown"
+with the reason; the page itself always answers 200, because an outage is exactly
+when it is read.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -31,6 +33,16 @@ from fastapi.templating import Jinja2Templates
 
 from api.metrics import FleetView, read_fleet
 from api.operator import OPERATOR_ERRORS, require_operator
+from api.status_delivery import (
+    BACKLOG_AMBER_SECONDS,
+    BACKLOG_RED_SECONDS,
+    STATE_COLORS,
+    backlog_gauge,
+    backlog_level,
+    endpoint_bar,
+    read_overview,
+)
+from api.status_level import AMBER, GREEN, RED, Level, age_text
 from common.connections.probes import describe_error
 from common.guards.breaker.alarm import breaker_severity
 from common.health.beat_store import BeatRecord, BeatStore
@@ -48,15 +60,6 @@ REFRESH_SECONDS = 10
 RECENT_MINUTES = 5  # the delivery level judges the last few minutes, not the whole hour
 FAILING_SHARE = 0.5  # delivery is red when at least this share of recent attempts failed
 
-GREEN, AMBER, RED = "green", "amber", "red"
-
-
-@dataclass(frozen=True)
-class Level:
-    name: str
-    color: str  # green | amber | red
-    summary: str
-
 
 def _worst(colors: list[str]) -> str:
     return RED if RED in colors else AMBER if AMBER in colors else GREEN
@@ -68,9 +71,11 @@ def levels(
     namespace: str,
     critical_patterns: tuple[str, ...] = (),
     beat: Level | None = None,
+    backlog: Level | None = None,
 ) -> list[Level]:
     """The colour of each level of the stack, bottom first (a pure function); ``beat``
-    (:func:`beat_level`) follows health."""
+    (:func:`beat_level`) follows health, ``backlog``
+    (:func:`api.status_delivery.backlog_level`) comes last."""
     out = [Level("config", GREEN, f"settings loaded (namespace {namespace})")]
 
     deps = view.dependencies
@@ -175,6 +180,8 @@ def levels(
             else f"no attempts in the last {RECENT_MINUTES} min"
         )
         out.append(Level("delivery", color, summary))
+    if backlog is not None:
+        out.append(backlog)
     return out
 
 
@@ -224,15 +231,6 @@ def sparkline(values: list[float | None], width: int = 240, height: int = 40) ->
     return " ".join(points)
 
 
-def age_text(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
 def charts(history: dict[str, list[dict]]) -> list[dict]:
     """One chart per service, every other receiver's together last (``other``)."""
     out = []
@@ -269,6 +267,7 @@ def status(request: Request) -> HTMLResponse:
             )
         except (redis.RedisError, OSError) as error:
             view.errors["history"] = describe_error(error)
+    overview, overview_error = read_overview(app)
     now = time.time()
     return templates.TemplateResponse(
         request,
@@ -283,12 +282,22 @@ def status(request: Request) -> HTMLResponse:
                 settings.jenga_namespace,
                 settings.critical_service_patterns,
                 beat=read_beat(app),
+                backlog=backlog_level(overview, overview_error),
             ),
             "view": view,
             "alarms": [
                 dict(a, age=age_text(now - float(a.get("set_at", now)))) for a in view.alarms or []
             ],
             "charts": charts(history or {}),
+            "overview": overview,
+            "overview_error": overview_error,
+            "endpoint_bar": endpoint_bar(overview.endpoints) if overview else [],
+            "backlog_gauge": backlog_gauge(overview.oldest_due_seconds if overview else None),
+            "state_colors": STATE_COLORS,
+            "thresholds": {
+                "amber": age_text(BACKLOG_AMBER_SECONDS),
+                "red": age_text(BACKLOG_RED_SECONDS),
+            },
             "max_services": settings.metrics_max_services,
             "generated_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
         },
