@@ -271,16 +271,19 @@ def database_now(session: Session) -> datetime:
     return session.scalar(select(func.now())).astimezone(UTC)
 
 
-def enqueue(request: Request, delivery_ids: list[str], message_id: str) -> None:
+def enqueue(
+    request: Request, delivery_ids: list[str], message_id: str, role: str = "deliveries"
+) -> None:
     """Best effort: a delivery that could not be enqueued now is dispatched by beat. More
-    than ``FAN_OUT_DIRECT_MAX`` deliveries go as one fan-out task for the message, which a
-    worker turns into one task per delivery."""
+    than ``FAN_OUT_DIRECT_MAX`` deliveries of the sender's go as one fan-out task for the
+    message, which a worker turns into one task per delivery. ``role``: the queue's
+    (``operational`` for an operational webhook's deliveries)."""
     settings: Settings = request.app.state.settings
-    queue = queue_names(settings.jenga_namespace)["deliveries"]
+    queue = queue_names(settings.jenga_namespace)[role]
     sender = request.app.state.delivery_sender
     sent = 0
     try:
-        if len(delivery_ids) > FAN_OUT_DIRECT_MAX:
+        if role == "deliveries" and len(delivery_ids) > FAN_OUT_DIRECT_MAX:
             sender.send_task(FAN_OUT_TASK, args=(message_id,), queue=queue, retry=False)
             return
         for delivery_id in delivery_ids:
@@ -598,7 +601,7 @@ def retry_message(
     if message.expunged_at is not None:
         raise ApiError(409, "message_expunged", f"message {message_id}'s content was expunged")
     query = (
-        select(Delivery, Endpoint.disabled)
+        select(Delivery, Endpoint.disabled, Endpoint.operational)
         .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
         .where(Delivery.message_id == message.id)
         .order_by(Delivery.created_at, Delivery.id)
@@ -613,7 +616,10 @@ def retry_message(
         )
     if not rows:
         raise ApiError(409, "message_unrouted", f"message {message_id} went to no endpoint")
-    live = [delivery for delivery, disabled in rows if not disabled]
+    live = [delivery for delivery, disabled, _ in rows if not disabled]
+    # An operational webhook's deliveries (all of its endpoints are operational) go on
+    # their own queue.
+    role = "operational" if any(operational for *_, operational in rows) else "deliveries"
     if not live:
         raise ApiError(
             409,
@@ -635,7 +641,7 @@ def retry_message(
         delivery.dispatched_at = now
         due.append(delivery.id)
     session.commit()
-    enqueue(request, due, message.id)
+    enqueue(request, due, message.id, role)
     return MessageOut.of(message)
 
 

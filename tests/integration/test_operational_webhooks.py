@@ -108,6 +108,17 @@ def messages_of(conn, app_id: str) -> list[dict]:
     return rows
 
 
+def operational_tasks(redis_client, settings) -> list[dict]:
+    """The headers of each task waiting in the operational queue (Redis broker)."""
+    keys = RedisKeys(settings.jenga_namespace)
+    queue = queue_names(settings.jenga_namespace)["operational"]
+    return [
+        json.loads(raw)["headers"]
+        for key in keys.broker_queue_lists(queue)
+        for raw in redis_client.lrange(key, 0, -1)
+    ]
+
+
 def test_who_may_be_operational_and_what_they_subscribe_to(client, conn):
     app_id = new_app(client)
     base = f"/v1/apps/{app_id}/endpoints"
@@ -263,12 +274,7 @@ def test_the_router_makes_a_message_per_subscribed_application_and_empties_the_o
 
     # Their tasks wait on the operational queue (the Redis broker's list), none elsewhere.
     if settings.effective_broker_url.startswith("redis"):
-        keys = RedisKeys(settings.jenga_namespace)
-        queued = [
-            json.loads(raw)["headers"]
-            for key in keys.broker_queue_lists(queue_names(settings.jenga_namespace)["operational"])
-            for raw in redis_client.lrange(key, 0, -1)
-        ]
+        queued = operational_tasks(redis_client, settings)
         delivery_ids = {
             row["id"]
             for row in conn.execute(
@@ -278,3 +284,9 @@ def test_the_router_makes_a_message_per_subscribed_application_and_empties_the_o
         }
         assert {h["argsrepr"].strip("(),'") for h in queued} == delivery_ids
         assert {h["task"] for h in queued} == {DELIVER_TASK}
+        # A retry through the API goes there too.
+        retried = client.post(
+            f"/v1/apps/{OPERATIONS_APP_ID}/messages/{fleets[0]['id']}/retry", headers=ADMIN
+        )
+        assert retried.status_code == 202, retried.text
+        assert len(operational_tasks(redis_client, settings)) == len(queued) + 1
