@@ -23,7 +23,7 @@ from common.access.ratelimit import Bucket, Decision, RateOptions
 from common.redis.keys import RedisKeys
 from common.redis.scripts import read_lua
 
-__all__ = ["IDLE_MARGIN_SECONDS", "RateLimitStore", "key_ttl"]
+__all__ = ["IDLE_MARGIN_SECONDS", "RateLimitStore", "key_ttl", "read_bucket"]
 
 # ratelimit.py's rule, applied atomically; KEYS, ARGV and the reply are described in the file.
 _TAKE_LUA = read_lua("common.access", "ratelimit.lua")
@@ -37,6 +37,15 @@ def key_ttl(options: RateOptions) -> int:
     """Milliseconds a bucket's key outlives its last request: the time an empty bucket
     takes to fill, plus :data:`IDLE_MARGIN_SECONDS`."""
     return -(-options.burst * 1000 // options.per_second) + IDLE_MARGIN_SECONDS * 1000
+
+
+def read_bucket(client: redis.Redis, key: str) -> Bucket | None:
+    """The bucket at ``key`` as last written (None: full, never used or expired): the
+    request buckets' and the endpoints' send slots' alike."""
+    raw = client.hgetall(key)
+    if not raw or "tokens" not in raw or "at" not in raw:
+        return None
+    return Bucket(int(raw["tokens"]), int(raw["at"]))
 
 
 def decode(reply: Sequence[Any]) -> Decision:
@@ -67,7 +76,4 @@ class RateLimitStore:
 
     def read(self, principal: str) -> Bucket | None:
         """``principal``'s bucket as last written (None: full, never used or expired)."""
-        raw = self.client.hgetall(self.keys.rate_limit(principal))
-        if not raw or "tokens" not in raw or "at" not in raw:
-            return None
-        return Bucket(int(raw["tokens"]), int(raw["at"]))
+        return read_bucket(self.client, self.keys.rate_limit(principal))

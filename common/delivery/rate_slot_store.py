@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from common.access.ratelimit import Bucket, RateOptions
+from common.access.ratelimit_store import read_bucket
 from common.delivery.rate_slots import Slot, slot_ttl_ms
 from common.redis.keys import RedisKeys
 from common.redis.scripts import read_lua
@@ -63,7 +64,4 @@ class RateSlotStore:
 
     def read(self, endpoint_id: str) -> Bucket | None:
         """``endpoint_id``'s bucket as last written (None: full, never used or expired)."""
-        raw = self.client.hgetall(self.keys.delivery_rate(endpoint_id))
-        if not raw or "tokens" not in raw or "at" not in raw:
-            return None
-        return Bucket(int(raw["tokens"]), int(raw["at"]))
+        return read_bucket(self.client, self.keys.delivery_rate(endpoint_id))

@@ -143,18 +143,31 @@ CLAIM_ONE = """
               m.app_id, m.created_at AS message_created_at, now() AS claimed_at
     """
 
+# A claimed delivery given back without an attempt: no task, no lease, no unrecorded claim.
+_UNCLAIMED = "dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0"
+# A retry asked for during the claim starts its new round here (no attempt was made), its
+# deadline unset; without one the deadline stays, or moves on with a wait (``otherwise``).
+_ROUND_IF_ASKED = (
+    "schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position END,"
+    " retry_requested = false"
+)
+
+
+def _give_up_at_if_asked(otherwise: str) -> str:
+    return f"give_up_at = CASE WHEN retry_requested THEN NULL ELSE {otherwise} END"
+
+
+NEW_ROUND_IF_ASKED = f"{_ROUND_IF_ASKED}, {_give_up_at_if_asked('give_up_at')}"
+
 # A promised rate (common/delivery/rate_slots.py), its slot reserved: the delivery comes
 # back at its slot, holding it (not a new round: time waiting for a slot does not count
 # toward the retry schedule, so give_up_at moves on with it).
-RESERVE = """
+RESERVE = f"""
     UPDATE webhook_deliveries
     SET next_attempt_at = now() + make_interval(secs => %(wait)s),
         rate_slot_at = now() + make_interval(secs => %(wait)s),
-        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
-        schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position END,
-        give_up_at = CASE WHEN retry_requested THEN NULL
-                          ELSE give_up_at + make_interval(secs => %(wait)s) END,
-        retry_requested = false
+        {_UNCLAIMED}, {_ROUND_IF_ASKED},
+        {_give_up_at_if_asked("give_up_at + make_interval(secs => %(wait)s)")}
     WHERE id = %(id)s AND claim_token = %(token)s
     """
 
@@ -167,11 +180,8 @@ RATE_PARK = f"""
     WITH released AS (
         UPDATE webhook_deliveries
         SET next_attempt_at = {_UNTIL},
-            dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
-            schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position END,
-            give_up_at = CASE WHEN retry_requested THEN NULL
-                              ELSE give_up_at + (make_interval(secs => %(wait)s)) END,
-            retry_requested = false
+            {_UNCLAIMED}, {_ROUND_IF_ASKED},
+            {_give_up_at_if_asked("give_up_at + make_interval(secs => %(wait)s)")}
         WHERE id = %(id)s AND claim_token = %(token)s
         RETURNING endpoint_id
     ), waiting AS (
@@ -222,18 +232,10 @@ GIVE_UP = f"""
     SELECT id FROM failed
     """
 
-# A retry asked for during the claim starts its new round here (no attempt was made).
-NEW_ROUND_IF_ASKED = (
-    "schedule_position = CASE WHEN retry_requested THEN 0 ELSE schedule_position END,"
-    " give_up_at = CASE WHEN retry_requested THEN NULL ELSE give_up_at END,"
-    " retry_requested = false"
-)
-
 RELEASE = f"""
     UPDATE webhook_deliveries
     SET next_attempt_at = now() + make_interval(secs => %(retry_in)s),
-        dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
-        {NEW_ROUND_IF_ASKED}
+        {_UNCLAIMED}, {NEW_ROUND_IF_ASKED}
     WHERE id = %(id)s AND claim_token = %(token)s
     """
 
@@ -253,8 +255,7 @@ PARK = f"""
     WITH released AS (
         UPDATE webhook_deliveries
         SET next_attempt_at = %(until)s,
-            dispatched_at = NULL, claim_token = NULL, claimed_until = NULL, unrecorded_claims = 0,
-            {NEW_ROUND_IF_ASKED}
+            {_UNCLAIMED}, {NEW_ROUND_IF_ASKED}
         WHERE id = %(id)s AND claim_token = %(token)s
           AND (retry_requested OR give_up_at IS NULL OR give_up_at > %(until)s)
         RETURNING endpoint_id
