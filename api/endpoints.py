@@ -652,7 +652,7 @@ def enable_endpoint(
     return _set_disabled(endpoint_id, session, app, principal, False)
 
 
-@router.post("/{endpoint_id}/pause", response_model=EndpointOut, responses=WRITE_ERRORS)
+@router.post("/{endpoint_id}/pause", response_model=EndpointOut, responses=UID_ERRORS)
 def pause_endpoint(
     endpoint_id: str,
     session: Session = Depends(db_session),
@@ -660,8 +660,15 @@ def pause_endpoint(
     principal: Principal = Depends(authenticate),
 ) -> EndpointOut:
     """Keep every delivery (new ones too) without attempting any, until resumed; nothing
-    is failed, unlike disable. An attempt in flight finishes."""
+    is failed, unlike disable. An attempt in flight finishes. 409 `endpoint_disabled`: a
+    disabled endpoint has nothing to keep (enable it first)."""
     endpoint = endpoint_or_404(session, app, endpoint_id, lock=True)
+    if endpoint.disabled:
+        raise ApiError(
+            409,
+            "endpoint_disabled",
+            f"endpoint {endpoint.id} is disabled: it gets nothing to keep; enable it first",
+        )
     pausing.hold(session, endpoint.id)
     session.commit()
     session.refresh(endpoint)

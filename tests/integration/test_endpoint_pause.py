@@ -119,3 +119,8 @@ def test_pause_and_resume_are_idempotent_and_distinct_from_disable(client, conn,
     assert client.post(f"{path}/resume", headers=ADMIN).status_code == 200
     assert kept in due_ids(settings)
     assert client.post("/v1/endpoints/ep_nope/pause", headers=ADMIN).status_code == 404
+    # A disabled endpoint has nothing to keep: 409, and it is not paused.
+    assert client.post(f"{path}/disable", headers=ADMIN).status_code == 200
+    refused = client.post(f"{path}/pause", headers=ADMIN)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "endpoint_disabled"
+    assert client.get(path, headers=ADMIN).json()["paused_at"] is None
