@@ -28,9 +28,11 @@ beats on one host share no schedule file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 
@@ -206,6 +208,7 @@ class FencedScheduler(Scheduler):
         thread.start()
 
     def close(self):
+        self._bound_broker_close()
         try:
             super().close()
         finally:
@@ -222,6 +225,19 @@ class FencedScheduler(Scheduler):
                     )
                 self.valid_until = 0.0
             remove_heartbeat_file(self.jenga.heartbeat_dir, self.name)
+
+    def _bound_broker_close(self) -> None:
+        """Celery's ``Scheduler.close`` releases its publishing connection, and an AMQP
+        release waits for the broker's Close-Ok with no time limit: a broker that stopped
+        answering held a SIGTERM'd beat, and its lease, for ever. The connection's socket
+        gets ``CHECK_TIMEOUT_SECONDS`` for that answer (Celery swallows the timeout). Only
+        an open connection: the cache is read, never filled (that would connect)."""
+        connection = self.__dict__.get("connection")
+        transport_connection = getattr(connection, "_connection", None)
+        sock = getattr(transport_connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.jenga.check_timeout_seconds)
 
     @property
     def info(self):

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from kombu import Connection
 
+from common.broker import QUEUE_ROLES
 from tests.support.servers import port_open
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -48,7 +49,7 @@ class Broker:
         if self.url is None:
             return
         with Connection(self.url, connect_timeout=5) as conn:
-            for role in ("default", "deliveries", "alarms"):
+            for role in QUEUE_ROLES:
                 with contextlib.suppress(Exception):
                     conn.default_channel.queue_delete(f"{namespace}.{role}")
 

@@ -11,11 +11,13 @@ import signal
 import threading
 import time
 from contextlib import ExitStack
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
 
+from tests.support.brokers import RABBITMQ_URL
 from tests.support.receiver import Received, Reply, WebhookReceiver
 from tests.support.servers import JengaProcess, port_open, wait_for
 from tests.support.stack import (
@@ -28,6 +30,7 @@ from tests.support.stack import (
     start_api,
     start_beat,
 )
+from tests.support.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.slow
 
@@ -250,3 +253,37 @@ def test_beat_exits_cleanly_on_sigterm(broker_env):
         assert time.monotonic() - signalled < GRACE
         assert beat.proc.returncode == 0, beat.output()[-3000:]
         assert "Traceback" not in beat.output()
+
+
+def test_beat_exits_on_sigterm_when_the_broker_stops_answering(settings_env, namespace):
+    """Celery 5.7's scheduler closes its broker connection at shutdown, and an AMQP close
+    waits for the broker's answer with no time limit: a broker that stopped answering
+    kept a SIGTERM'd beat (and its lease) for ever. The wait is bounded by
+    CHECK_TIMEOUT_SECONDS, and the lease is released for a standby."""
+    from tests.support.brokers import BROKERS
+
+    rabbitmq = next(b for b in BROKERS if b.name == "rabbitmq")
+    if reason := rabbitmq.skip_reason():
+        pytest.skip(reason)
+    upstream = urlsplit(RABBITMQ_URL)
+    with (
+        TcpRelay((upstream.hostname or "127.0.0.1", upstream.port or 5672)) as relay,
+        fresh_database() as database_url,
+        ExitStack() as stack,
+    ):
+        env = stack_env(
+            {**settings_env, "BROKER_URL": f"amqp://guest:guest@127.0.0.1:{relay.port}//"},
+            database_url,
+            CHECK_TIMEOUT_SECONDS="1",
+        )
+        beat = start_beat(stack, env)
+        beat.wait_for_output("beat.active", timeout=30)
+        # Its publishing connection is open (the dispatcher is sent every 0.3 s).
+        wait_for(lambda: relay.connections >= 1, 10, what="beat's broker connection")
+        time.sleep(1.0)  # a few sends through it
+        relay.freeze()
+        signalled = terminate(beat, "group")
+        beat.proc.wait(30)
+        assert time.monotonic() - signalled < 10, beat.output()[-3000:]
+        assert beat.proc.returncode == 0, beat.output()[-3000:]
+        assert "beat.released" in beat.output()
