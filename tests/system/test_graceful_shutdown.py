@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.brokers import RABBITMQ_URL
+from tests.support.brokers import BROKERS, RABBITMQ_URL
 from tests.support.receiver import Received, Reply, WebhookReceiver
 from tests.support.servers import JengaProcess, port_open, wait_for
 from tests.support.stack import (
@@ -260,8 +260,6 @@ def test_beat_exits_on_sigterm_when_the_broker_stops_answering(settings_env, nam
     waits for the broker's answer with no time limit: a broker that stopped answering
     kept a SIGTERM'd beat (and its lease) for ever. The wait is bounded by
     CHECK_TIMEOUT_SECONDS, and the lease is released for a standby."""
-    from tests.support.brokers import BROKERS
-
     rabbitmq = next(b for b in BROKERS if b.name == "rabbitmq")
     if reason := rabbitmq.skip_reason():
         pytest.skip(reason)
