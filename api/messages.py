@@ -78,7 +78,12 @@ SEND_ERRORS = {**WRITE_ERRORS, **error_responses(409)}
 
 async def startup(app: FastAPI) -> None:
     # Gives up at once when the broker is down: the dispatcher re-sends.
-    app.state.delivery_sender = publisher(app.state.settings, "jenga-api")
+    # Confirmed by RabbitMQ: a delivery the broker did not take is left to the dispatcher's
+    # next run at once (see enqueue), not after DELIVERY_REDISPATCH_SECONDS.
+    settings = app.state.settings
+    app.state.delivery_sender = publisher(
+        settings, "jenga-api", confirm=settings.broker_confirm_publish
+    )
 
 
 async def shutdown(app: FastAPI) -> None:
@@ -281,13 +286,19 @@ def enqueue(
     settings: Settings = request.app.state.settings
     queue = queue_names(settings.jenga_namespace)[role]
     sender = request.app.state.delivery_sender
+    # A broker that stopped answering must not hold the request: the write, and on
+    # RabbitMQ the wait for its confirm, end after CHECK_TIMEOUT_SECONDS.
+    bounds = {
+        "timeout": settings.check_timeout_seconds,
+        "confirm_timeout": settings.check_timeout_seconds,
+    }
     sent = 0
     try:
         if role == "deliveries" and len(delivery_ids) > FAN_OUT_DIRECT_MAX:
-            sender.send_task(FAN_OUT_TASK, args=(message_id,), queue=queue, retry=False)
+            sender.send_task(FAN_OUT_TASK, args=(message_id,), queue=queue, retry=False, **bounds)
             return
         for delivery_id in delivery_ids:
-            sender.send_task(DELIVER_TASK, args=(delivery_id,), queue=queue, retry=False)
+            sender.send_task(DELIVER_TASK, args=(delivery_id,), queue=queue, retry=False, **bounds)
             sent += 1
     except Exception as error:
         log_event(

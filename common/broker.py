@@ -111,11 +111,17 @@ def kombu_broker(broker_url: str, timeout: float) -> KombuBroker:
     )
 
 
-def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
+def publisher(
+    settings: Settings, name: str = "jenga-publisher", *, confirm: bool = False
+) -> Celery:
     """A Celery client that can only publish, on the workers' broker, keys and
     queues (the same ``global_keyprefix`` as ``worker/celeryconfig.py``), and
     that gives up at once when the broker is down: a broker that accepts but
-    never answers must not hold an operator's call or an API request."""
+    never answers must not hold an operator's call or an API request.
+
+    ``confirm``: on RabbitMQ, every publish waits for the broker's confirm (publisher
+    confirms), so that a task the broker never took is not taken as sent; each
+    ``send_task`` must then pass ``confirm_timeout``. Redis answers every command."""
     from celery import Celery
 
     timeout = settings.check_timeout_seconds
@@ -129,6 +135,13 @@ def publisher(settings: Settings, name: str = "jenga-publisher") -> Celery:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
+    else:
+        # AMQP: every wait for the broker (a confirm, a queue's declare, the close of a
+        # channel after a failed publish) ends after the timeout; without it a broker
+        # that stopped answering held the caller for ever.
+        options.update(read_timeout=timeout, write_timeout=timeout)
+        if confirm:
+            options["confirm_publish"] = True
     sender = Celery(name, set_as_current=False)
     sender.conf.update(
         broker_url=kombu.url,

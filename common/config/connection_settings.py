@@ -54,6 +54,18 @@ class ConnectionSettings(BaseModel):
             " has no Redis Cluster transport). Defaults to `REDIS_URL`."
         ),
     )
+    broker_confirm_publish: bool = Field(
+        default=True,
+        description=(
+            "On RabbitMQ, the API waits for the broker to confirm each delivery task it"
+            " publishes (publisher confirms, at most `CHECK_TIMEOUT_SECONDS`): a task the"
+            " broker did not take is left to the dispatcher's next run instead of"
+            " `DELIVERY_REDISPATCH_SECONDS`. Costs a broker round trip per message (0.6 to"
+            " 2.6 ms more per publish here, BENCHMARKS.md); `false` trades that for the"
+            " later redispatch."
+            " Redis brokers answer every command anyway."
+        ),
+    )
     jenga_namespace: str = Field(
         default="jenga",
         description=(
