@@ -69,11 +69,13 @@ ERROR_STATUSES: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     404: (
         "No such thing (`app_not_found`, `endpoint_not_found`, `message_not_found`,"
-        " `key_not_found`, `breaker_not_found`); another application's ids answer the same.",
+        " `key_not_found`, `breaker_not_found`, `job_not_found`); another application's ids"
+        " answer the same.",
         {},
     ),
     409: (
-        "Refused in the current state (`uid_taken`, `endpoint_disabled`, `default_app`).",
+        "Refused in the current state (`uid_taken`, `endpoint_disabled`, `default_app`,"
+        " `job_finished`).",
         {},
     ),
     413: ("The body or the payload is over the limit (`payload_too_large`).", {}),

@@ -6,7 +6,7 @@ through :func:`start`, which stores the job and answers 202; the worker advances
 (:mod:`worker.jobs`). Idempotent twice over: the same ``Idempotency-Key`` returns the
 job it first made (another request with it is 422), and the same request while an
 identical job is queued or running returns that job (``Idempotent-Replayed: true``
-both times).
+both times). ``POST …/jobs/{id}/cancel`` stops a queued or running one (:func:`cancel_job`).
 
 Every call needs a key that may read the application (starting one: that may write
 it); see :mod:`api.tenancy`.
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,14 @@ from api.errors import ApiError, error_responses
 from api.pagination import ITERATOR, Keyset, page, page_size, split
 from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
 from common.config import Settings
-from common.delivery.models import FAILED, JOB_QUEUED, JOB_RUNNING, App, Endpoint, Job
+from common.delivery.models import (
+    FAILED,
+    JOB_CANCELLED,
+    JOB_UNFINISHED,
+    App,
+    Endpoint,
+    Job,
+)
 from common.delivery.recover_window import WindowRefused, checked_window, retention_of
 
 __all__ = ["JOB_ERRORS", "JobOut", "refused", "router", "start"]
@@ -52,7 +59,10 @@ class JobFilter(BaseModel):
 class JobOut(BaseModel):
     id: str
     kind: str = Field(description="`recover` (one endpoint) or `retry` (by filter).")
-    status: str = Field(description="`queued`, `running`, `done` or `failed`.")
+    status: str = Field(
+        description="`queued`, `running`, `done`, `failed` or `cancelled` (the last three:"
+        " finished)."
+    )
     total: int | None = Field(
         description="Failed deliveries matching when the job started; null while queued."
     )
@@ -111,7 +121,7 @@ def _unfinished_twin(session: Session, app: App, digest: str) -> Job | None:
         select(Job).where(
             Job.app_id == app.id,
             Job.request_hash == digest,
-            Job.status.in_((JOB_QUEUED, JOB_RUNNING)),
+            Job.status.in_(JOB_UNFINISHED),
         )
     ).first()
 
@@ -232,3 +242,39 @@ def get_job(
     if job is None or job.app_id != app.id:
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
     return JobOut.of(job)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses={**WRITE_ERRORS, **error_responses(404, 409)},
+)
+def cancel_job(
+    job_id: str, session: Session = Depends(db_session), app: App = Depends(current_app)
+) -> JobOut:
+    """Stop a `queued` or `running` job: it becomes `cancelled`, with `finished_at`, and
+    re-queues nothing more. Deliveries it has already re-queued (`done_count`) stay
+    re-queued and are sent as usual. A batch in progress finishes first (the answer
+    waits for it, a fraction of a second; its deliveries are in `done_count`); none
+    starts after. A finished job (`done`, `failed`, or `cancelled` already) is a 409
+    `job_finished`; the same request may then start a new job."""
+    # The worker's batch locks the job's row and checks its status and lease first, so
+    # this UPDATE waits for a batch in progress and every later batch finds the job gone.
+    # Clearing the lease voids the worker's other statements on it (they name the token).
+    stopped = session.scalars(
+        update(Job)
+        .where(Job.id == job_id, Job.app_id == app.id, Job.status.in_(JOB_UNFINISHED))
+        .values(status=JOB_CANCELLED, finished_at=func.now(), lease_token=None, leased_until=None)
+        .returning(Job)
+    ).first()
+    session.commit()
+    if stopped is not None:
+        return JobOut.of(stopped)
+    job = session.get(Job, job_id)
+    if job is None or job.app_id != app.id:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r}")
+    raise ApiError(
+        409,
+        "job_finished",
+        f"job {job_id} is already {job.status}; only a queued or running job can be cancelled",
+    )

@@ -45,9 +45,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-# A job (Job): waiting for a worker, being worked on, finished, or stopped with an error.
+# A job (Job): waiting for a worker, being worked on, finished, stopped with an error, or
+# stopped by the sender (POST …/jobs/{id}/cancel). Only the first two are unfinished.
 JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED = "queued", "running", "done", "failed"
-JOB_STATUSES = (JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED)
+JOB_CANCELLED = "cancelled"
+JOB_UNFINISHED = (JOB_QUEUED, JOB_RUNNING)
+JOB_STATUSES = (*JOB_UNFINISHED, JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 # What a job does: recover one endpoint's failed deliveries, or retry failed ones by filter.
 RECOVER, RETRY = "recover", "retry"
 EXPUNGED_BY_RETENTION, EXPUNGED_ON_REQUEST = "retention", "request"
@@ -339,6 +342,8 @@ class Job(Base):
     API, advanced by the worker in batches (``worker/jobs``), each batch one transaction
     that also moves the job's cursor, so no delivery is re-queued twice.
 
+    * ``status``: ``queued``, ``running``, then ``done``, ``failed`` or ``cancelled``
+      (finished: the partial indexes below hold the unfinished two only).
     * ``total``: failed deliveries matching when the job started (None while queued);
       ``done_count``: how many it has re-queued.
     * ``lease_token``/``leased_until``: the worker advancing it now; a worker that dies
@@ -368,7 +373,8 @@ class Job(Base):
             postgresql_where=text("status IN ('queued', 'running')"),
         ),
         CheckConstraint(
-            "status IN ('queued', 'running', 'done', 'failed')", name="ck_webhook_jobs_status"
+            "status IN ('queued', 'running', 'done', 'failed', 'cancelled')",
+            name="ck_webhook_jobs_status",
         ),
     )
 

@@ -213,3 +213,50 @@ def test_bulk_retry_by_filter_is_a_job_and_refuses_what_it_cannot_filter_on(clie
         path, json={"status": "failed", "endpoint_id": endpoint["id"]}, headers=ADMIN
     )
     assert disabled.status_code == 409
+
+
+def cancel(client, app: str, job_id: str, headers=ADMIN):
+    return client.post(f"/v1/apps/{app}/jobs/{job_id}/cancel", headers=headers)
+
+
+def test_a_queued_job_is_cancelled_once_and_the_same_request_may_then_start_anew(client):
+    app = new_app(client)
+    endpoint = new_endpoint(client, app)["id"]
+    body = {"since": ago(hours=2)}
+    job_id = recover(client, app, endpoint, body).json()["id"]
+    answered = cancel(client, app, job_id)
+    assert answered.status_code == 200, answered.text
+    job = answered.json()
+    assert (job["status"], job["total"], job["done_count"]) == ("cancelled", None, 0)
+    assert job["finished_at"] is not None
+    assert client.get(f"/v1/apps/{app}/jobs/{job_id}", headers=ADMIN).json() == job
+    again = cancel(client, app, job_id)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+    assert "already cancelled" in again.json()["error"]["message"]
+    # Cancelled is finished: the identical request is a new job, not the cancelled one.
+    fresh = recover(client, app, endpoint, body)
+    assert fresh.status_code == 202 and "Idempotent-Replayed" not in fresh.headers
+    assert fresh.json()["id"] != job_id and fresh.json()["status"] == "queued"
+
+
+def test_a_finished_job_is_409_another_apps_404_and_a_read_only_key_403(client, database_url):
+    app, other = new_app(client), new_app(client)
+    endpoint = new_endpoint(client, app)["id"]
+    done = recover(client, app, endpoint, {"since": ago(hours=2)}).json()["id"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE webhook_jobs SET status = 'done', finished_at = now() WHERE id = %s", (done,)
+        )
+    refused = cancel(client, app, done)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "job_finished"
+    assert "already done" in refused.json()["error"]["message"]
+
+    queued = recover(client, app, endpoint, {"since": ago(hours=1)}).json()["id"]
+    elsewhere = cancel(client, other, queued)
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "job_not_found"
+    stranger = bearer(new_key(client, f"app:{other}"))
+    assert cancel(client, app, queued, stranger).status_code == 404
+    reader = bearer(new_key(client, f"app:{app}:read"))
+    assert cancel(client, app, queued, reader).status_code == 403
+    assert cancel(client, app, "job_nope").status_code == 404
+    assert client.get(f"/v1/apps/{app}/jobs/{queued}", headers=ADMIN).json()["status"] == "queued"

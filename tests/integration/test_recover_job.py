@@ -363,3 +363,70 @@ def test_a_purge_running_during_a_recover_never_leaves_a_pending_delivery_withou
     assert {state[d]["status"] for d in recent} == {"pending"}
     assert {state[d]["status"] for d in expired + edge} == {"failed"}
     set_settings(None)
+
+
+def cancel(client, job_id: str):
+    answered = client.post(f"/v1/apps/app_default/jobs/{job_id}/cancel", headers=ADMIN)
+    assert answered.status_code == 200, answered.text
+    return answered.json()
+
+
+def test_a_job_cancelled_mid_way_requeues_nothing_more_and_keeps_what_it_did(
+    client, conn, settings
+):
+    endpoint = insert_endpoint(conn)
+    window = [failed(conn, endpoint, timedelta(minutes=30 - n)) for n in range(7)]
+    job_id = start_recover(client, endpoint, since=timedelta(hours=1))
+    token, job = claim(job_id)
+    count_total(job, token, settings)
+    assert requeue_step(job_id, token, SLOW, AHEAD, settings).requeued == 3
+
+    stopped = cancel(client, job_id)
+    assert (stopped["status"], stopped["done_count"], stopped["total"]) == ("cancelled", 3, 7)
+    assert stopped["finished_at"] is not None
+    time_passes(conn, job_id)
+    # The worker that holds the lease finds the job gone at its next batch.
+    assert requeue_step(job_id, token, SLOW, AHEAD, settings).outcome == "lost"
+    assert claim(job_id) is None
+    assert advance_all(settings_for_rate(settings, 1000)) == 0
+    state = rows(conn, window)
+    assert [state[d]["status"] for d in window] == ["pending"] * 3 + ["failed"] * 4
+    row = job_row(conn, job_id)
+    assert (row["status"], row["done_count"], row["lease_token"]) == ("cancelled", 3, None)
+
+
+def test_a_cancel_waits_for_the_batch_in_progress_and_no_batch_commits_after_it(
+    client, conn, settings
+):
+    endpoint = insert_endpoint(conn)
+    window = [failed(conn, endpoint, timedelta(minutes=20 - n)) for n in range(5)]
+    job_id = start_recover(client, endpoint, since=timedelta(hours=1))
+    token, job = claim(job_id)
+    count_total(job, token, settings)
+    message = conn.execute(
+        "SELECT message_id FROM webhook_deliveries WHERE id = %s", (window[0],)
+    ).fetchone()["message_id"]
+
+    # A privacy request holds the batch's first message: the batch has locked the job and
+    # waits; the cancel then waits for the batch.
+    with psycopg.connect(conn.info.dsn) as privacy:
+        privacy.execute("SELECT 1 FROM webhook_messages WHERE id = %s FOR UPDATE", (message,))
+        outcome, stopped = [], []
+        batch = threading.Thread(
+            target=lambda: outcome.append(requeue_step(job_id, token, SLOW, AHEAD, settings))
+        )
+        batch.start()
+        time.sleep(0.5)
+        cancelling = threading.Thread(target=lambda: stopped.append(cancel(client, job_id)))
+        cancelling.start()
+        time.sleep(0.5)
+        assert batch.is_alive() and cancelling.is_alive()
+        privacy.rollback()
+        batch.join(10)
+        cancelling.join(10)
+    assert outcome[0].requeued == 3
+    assert (stopped[0]["status"], stopped[0]["done_count"]) == ("cancelled", 3)
+    time_passes(conn, job_id)
+    assert requeue_step(job_id, token, SLOW, AHEAD, settings).outcome == "lost"
+    state = rows(conn, window)
+    assert [state[d]["status"] for d in window] == ["pending"] * 3 + ["failed"] * 2

@@ -13,6 +13,12 @@ touches the same messages (:data:`common.delivery.recover_window.RETENTION_MARGI
 
 The cursor (endpoint, then ``(created_at, id)`` of the last delivery taken) moves in
 the batch's own transaction: a delivery is taken once, whoever holds the lease next.
+
+A cancel (``POST …/jobs/{id}/cancel``) sets the job ``cancelled`` and clears its lease in
+one UPDATE of the job's row. A batch locks that row first and goes on only if the job is
+still ``running`` under its token (:data:`LOCK_JOB`), so the cancel waits for a batch in
+progress and no batch after it re-queues anything: the worker's next step is ``lost``.
+Every other statement on the job names the token, so none touches a cancelled job.
 """
 
 from __future__ import annotations
@@ -182,7 +188,8 @@ RELEASE = """
 class Step:
     """What one :func:`requeue_step` did: ``requeued`` (this many), ``ahead`` (the
     schedule is filled far enough for now), ``moved`` (on to the next endpoint),
-    ``finished`` (nothing left: the job is done) or ``lost`` (the lease is not ours)."""
+    ``finished`` (nothing left: the job is done) or ``lost`` (the lease is not ours, or
+    the job was cancelled)."""
 
     outcome: str
     requeued: int = 0
