@@ -15,6 +15,13 @@ time, each attempt with its status code (or error) and duration.
   every attempt row (a new column, and a backfill of the whole table). ``since`` /
   ``until`` narrow it to the deliveries created in the window, as the stats count them.
 
+Both take ``status_code`` (:mod:`api.status_code_filter`): a code, a class or ``none``.
+On an endpoint's list, a filter a 2xx cannot match (``5xx``, ``none``, ``404``) walks
+``ix_webhook_deliveries_endpoint_failed_attempts`` instead, the endpoint's deliveries
+with a failed attempt (a few percent of them): without it a rare answer was found by
+reading the whole attempts table. A filter of successes walks the usual index, where
+nearly every delivery matches.
+
 Every call needs a key that may read the application; another application's message
 or endpoint answers 404 (:mod:`api.tenancy`).
 """
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.orm import Session
 
 from api.endpoints import endpoint_or_404
@@ -31,8 +38,9 @@ from api.errors import ApiError
 from api.messages import AttemptOut
 from api.pagination import ITERATOR, Keyset, decode, page, page_size, split
 from api.search import TimeWindow, time_window
+from api.status_code_filter import StatusCodes, status_code_filter
 from api.tenancy import APP_ERRORS, current_app, db_session
-from common.delivery.models import App, Attempt, Delivery, Message
+from common.delivery.models import HAD_A_FAILED_ATTEMPT, App, Attempt, Delivery, Message
 
 __all__ = ["endpoint_router", "message_router"]
 
@@ -76,10 +84,12 @@ def list_message_attempts(
     endpoint_id: str | None = Query(
         default=None, description="Only the attempts of its delivery to this endpoint."
     ),
+    status_code: StatusCodes | None = Depends(status_code_filter),
     limit: int = page_size(1000),
     iterator: str | None = ITERATOR,
 ) -> AttemptList:
-    """Every attempt to send this message, newest first."""
+    """Every attempt to send this message, newest first; `status_code`: those answered
+    so (a code, a class such as `5xx`, or `none` for no HTTP answer)."""
     found = session.scalar(
         select(Message.id).where(Message.id == message_id, Message.app_id == app.id)
     )
@@ -92,6 +102,8 @@ def list_message_attempts(
     )
     if endpoint_id is not None:
         query = query.where(Delivery.endpoint_id == endpoint_id)
+    if status_code is not None:
+        query = query.where(status_code.clause())
     query = page(query, MESSAGE_ATTEMPTS, Attempt.started_at, Attempt.id, iterator, limit)
     rows, next_iterator, done = split(
         list(session.execute(query)),
@@ -112,11 +124,13 @@ def list_endpoint_attempts(
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
     window: TimeWindow = Depends(time_window),
+    status_code: StatusCodes | None = Depends(status_code_filter),
     limit: int = page_size(1000),
     iterator: str | None = ITERATOR,
 ) -> AttemptList:
     """The attempts of this endpoint's deliveries: newest delivery first, each one's
-    attempts newest first. `since`/`until`: of the deliveries created then."""
+    attempts newest first. `since`/`until`: of the deliveries created then;
+    `status_code`: the attempts answered so (a code, a class such as `5xx`, or `none`)."""
     endpoint = endpoint_or_404(session, app, endpoint_id)
     query = (
         select(Attempt, Delivery.message_id, Delivery.created_at)
@@ -130,6 +144,11 @@ def list_endpoint_attempts(
         query = query.where(Delivery.created_at >= window.since)
     if window.until is not None:
         query = query.where(Delivery.created_at < window.until)
+    if status_code is not None:
+        query = query.where(status_code.clause())
+        if status_code.excludes_success:
+            # Implied, and the predicate of the endpoint's index of those deliveries.
+            query = query.where(text(HAD_A_FAILED_ATTEMPT))
     if iterator is not None:
         at, (delivery_id, number) = decode(iterator, ENDPOINT_ATTEMPTS)
         delivery = tuple_(Delivery.created_at, Delivery.id)

@@ -24,7 +24,8 @@ messages, a page of one endpoint's messages, a page of failed messages, one
 message with its deliveries and attempts, and a POST that fans out to 10 endpoints;
 the search filters (a common and a rare event type, a common and a rare channel, a
 day's window, page 2 from the middle of the list) on both message lists, the attempts
-lists and an endpoint's stats (24 hours by hour, 30 days by day). Each GET's SELECTs
+lists (also filtered by ``status_code``: a common, a rare and an absent answer) and an
+endpoint's stats (24 hours by hour, 30 days by day). Each GET's SELECTs
 (of its last run) are captured and ``EXPLAIN (ANALYZE)``d too: their execution times
 added up, and their scans, are printed as ``SQL of …``.
 
@@ -104,15 +105,19 @@ UPDATE webhook_deliveries SET next_attempt_at = now()
 WHERE id IN (SELECT id FROM webhook_deliveries
              WHERE status = 'pending' AND endpoint_id <> 'ep_0000' LIMIT %(due)s);
 INSERT INTO webhook_attempts (delivery_id, number, started_at, duration_ms, status_code,
-                              response_excerpt)
-SELECT id, 1, created_at, 12, CASE WHEN status = 'delivered' THEN 200 ELSE 500 END, 'ok'
+                              error, response_excerpt)
+SELECT id, 1, created_at, 12,
+       CASE WHEN status = 'delivered' THEN 200 WHEN right(id, 1) < '3' THEN NULL ELSE 500 END,
+       CASE WHEN status = 'failed' AND right(id, 1) < '3' THEN 'ConnectError: refused' END,
+       'ok'
 FROM webhook_deliveries WHERE status <> 'pending';
 """.replace("AGE", "make_interval(secs => (%(messages)s - m) * 2592000.0 / %(messages)s)")
 # Messages spread over the last 30 days, oldest first; the hot endpoint (ep_0000) has its
 # share of that history and a backlog of messages of its own, due now. For the lists'
 # filters: event types bench.event (89.9 %), bench.tenth (10 %), bench.rare (0.1 %, every
 # one sent to ep_0007 among others); channels none, eu, eu+us, us (a quarter each) and
-# us+vip (0.1 %).
+# us+vip (0.1 %). Attempts: 200 (of the delivered, 97 % of them), 500 (70 % of the failed)
+# and no answer (the other 30 %: status_code null, an error).
 
 
 def explain(conn, query: str, params: dict, setup: tuple[str, dict] | None = None):
@@ -209,6 +214,21 @@ def search_calls(conn) -> dict[str, str]:
         "GET endpoint's attempts?limit=50": f"{endpoint}/attempts?limit=50",
         "GET endpoint's attempts, middle page": (
             f"{endpoint}/attempts?limit=50&iterator={attempts_iterator}"
+        ),
+        "GET endpoint's attempts?status_code=2xx (97 %)": (
+            f"{endpoint}/attempts?limit=50&status_code=2xx"
+        ),
+        "GET endpoint's attempts?status_code=5xx (1.4 %)": (
+            f"{endpoint}/attempts?limit=50&status_code=5xx"
+        ),
+        "GET endpoint's attempts?status_code=none (0.6 %)": (
+            f"{endpoint}/attempts?limit=50&status_code=none"
+        ),
+        "GET endpoint's attempts?status_code=418 (none)": (
+            f"{endpoint}/attempts?limit=50&status_code=418"
+        ),
+        "GET message's attempts?status_code=5xx": (
+            f"{app}/messages/msg_000000007/attempts?status_code=5xx"
         ),
         "GET endpoint stats (24 h by hour)": f"{endpoint}/stats",
         "GET endpoint stats (30 days by day)": f"{endpoint}/stats?period=day",

@@ -57,6 +57,13 @@ EXPUNGED_BY_RETENTION, EXPUNGED_ON_REQUEST = "retention", "request"
 MESSAGE_STATUSES = (PENDING, DELIVERED, FAILED)
 # A message that no endpoint was subscribed to: it has no deliveries.
 UNROUTED = "unrouted"
+# A delivery with an attempt that did not succeed (and a few without: a retry asked for
+# after a success). The others were delivered at their one attempt, which got a 2xx:
+# a delivery is delivered only by a 2xx, and each attempt counts in attempt_count.
+HAD_A_FAILED_ATTEMPT = (
+    "(webhook_deliveries.attempt_count > 1"
+    " OR (webhook_deliveries.status <> 'delivered' AND webhook_deliveries.attempt_count > 0))"
+)
 
 
 def new_id(prefix: str) -> str:
@@ -273,6 +280,15 @@ class Delivery(Base):
             "created_at",
             "id",
             postgresql_where=text("status = 'failed'"),
+        ),
+        # One endpoint's deliveries with a failed attempt, newest first: its attempts list
+        # filtered to answers other than a 2xx (a few percent of its deliveries).
+        Index(
+            "ix_webhook_deliveries_endpoint_failed_attempts",
+            "endpoint_id",
+            "created_at",
+            "id",
+            postgresql_where=text(HAD_A_FAILED_ATTEMPT),
         ),
         Index("uq_webhook_deliveries_message_endpoint", "message_id", "endpoint_id", unique=True),
         # The retention purge's probe: is any delivery of this message still pending?

@@ -151,7 +151,7 @@ def statuses(conn, data: Dataset) -> dict[str, dict[str, str]]:
 def every_page(client, path: str, params: dict, limit: int) -> list[dict]:
     """Every item of a list, page after page; each page within ``limit``."""
     items, iterator = [], None
-    while True:
+    for _ in range(1000):
         query = {**params, "limit": limit, **({"iterator": iterator} if iterator else {})}
         response = client.get(path, params=query, headers=ADMIN)
         assert response.status_code == 200, response.text
@@ -162,6 +162,7 @@ def every_page(client, path: str, params: dict, limit: int) -> list[dict]:
             assert body["iterator"] is None
             return items
         iterator = body["iterator"]
+    raise AssertionError(f"{path} {params}: still not done after 1000 pages")
 
 
 def iso(at: datetime) -> str:
@@ -360,6 +361,61 @@ def test_attempts_of_a_message_and_of_an_endpoint_newest_first_every_page(client
     expected = [as_item(r) for r in order if in_window(r["delivery_created_at"], window)]
     assert expected and len(expected) < len(order)
     assert parsed(every_page(client, path, window, 2)) == expected
+
+
+def answered_as(code: int | None, wanted: str) -> bool:
+    """What ``?status_code=wanted`` keeps, read plainly."""
+    if wanted == "none":
+        return code is None
+    if wanted.endswith("xx"):
+        return code is not None and code // 100 == int(wanted[0])
+    return code == int(wanted)
+
+
+def test_attempts_filtered_by_status_code_are_exactly_those_answered_so(client, conn):
+    data = dataset(client, conn)
+    sent = post(client, f"{data.app}/messages", {"event_type": "order.paid", "payload": {}})
+    delivery = sent["deliveries"][0]["id"]  # to `all` or `paid`
+    now = datetime.now(UTC)
+    for n, code in enumerate((404, 503, None, 201)):
+        state = "delivered" if code == 201 else "pending"
+        claim_and_record(conn, delivery, state, code, now + timedelta(seconds=n))
+    message_rows = sorted(
+        attempt_rows(conn, "d.message_id = %s", sent["id"]),
+        key=lambda r: (r["started_at"], r["id"]),
+        reverse=True,
+    )
+    endpoint_id = data.endpoints["all"]
+    endpoint_rows = sorted(
+        attempt_rows(conn, "d.endpoint_id = %s", endpoint_id),
+        key=lambda r: (r["delivery_created_at"], r["delivery_id"], r["number"]),
+        reverse=True,
+    )
+    lists = {
+        f"{data.app}/messages/{sent['id']}/attempts": message_rows,
+        f"{data.app}/endpoints/{endpoint_id}/attempts": endpoint_rows,
+    }
+    for (path, rows), wanted in itertools.product(
+        lists.items(), ["200", "201", "503", "404", "418", "2xx", "4xx", "5xx", "1xx", "none"]
+    ):
+        expected = [as_item(r) for r in rows if answered_as(r["status_code"], wanted)]
+        for limit in (1, 1000):
+            got = every_page(client, path, {"status_code": wanted}, limit)
+            assert parsed(got) == expected, (path, wanted, limit)
+    # The dataset gives `all` 200s, 503s and connection errors: each filter keeps some.
+    assert {200, 503, None} <= {r["status_code"] for r in endpoint_rows}
+    path = f"{data.app}/endpoints/{endpoint_id}/attempts"
+    expected = [
+        as_item(r)
+        for r in endpoint_rows
+        if r["status_code"] is None and in_window(r["delivery_created_at"], WINDOWS[3])
+    ]
+    got = every_page(client, path, {**WINDOWS[3], "status_code": "none"}, 2)
+    assert expected and parsed(got) == expected
+    for bad in ("600", "99", "1000", "20x", "6xx", "0xx", "2XX", "NONE", "", "5xx "):
+        for path in lists:
+            response = client.get(path, params={"status_code": bad}, headers=ADMIN)
+            assert_invalid(response, "query.status_code")
 
 
 def test_stats_count_what_a_brute_force_count_of_the_rows_says(client, conn):
