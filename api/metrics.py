@@ -26,7 +26,6 @@ so Prometheus keeps the dependency gauges that explain the outage.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from api.operator import OPERATOR_ERRORS, require_operator
 from common.broker import is_redis_broker, queue_names
 from common.connections.probes import describe_error
 from common.health.fleet_metrics import FleetCollector, FleetMetrics
+from common.health.heartbeat import read_heartbeats
 from common.health.named_services import OTHER, Named, is_receiver, read_named
 from common.redis.client import make_redis
 from common.redis.keys import RedisKeys
@@ -132,20 +132,6 @@ def _read_limits(client: redis.Redis, namespace: str, services: list[str]) -> li
     return [view for view in views if view is not None]
 
 
-def _read_workers(client: redis.Redis, namespace: str) -> list[dict]:
-    """Heartbeats of the workers of ``namespace`` (keys expire when a worker stops beating)."""
-    pattern = RedisKeys(namespace).worker_heartbeat_pattern()
-    keys = sorted(client.scan_iter(match=pattern, count=1000))
-    payloads = client.mget(keys) if keys else []
-    workers = []
-    for raw in payloads:
-        try:
-            workers.append(json.loads(raw))
-        except (TypeError, ValueError):
-            continue  # expired between SCAN and MGET, or not ours
-    return workers
-
-
 def read_fleet(app: FastAPI) -> FleetView:
     """Read every section of the operators' view; one failing section never hides the others."""
     state = app.state
@@ -170,7 +156,7 @@ def read_fleet(app: FastAPI) -> FleetView:
         "alarms": lambda: _read_alarms(state.redis, settings),
         "breakers": breakers,
         "limits": lambda: _read_limits(state.redis, namespace, _named().services),
-        "workers": lambda: _read_workers(state.redis, namespace),
+        "workers": lambda: read_heartbeats(state.redis, namespace),
     }
     broker = getattr(state, "broker_redis", None)
     if broker is not None:

@@ -3,8 +3,10 @@
 A worker writes its heartbeat every ``HEARTBEAT_INTERVAL_SECONDS`` from a
 thread of its main process (so a pool whose every slot is busy still beats):
 a JSON file ``{HEARTBEAT_DIR}/{hostname}.json`` and the Redis key
-``{ns}:worker:{hostname}:heartbeat`` (TTL three intervals). The file is what
-probes read: it needs no broker and no Redis, so a Redis outage never gets a
+``{ns}:worker:{hostname}:heartbeat`` (TTL three intervals), listed in the index
+``{ns}:workers`` (:func:`publish_heartbeat`, :func:`read_heartbeats`: a read is two
+commands however many keys Redis holds, where a ``SCAN`` walked them all). The file is
+what probes read: it needs no broker and no Redis, so a Redis outage never gets a
 healthy worker restarted. The key lets other processes see the fleet.
 
 :func:`verdict` is the pure rule `jenga worker health` applies:
@@ -35,9 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from common.redis.keys import RedisKeys
 
 STALE_AFTER_INTERVALS = 3
+# A worker that died without saying so leaves its name in the index; it is dropped this
+# long after its heartbeat expired (generous: the expiry is the worker's clock, the
+# trim the reader's).
+INDEX_GRACE_SECONDS = 3600
 
 
 def default_hostname() -> str:
@@ -48,6 +56,43 @@ def default_hostname() -> str:
 def heartbeat_key(namespace: str, hostname: str) -> str:
     """The Redis key of ``hostname``'s heartbeat (:meth:`RedisKeys.worker_heartbeat`)."""
     return RedisKeys(namespace).worker_heartbeat(hostname)
+
+
+def publish_heartbeat(
+    client: redis.Redis, namespace: str, hostname: str, payload: dict[str, Any], ttl: int
+) -> None:
+    """Write ``hostname``'s heartbeat key (TTL ``ttl`` s) and list it in the index, in
+    one round trip. Raises Redis's errors."""
+    keys = RedisKeys(namespace)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(keys.worker_heartbeat(hostname), json.dumps(payload), ex=ttl)
+        pipe.zadd(keys.workers(), {hostname: time.time() + ttl})
+        pipe.execute()
+
+
+def retire_heartbeat(client: redis.Redis, namespace: str, hostname: str) -> None:
+    """A worker that stops: its heartbeat and its name in the index go."""
+    keys = RedisKeys(namespace)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.delete(keys.worker_heartbeat(hostname))
+        pipe.zrem(keys.workers(), hostname)
+        pipe.execute()
+
+
+def read_heartbeats(client: redis.Redis, namespace: str) -> list[dict[str, Any]]:
+    """The heartbeats of the workers of ``namespace`` alive now (a key expires when its
+    worker stops beating), by host name; names long expired leave the index."""
+    keys = RedisKeys(namespace)
+    client.zremrangebyscore(keys.workers(), "-inf", time.time() - INDEX_GRACE_SECONDS)
+    hostnames = sorted(client.zrange(keys.workers(), 0, -1))
+    payloads = client.mget([keys.worker_heartbeat(h) for h in hostnames]) if hostnames else []
+    workers = []
+    for raw in payloads:
+        try:
+            workers.append(json.loads(raw))
+        except (TypeError, ValueError):
+            continue  # expired, or not ours
+    return workers
 
 
 def heartbeat_path(directory: str | os.PathLike, hostname: str) -> Path:

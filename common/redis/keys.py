@@ -56,9 +56,10 @@ class RedisKeys:
         """String (JSON), TTL 3 intervals: one worker's last heartbeat."""
         return self.key("worker", hostname, "heartbeat")
 
-    def worker_heartbeat_pattern(self) -> str:
-        """``SCAN MATCH`` pattern of every worker's heartbeat key."""
-        return self.worker_heartbeat("*")
+    def workers(self) -> str:
+        """Sorted set: the host name of every worker that wrote a heartbeat → when that
+        heartbeat expires (its clock), so readers find the heartbeats without a SCAN."""
+        return self.key("workers")
 
     def beat(self) -> str:
         """Hash, TTL 7 days from its last write: the beat lease (holder, fencing token,

@@ -19,7 +19,6 @@ import pytest
 import redis
 
 from api.health import health_document
-from api.metrics import _read_workers
 from common.access.ratelimit import RateOptions
 from common.access.ratelimit_store import RateLimitStore
 from common.alarms.store import AlarmStore
@@ -30,7 +29,7 @@ from common.guards.breaker.registry import BreakerRegistry
 from common.guards.limit.aimd import AIMDOptions
 from common.guards.limit.shared import SharedLimit
 from common.health.beat_store import BeatStore
-from common.health.heartbeat import heartbeat_key
+from common.health.heartbeat import publish_heartbeat, read_heartbeats
 from common.redis.client import redis_for, wait_for_replica
 from common.support.logs import JsonFormatter
 from tests.support.cluster import TEST_PASSWORD
@@ -84,8 +83,8 @@ def test_every_shared_state_script_works_on_the_namespace_primary(cluster, clust
     rates = RateLimitStore(client, namespace)
     decisions = [rates.take("key-1", RateOptions(per_second=1, burst=2)) for _ in range(3)]
     assert [d.allowed for d in decisions] == [True, True, False]
-    client.set(heartbeat_key(namespace, "w1"), json.dumps({"hostname": "w1"}), ex=30)
-    assert [w["hostname"] for w in _read_workers(client, namespace)] == ["w1"]
+    publish_heartbeat(client, namespace, "w1", {"hostname": "w1"}, ttl=30)
+    assert [w["hostname"] for w in read_heartbeats(client, namespace)] == ["w1"]
     limit.close()
     registry.close()
     # Every key is on the primary of the {namespace} slot, none elsewhere.

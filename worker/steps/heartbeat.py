@@ -5,7 +5,6 @@ worker health``."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import threading
@@ -21,7 +20,9 @@ from common.health.heartbeat import (
     beat_payload,
     heartbeat_key,
     heartbeat_path,
+    publish_heartbeat,
     remove_heartbeat_file,
+    retire_heartbeat,
     write_heartbeat_file,
 )
 from common.redis.client import redis_for
@@ -80,7 +81,9 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.last_breakers = breakers
         try:
             ttl = max(1, math.ceil(STALE_AFTER_INTERVALS * interval))
-            self.redis.set(self.key, json.dumps(payload), ex=ttl)
+            publish_heartbeat(
+                self.redis, self.settings.jenga_namespace, worker.hostname, payload, ttl
+            )
             self.redis_ok = True
         except (redis.exceptions.RedisError, OSError):
             self.redis_ok = False  # Redis down: the file still proves liveness
@@ -93,7 +96,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
             self.thread = None
         remove_heartbeat_file(self.settings.heartbeat_dir, worker.hostname)
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            self.redis.delete(self.key)
+            retire_heartbeat(self.redis, self.settings.jenga_namespace, worker.hostname)
         self.redis.close()
 
     def info(self, worker):
