@@ -19,10 +19,18 @@ through the API running as a real process (``POST /v1/apps/{app}/messages`` to o
 endpoint); ``--accept sql`` commits what that request writes (the message and its
 delivery) straight from a connection, without the API's own cost.
 
+Dead rows matter at this size: every batch starts its index walk at the oldest entry,
+and until a vacuum clears them the entries of the rows purged before it are walked
+again. The shared test server runs with ``autovacuum = off``; where it does, the bench
+stands in for it on the three tables as a default-configured server would (each table
+checked every ``autovacuum_naptime``, 60 s; vacuumed past 50 + 20 % of its rows dead,
+analysed past 50 + 10 % changed; ``vacuum_cost_delay`` 2 ms, ``vacuum_cost_limit``
+200), and reports what it ran.
+
 Reported: rows purged per second; the longest batch (one autocommit statement: the
 longest time the purge held any lock); how often a backend of the bench database was
-seen waiting for a lock (sampled every 100 ms); and the accept path's requests per
-second and p50/p99 in both phases.
+seen waiting for a lock (sampled every 100 ms); the vacuums; and the accept path's
+requests per second and p50/p99 in both phases.
 """
 
 from __future__ import annotations
@@ -140,6 +148,38 @@ def seed(url: str, rows: int, chunk: int) -> None:
         conn.execute("VACUUM ANALYZE webhook_messages, webhook_deliveries, webhook_attempts")
 
 
+# autovacuum's defaults (PostgreSQL 15): when a table is due, and how fast it is vacuumed.
+NAPTIME = 60.0
+DUE_FOR_VACUUM = """
+    SELECT s.n_dead_tup > 50 + 0.2 * c.reltuples AS vacuum,
+           s.n_mod_since_analyze > 50 + 0.1 * c.reltuples AS analyze
+    FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+    WHERE s.relname = %s
+    """
+
+
+def standing_in_for_autovacuum(
+    url: str, table: str, stop: threading.Event, runs: list[tuple[str, float, float]]
+) -> None:
+    """One autovacuum worker's job on ``table``: (what ran, started s, seconds) to ``runs``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET vacuum_cost_delay = '2ms'")
+        conn.execute("SET vacuum_cost_limit = 200")
+        began = time.perf_counter()
+        while not stop.wait(NAPTIME):
+            vacuum, analyze = conn.execute(DUE_FOR_VACUUM, (table,)).fetchone()
+            for due, command in ((vacuum, "VACUUM"), (analyze, "ANALYZE")):
+                if due:
+                    started = time.perf_counter()
+                    try:
+                        conn.execute(f"{command} {table}")
+                    except psycopg.errors.QueryCanceled:
+                        command += " (cut at the end)"
+                    runs.append(
+                        (f"{command} {table}", started - began, time.perf_counter() - started)
+                    )
+
+
 def sql_writer(url: str) -> Callable[[], None]:
     conn = psycopg.connect(url, autocommit=True)
 
@@ -172,22 +212,42 @@ def watching_locks(url: str, stop: threading.Event, samples: list[int]) -> None:
             samples.append(conn.execute(LOCK_WAITERS).fetchone()[0])
 
 
-def phase(url: str, accept: Callable[[], None], work) -> tuple[float, list, list, object]:
+TABLES = ("webhook_messages", "webhook_deliveries", "webhook_attempts")
+CANCEL_VACUUMS = """
+    SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid()
+      AND (query LIKE 'VACUUM %' OR query LIKE 'ANALYZE %')
+    """
+
+
+def phase(
+    url: str, accept: Callable[[], None], work, vacuum: list | None = None
+) -> tuple[float, list, list, object]:
+    """Run ``work`` beside the accept path (and the stand-in autovacuum when ``vacuum``
+    collects its runs)."""
     stop, latencies, waiters = threading.Event(), [], []
     threads = [
         threading.Thread(target=accepting, args=(accept, stop, latencies)),
         threading.Thread(target=watching_locks, args=(url, stop, waiters)),
     ]
+    if vacuum is not None:
+        threads += [
+            threading.Thread(target=standing_in_for_autovacuum, args=(url, t, stop, vacuum))
+            for t in TABLES
+        ]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     try:
         result = work()
+        elapsed = time.perf_counter() - started
     finally:
         stop.set()  # also on Ctrl-C, so the process can end
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(CANCEL_VACUUMS)
         for thread in threads:
             thread.join()
-    return time.perf_counter() - started, sorted(latencies), waiters, result
+    return elapsed, sorted(latencies), waiters, result
 
 
 def purge_backlog(settings) -> dict[str, float]:
@@ -244,11 +304,14 @@ def main() -> None:
             accept = sql_writer(url)
         for _ in range(20):
             accept()  # the first requests open connections: not what is measured
+        with psycopg.connect(url) as conn:
+            autovacuum = conn.execute("SHOW autovacuum").fetchone()[0] == "on"
+        vacuums = None if autovacuum else []
         base_s, base_lat, base_waits, _ = phase(
             url, accept, lambda: time.sleep(args.baseline_seconds)
         )
         purge_s, purge_lat, purge_waits, counts = phase(
-            url, accept, lambda: purge_backlog(settings)
+            url, accept, lambda: purge_backlog(settings), vacuums
         )
         set_settings(None)
     keys = redis.Redis.from_url(base_redis_url())
@@ -265,6 +328,11 @@ def main() -> None:
         f" {purge_s:.1f} s ({purged / purge_s:,.0f} messages/s, {counts['runs']} runs);"
         f" longest batch {counts['longest_batch_ms']} ms"
     )
+    if vacuums is None:
+        print("autovacuum: the server's own")
+    else:
+        ran = ", ".join(f"{what} at {at:.0f} s for {took:.0f} s" for what, at, took in vacuums)
+        print(f"autovacuum stood in for (from the purge's start): {ran or 'none due'}")
     print(describe("accept, no purge", base_s, base_lat, base_waits))
     print(describe("accept, purging", purge_s, purge_lat, purge_waits))
 
