@@ -61,6 +61,25 @@ def conn(database_url):
         yield connection
 
 
+BROKER_SETTINGS = ("broker_url", "broker_transport", "broker_transport_options")
+
+
+@pytest.fixture
+def worker_publisher(settings):
+    """The worker's Celery app, publishing on this test's namespace: its configuration is
+    read once per process, by whichever test used it first."""
+    from worker.app import app
+    from worker.celeryconfig import celery_config
+
+    config = celery_config(settings)
+    kept = {name: app.conf[name] for name in BROKER_SETTINGS}
+    app.close()  # its connections were made with the old configuration
+    app.conf.update({name: config[name] for name in BROKER_SETTINGS})
+    yield app
+    app.close()
+    app.conf.update(kept)
+
+
 def new_app(client, uid: str | None = None) -> str:
     body = {"name": f"t-{uuid.uuid4().hex[:6]}", **({"uid": uid} if uid else {})}
     created = client.post("/v1/apps", json=body, headers=ADMIN)
@@ -229,7 +248,7 @@ def test_a_disable_through_the_api_is_told_once_and_enable_starts_afresh(client,
 
 
 def test_the_router_makes_a_message_per_subscribed_application_and_empties_the_outbox(
-    client, conn, settings, redis_client
+    client, conn, settings, redis_client, worker_publisher
 ):
     from worker.operational.tasks import route_events
 
