@@ -11,12 +11,17 @@
   (:mod:`common.redis.kombu_sentinel`, kombu's own following the primary as the
   shared-state client does; ``master_name`` and the Sentinels in the transport
   options), so workers and publishers follow a failover.
+* :func:`queue_declarations`: how every declarer (worker, beat, API, command line)
+  declares the queues, so all of them agree on ``BROKER_QUEUE_TYPE``; with quorum
+  queues, :func:`whole_second_delay` is how long a delayed task waits.
 
 Celery is imported only when a client is built.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from common.config import Settings
@@ -44,7 +49,9 @@ __all__ = [
     "is_redis_broker",
     "kombu_broker",
     "publisher",
+    "queue_declarations",
     "queue_names",
+    "whole_second_delay",
 ]
 
 # ``deliveries`` and ``operational`` (Jenga's own operational webhooks, apart from the
@@ -71,6 +78,42 @@ OPERATIONAL_ROUTE_TASK = "jenga.operational.route"  # worker/operational/tasks.p
 def queue_names(namespace: str) -> dict[str, str]:
     """The Celery queues of ``namespace``, by role."""
     return {role: f"{namespace}.{role}" for role in QUEUE_ROLES}
+
+
+def queue_declarations(settings: Settings) -> dict[str, Any]:
+    """Celery settings that make every queue Jenga declares (``task_default_queue`` and
+    each queue a route, a ``-Q`` or a ``send_task(queue=...)`` names) the
+    ``BROKER_QUEUE_TYPE``. The worker's app and :func:`publisher` both take them: a
+    publisher that declared a queue as classic which a worker had declared as quorum
+    would be refused by RabbitMQ (``PRECONDITION_FAILED``), and the other way round.
+
+    Quorum: each queue's exchange is a topic exchange (its own name, as Celery's
+    direct one was), which Celery's native delayed delivery needs; classic: Celery's
+    defaults, unchanged, so an existing deployment keeps its queues."""
+    if settings.broker_queue_type != "quorum":
+        return {}
+    return {
+        "task_default_queue_type": "quorum",
+        "task_default_exchange_type": "topic",
+        "task_create_missing_queue_type": "quorum",
+        "task_create_missing_queue_exchange_type": "topic",
+        # A quorum queue has no global QoS: each consumer gets its own prefetch.
+        "worker_detect_quorum_queues": True,
+    }
+
+
+def whole_second_delay(countdown: float | None, eta: datetime | None, now: datetime) -> int | None:
+    """How many seconds a task published with ``countdown`` or ``eta`` waits under
+    RabbitMQ's native delayed delivery, which counts in whole seconds and truncates:
+    rounded *up*, so a 0.4 s deferral waits 1 s instead of coming straight back. None:
+    no delay (nothing asked, or a moment already past)."""
+    if eta is not None:
+        if eta.tzinfo is None:  # Celery reads a naive ETA in its own timezone (UTC here)
+            eta = eta.replace(tzinfo=now.tzinfo)
+        countdown = (eta - now).total_seconds()
+    if countdown is None or countdown <= 0:
+        return None
+    return math.ceil(countdown)
 
 
 def is_redis_broker(broker_url: str) -> bool:
@@ -144,6 +187,7 @@ def publisher(
             options["confirm_publish"] = True
     sender = Celery(name, set_as_current=False)
     sender.conf.update(
+        **queue_declarations(settings),
         broker_url=kombu.url,
         broker_transport=kombu.transport,
         broker_transport_options=options,

@@ -10,11 +10,13 @@ blueprint with :class:`worker.steps.ConfigStep`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cached_property
 
 from celery import Celery
 from celery.signals import celeryd_init, setup_logging
 
+from common.broker import whole_second_delay
 from common.config import get_settings
 from common.support.logs import configure_logging
 from worker import console_events
@@ -33,7 +35,19 @@ TASK_MODULES = [
 
 
 class JengaCelery(Celery):
-    """Celery, with beat's program class replaced (the only hook before its banner)."""
+    """Celery, with beat's program class replaced (the only hook before its banner),
+    and delays rounded up to whole seconds on quorum queues."""
+
+    def send_task(self, name, args=None, kwargs=None, countdown=None, eta=None, **options):
+        """Every publish of the worker and beat (``apply_async``, ``retry``, a guarded
+        task's deferral). On quorum queues Celery hands a delay to RabbitMQ's native
+        delayed delivery, which truncates it to whole seconds: a 0.5 s deferral would
+        come straight back, and a send slot's ETA would be early. Rounded up here."""
+        if self.conf.task_default_queue_type == "quorum" and (
+            countdown is not None or isinstance(eta, datetime)
+        ):
+            countdown, eta = whole_second_delay(countdown, eta, self.now()), None
+        return super().send_task(name, args, kwargs, countdown=countdown, eta=eta, **options)
 
     @cached_property
     def Beat(self):  # noqa: N802 (Celery's name for the program class)

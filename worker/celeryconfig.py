@@ -41,6 +41,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport_options["socket_timeout"] = REDIS_BROKER_SOCKET_TIMEOUT_SECONDS
     queues = queue_names(settings)
     return {
+        # BROKER_QUEUE_TYPE: the publishers declare queues the same way.
+        **broker.queue_declarations(settings),
         "broker_url": kombu.url,
         "broker_transport": kombu.transport,
         "broker_transport_options": transport_options,

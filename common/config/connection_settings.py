@@ -8,6 +8,8 @@ compare fields live there. :func:`check_sentinel_url` is the rule for a
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from common.redis.urls import parse_cluster_url, parse_sentinel_url
@@ -64,6 +66,16 @@ class ConnectionSettings(BaseModel):
             " 2.6 ms more per publish here, BENCHMARKS.md); `false` trades that for the"
             " later redispatch."
             " Redis brokers answer every command anyway."
+        ),
+    )
+    broker_queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description=(
+            "Type of the queues Jenga declares on RabbitMQ: `quorum` (replicated, the"
+            " type RabbitMQ recommends for durable work; delays use RabbitMQ's native delayed"
+            " delivery, in whole seconds) or `classic`. A queue's type cannot change once it"
+            " exists: switching an existing deployment means deleting its queues (README,"
+            " operations guide). `quorum` needs a RabbitMQ `BROKER_URL`."
         ),
     )
     jenga_namespace: str = Field(

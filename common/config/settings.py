@@ -37,7 +37,8 @@ __all__ = ["Settings", "describe_settings"]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", "unix")
-BROKER_SCHEMES = ("redis", "rediss", "redis+sentinel", "amqp", "amqps", "pyamqp")
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+BROKER_SCHEMES = ("redis", "rediss", "redis+sentinel", *AMQP_SCHEMES)
 CLUSTER_BROKER_REFUSED = (
     "is a Redis Cluster (redis+cluster://), which Celery's Redis transport does not support:"
     " set BROKER_URL to RabbitMQ (amqp://...), or to a redis:// or redis+sentinel:// server"
@@ -158,6 +159,14 @@ class Settings(
     def _production_rules(self) -> Settings:
         if self.broker_url is None and is_cluster_url(self.redis_url):
             raise ValueError(f"BROKER_URL is unset and REDIS_URL {CLUSTER_BROKER_REFUSED}")
+        if (
+            self.broker_queue_type == "quorum"
+            and urlsplit(self.effective_broker_url).scheme not in AMQP_SCHEMES
+        ):
+            raise ValueError(
+                "BROKER_QUEUE_TYPE=quorum needs a RabbitMQ BROKER_URL (amqp://...):"
+                " Redis brokers have no queue types"
+            )
         if self.reconnect_cap_seconds < self.reconnect_base_seconds:
             raise ValueError("RECONNECT_CAP_SECONDS must be >= RECONNECT_BASE_SECONDS")
         if not self.limit_min <= self.limit_initial <= self.limit_max:
