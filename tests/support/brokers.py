@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from kombu import Connection
 
@@ -73,3 +77,43 @@ def consumers(amqp_url: str, queue: str) -> int:
     """Consumers of ``queue`` on RabbitMQ (a passive declare: it never creates the queue)."""
     with Connection(amqp_url, connect_timeout=5) as conn:
         return conn.default_channel.queue_declare(queue, passive=True).consumer_count
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    """``rabbitmqctl args`` on this machine's RabbitMQ node; its output."""
+    done = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout, check=True
+    )
+    return done.stdout
+
+
+def vhost_skip_reason() -> str | None:
+    """Why a test cannot have a RabbitMQ vhost of its own here, or None."""
+    if reason := BROKERS[1].skip_reason():
+        return reason
+    if shutil.which("rabbitmqctl") is None:
+        return "rabbitmqctl is not installed (a vhost of the test's own needs it)"
+    return None
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost(prefix: str = "jenga-test") -> Iterator[str]:
+    """A vhost of the test's own on the test RabbitMQ, ``guest`` allowed, deleted
+    afterwards with everything in it; yields its ``amqp://`` URL. For tests whose
+    declarations are vhost-wide (quorum queues' native delayed delivery declares
+    ``celery_delayed_*`` exchanges and queues for everyone on the vhost)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        parts = urlsplit(RABBITMQ_URL)
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(name, safe=""), "", ""))
+    finally:
+        with contextlib.suppress(Exception):
+            rabbitmqctl("delete_vhost", name)
+
+
+def queue_types(vhost: str) -> dict[str, str]:
+    """Each queue of ``vhost`` and its type (``classic``, ``quorum``...)."""
+    out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "-p", vhost, "name", "type")
+    return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
