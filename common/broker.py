@@ -97,8 +97,6 @@ def queue_declarations(settings: Settings) -> dict[str, Any]:
         "task_default_exchange_type": "topic",
         "task_create_missing_queue_type": "quorum",
         "task_create_missing_queue_exchange_type": "topic",
-        # A quorum queue has no global QoS: each consumer gets its own prefetch.
-        "worker_detect_quorum_queues": True,
     }
 
 

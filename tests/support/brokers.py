@@ -89,7 +89,8 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
 
 def vhost_skip_reason() -> str | None:
     """Why a test cannot have a RabbitMQ vhost of its own here, or None."""
-    if reason := BROKERS[1].skip_reason():
+    rabbitmq = next(broker for broker in BROKERS if broker.name == "rabbitmq")
+    if reason := rabbitmq.skip_reason():
         return reason
     if shutil.which("rabbitmqctl") is None:
         return "rabbitmqctl is not installed (a vhost of the test's own needs it)"

@@ -17,7 +17,7 @@ import redis
 from common.config import load_settings
 from tests.support.brokers import queue_types, rabbitmq_vhost, vhost_skip_reason
 from tests.support.receiver import Reply, WebhookReceiver
-from tests.support.servers import JengaProcess, jenga_env, wait_for
+from tests.support.servers import jenga_env, wait_for
 from tests.support.stack import (
     create_endpoint,
     fresh_database,
@@ -81,25 +81,14 @@ def test_a_sub_second_delay_waits_a_whole_second_not_none(quorum_env):
     from worker.celeryconfig import celery_config
 
     settings = load_settings(quorum_env, wait_seconds=0)
-    worker = JengaProcess.celery(
-        "worker",
-        "-P",
-        "threads",
-        "-c",
-        "2",
-        "--without-mingle",
-        "--without-gossip",
-        "-Q",
-        f"{settings.jenga_namespace}.default",
-        env=jenga_env(**quorum_env),
-        name="worker",
-    ).start()
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    producer = JengaCelery("test-producer", set_as_current=False)
-    producer.conf.update(celery_config(settings))
     tokens = [uuid.uuid4().hex for _ in range(3)]
-    try:
-        worker.wait_for_output("ready.", timeout=60)
+    with ExitStack() as stack:
+        start_worker(stack, jenga_env(**quorum_env), concurrency=2)
+        producer = JengaCelery("test-producer", set_as_current=False)
+        producer.conf.update(celery_config(settings))
+        stack.callback(producer.close)
+        stack.callback(client.delete, *(selftest_key(settings.jenga_namespace, t) for t in tokens))
         marks = {}
         for token in tokens:
             started = time.monotonic()
@@ -113,7 +102,3 @@ def test_a_sub_second_delay_waits_a_whole_second_not_none(quorum_env):
             )
             marks[token] = time.monotonic() - started
         assert all(waited >= 0.95 for waited in marks.values()), marks
-    finally:
-        worker.stop()
-        client.delete(*(selftest_key(settings.jenga_namespace, t) for t in tokens))
-        producer.close()
