@@ -1,12 +1,13 @@
 """Benchmark: the hot statements' plans and times as the tables grow (issue 17 goal 4).
 
     PYTHONPATH=. .venv/bin/python -m bench.bench_query_plans [--sizes 10000,1000000,10000000]
-        [--endpoints 100] [--repeat 15]
+        [--endpoints 100] [--fan-out 10] [--repeat 15]
 
 For each size N, a fresh database (Alembic head) is filled by PostgreSQL itself
 (``INSERT ... SELECT generate_series``: no API, no client round trip per row) with
-N/10 messages, each fanned out to 10 of ``--endpoints`` endpoints of one application:
-N deliveries. 97 % are delivered, 2 % failed and 1 % pending an hour from now; at
+N/F messages, each fanned out to F (``--fan-out``) of ``--endpoints`` endpoints of one
+application: N deliveries (``--fan-out 1``: N messages, N deliveries). 97 % are
+delivered, 2 % failed and 1 % pending an hour from now; at
 every size 500 of those are due now, and one endpoint (the "hot" one) holds a backlog
 of 500 more, due now: the same work at every size. Every delivered or failed delivery
 has one attempt. Then, ``--repeat`` times each, the median execution time that
@@ -19,7 +20,7 @@ has one attempt. Then, ``--repeat`` times each, the median execution time that
   rows;
 * the retention purge's batches (``EXPIRE``/``DELETE``, 500 messages, 1 day old);
 
-and the median wall time of the API's reads and write, in process: a page of
+and the median and 99th percentile wall time of the API's reads and write, in process: a page of
 messages, a page of one endpoint's messages, a page of failed messages, one
 message with its deliveries and attempts, and a POST that fans out to 10 endpoints;
 the search filters (a common and a rare event type, a common and a rare channel, a
@@ -92,7 +93,7 @@ SELECT 'dlv_' || lpad(m::text, 9, '0') || '_' || k, 'msg_' || lpad(m::text, 9, '
        CASE WHEN r < 0.99 THEN NULL ELSE now() + interval '1 hour' END,
        now() - AGE,
        CASE WHEN r < 0.97 THEN now() - AGE END
-FROM generate_series(0, %(messages)s - 1) m, generate_series(0, 9) k,
+FROM generate_series(0, %(messages)s - 1) m, generate_series(0, %(fan_out)s - 1) k,
      LATERAL (SELECT random() AS r OFFSET 0 * k * m) rand;
 INSERT INTO webhook_messages (id, app_id, event_type, payload, body, request_hash)
 SELECT 'msg_hot_' || m, 'app_bench', 'bench.event', '{"n": 1}',
@@ -261,8 +262,9 @@ class Statements:
 
 def api_calls(
     database_url: str, repeat: int, conn
-) -> tuple[dict[str, float], dict[str, tuple[float, list[str]]]]:
-    """Wall times of the API's calls, and each GET's statements explained."""
+) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, list[str]]]]:
+    """Wall times (median, 99th percentile) of the API's calls, and each GET's
+    statements explained."""
     settings = load_settings(
         {
             "DATABASE_URL": database_url,
@@ -286,9 +288,9 @@ def api_calls(
             "get",
             "/v1/apps/app_bench/messages?status=failed&limit=50",
         ),
-        "GET one message (10 deliveries)": ("get", "/v1/apps/app_bench/messages/msg_000000007"),
+        "GET one message (its deliveries)": ("get", "/v1/apps/app_bench/messages/msg_000000007"),
         **{name: ("get", path) for name, path in search_calls(conn).items()},
-        "POST message (fan-out to 10)": ("post", "/v1/apps/app_bench/messages"),
+        "POST message": ("post", "/v1/apps/app_bench/messages"),
     }
     results, plans = {}, {}
     try:
@@ -306,7 +308,9 @@ def api_calls(
                         response = client.post(path, json=body, headers=AUTH)
                     times.append((time.perf_counter() - started) * 1000)
                     assert response.status_code < 300, response.text[:300]
-                results[name] = statistics.median(times[1:])  # the first warms caches
+                measured = times[1:]  # the first warms caches
+                p99 = statistics.quantiles(measured, n=100)[98] if repeat > 1 else measured[0]
+                results[name] = (statistics.median(measured), p99)
                 # Each run sent the same statements: explain the last run's.
                 per_run = len(statements.seen) // (repeat + 1)
                 statements.seen = statements.seen[len(statements.seen) - per_run :]
@@ -321,10 +325,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,1000000,10000000")
     parser.add_argument("--endpoints", type=int, default=100)
+    parser.add_argument("--fan-out", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     table: dict[str, dict[int, float]] = {}
+    p99s: dict[str, dict[int, float]] = {}
     plans: dict[str, dict[int, list[str]]] = {}
     for size in sizes:
         with fresh_database() as url:
@@ -332,7 +338,8 @@ def main() -> None:
             with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
                 params = {
                     "endpoints": args.endpoints,
-                    "messages": size // 10,
+                    "messages": size // args.fan_out,
+                    "fan_out": args.fan_out,
                     "hot": HOT_BACKLOG,
                     "due": DUE,
                 }
@@ -346,19 +353,24 @@ def main() -> None:
                     plans.setdefault(name, {})[size] = scans
             with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
                 calls, statements = api_calls(url, args.repeat, conn)
-            for name, ms in calls.items():
+            for name, (ms, p99) in calls.items():
                 table.setdefault(name, {})[size] = ms
+                p99s.setdefault(name, {})[size] = p99
             for name, (ms, scans) in statements.items():
                 table.setdefault(name, {})[size] = ms
                 plans.setdefault(name, {})[size] = scans
             print(f"size {size:,}: filled in {fill_seconds:.0f} s", flush=True)
     print(
-        f"machine: {os.cpu_count()} cores; {args.endpoints} endpoints; median of"
+        f"machine: {os.cpu_count()} cores; {args.endpoints} endpoints; fan-out"
+        f" {args.fan_out}; median of"
         f" {args.repeat}; ms (worker statements: EXPLAIN ANALYZE execution time;"
         " API: wall time in process)"
     )
     print(f"{'':52s}" + "".join(f"{size:>14,}" for size in sizes))
     for name, by_size in table.items():
+        print(f"{name:52s}" + "".join(f"{by_size[size]:14.2f}" for size in sizes))
+    print(f"p99 of {args.repeat} (API: wall time in process), ms")
+    for name, by_size in p99s.items():
         print(f"{name:52s}" + "".join(f"{by_size[size]:14.2f}" for size in sizes))
     print(json.dumps(plans, indent=1))
 
