@@ -31,7 +31,7 @@ from api import (
 )
 from api.body_limit import BodySizeLimit, body_limit
 from api.operator import start_operator_listener
-from api.tenancy import app_in_path
+from api.tenancy import AppCache, app_in_path
 from common.config import Settings
 from common.connections.database import make_engine
 from common.redis.client import redis_for
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = make_engine(settings)
         # Reads get a pool of their own: slow lists can never starve writes (api/tenancy.py).
         app.state.read_engine = make_engine(settings)
+        app.state.app_cache = AppCache()  # for POST …/messages (api/tenancy.py)
         for module in LIFECYCLE_MODULES:
             await module.startup(app)
         ops = None

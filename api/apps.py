@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -108,7 +108,10 @@ def get_app(app: App = Depends(current_app)) -> AppOut:
     responses=error_responses(403, 404, 409),
 )
 def update_app(
-    body: AppUpdate, session: Session = Depends(db_session), app: App = Depends(current_app)
+    body: AppUpdate,
+    request: Request,
+    session: Session = Depends(db_session),
+    app: App = Depends(current_app),
 ) -> AppOut:
     if body.name is not None:
         app.name = body.name
@@ -118,6 +121,7 @@ def update_app(
         app_store.commit_unique_uid(session, body.uid)
     except app_store.UidTaken as error:
         raise ApiError(409, "uid_taken", str(error)) from None
+    request.app.state.app_cache.clear()  # an old uid stops naming it here at once
     session.refresh(app)
     return AppOut.of(app)
 
@@ -130,6 +134,7 @@ def update_app(
     responses=error_responses(403, 404, 409),
 )
 def delete_app(
+    request: Request,
     session: Session = Depends(db_session),
     app: App = Depends(current_app),
     principal: Principal = Depends(require_admin),
@@ -139,4 +144,5 @@ def delete_app(
         app_store.delete_app(session, principal.name, app)
     except app_store.DefaultAppKept as error:
         raise ApiError(409, "default_app", str(error)) from None
+    request.app.state.app_cache.clear()
     return Response(status_code=204)

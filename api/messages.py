@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from psycopg.types.json import Jsonb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import Select, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +38,7 @@ from api.event_types import checked_payload
 from api.jobs import JOB_ERRORS, JobOut, start
 from api.pagination import ITERATOR, Keyset, page, page_size, split
 from api.search import MessageSearch, message_search
-from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session
+from api.tenancy import APP_ERRORS, WRITE_ERRORS, current_app, db_session, find_app, sending_app
 from common.access.audit import MESSAGE_CONTENT_EXPUNGED, record
 from common.access.scopes import Principal
 from common.broker import (
@@ -49,7 +50,7 @@ from common.broker import (
 )
 from common.config import Settings
 from common.connections.probes import describe_error
-from common.delivery.envelope import webhook_body
+from common.delivery.envelope import body_parts, sql_iso_timestamp
 from common.delivery.event_types import MESSAGE_TYPE_PATTERN
 from common.delivery.fan_out import CHANNEL_PATTERN, FAN_OUT, MAX_CHANNELS, summary
 from common.delivery.models import (
@@ -66,6 +67,7 @@ from common.delivery.models import (
     Endpoint,
     EventType,
     Message,
+    new_id,
 )
 from common.support.logs import log_event
 
@@ -276,6 +278,26 @@ def database_now(session: Session) -> datetime:
     return session.scalar(select(func.now())).astimezone(UTC)
 
 
+# The message and its deliveries (FAN_OUT) in one statement, one round trip: dated by
+# the transaction's now() (PostgreSQL's clock, as the worker compares them), the body
+# stamped with it. One row per delivery, or one with no delivery (id NULL) when no
+# endpoint is subscribed; created_at is the message's on every row.
+ACCEPT = f"""
+    WITH message AS (
+        INSERT INTO webhook_messages (id, app_id, endpoint_id, event_type, channels, payload,
+                                      body, idempotency_key, request_hash, created_at)
+        VALUES (%(message_id)s, %(app_id)s, %(endpoint_id)s, %(event_type)s,
+                %(channels_json)s, CAST(%(payload)s AS jsonb),
+                %(body_head)s || {sql_iso_timestamp("now()")} || %(body_tail)s,
+                %(idempotency_key)s, %(request_hash)s, now())
+        RETURNING created_at
+    ), deliveries AS ({FAN_OUT})
+    SELECT message.created_at, deliveries.id, deliveries.endpoint_id,
+           deliveries.next_attempt_at, coalesce(deliveries.due, false) AS due
+    FROM message LEFT JOIN deliveries ON true
+    """
+
+
 def enqueue(
     request: Request, delivery_ids: list[str], message_id: str, role: str = "deliveries"
 ) -> None:
@@ -338,7 +360,7 @@ def create_message(
     request: Request,
     response: Response,
     session: Session = Depends(db_session),
-    app: App = Depends(current_app),
+    app: App = Depends(sending_app),
     idempotency_key: str | None = Header(default=None, max_length=255),
 ) -> MessageOut:
     """Accept a message for delivery (202 once it is stored)."""
@@ -393,49 +415,66 @@ def create_message(
             raise ApiError(
                 409, "endpoint_disabled", f"endpoint {endpoint.id} is disabled; enable it first"
             )
-    now = database_now(session)
-    message = Message(
-        app_id=app.id,
-        endpoint_id=body.endpoint_id,
-        event_type=body.event_type,
-        channels=body.channels,
-        payload=body.payload,
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-        created_at=now,
-    )
-    # The Standard Webhooks body, fixed now so that every retry sends (and signs) the same bytes.
-    message.body = webhook_body(body.event_type, now, payload_json)
-    session.add(message)
+    head, tail = body_parts(body.event_type, payload_json)
+    message_id = new_id("msg")
     try:
-        session.flush()
-        due = [
-            row.id
-            for row in session.connection().exec_driver_sql(
-                FAN_OUT,
+        rows = (
+            session.connection()
+            .exec_driver_sql(
+                ACCEPT,
                 {
-                    "message_id": message.id,
+                    "message_id": message_id,
                     "app_id": app.id,
                     "endpoint_id": body.endpoint_id,
                     "event_type": body.event_type,
+                    "channels_json": None if body.channels is None else Jsonb(body.channels),
                     "channels": body.channels or [],
-                    "now": now,
+                    "payload": payload_json,
+                    "body_head": head,
+                    "body_tail": tail,
+                    "idempotency_key": idempotency_key,
+                    "request_hash": digest,
                     "operational": False,
                 },
             )
-            if row.due
-        ]
+            .all()
+        )
         session.commit()
     except IntegrityError:
         # The same Idempotency-Key committed concurrently: answer with that one.
         session.rollback()
         existing = _replay(session, app, idempotency_key, digest) if idempotency_key else None
         if existing is None:
-            # The other constraint a commit can hit: the endpoint was deleted meanwhile.
+            # The other constraints: the application (cached: api/tenancy.py) or the
+            # endpoint was deleted meanwhile.
+            if find_app(session, app.id) is None:
+                request.app.state.app_cache.clear()
+                raise ApiError(404, "app_not_found", f"no application {app.id!r}") from None
             raise ApiError(422, "unknown_endpoint", f"no endpoint {body.endpoint_id!r}") from None
         response.headers["Idempotent-Replayed"] = "true"
         return MessageOut.of(existing)
-    enqueue(request, due, message.id)  # a paused endpoint's delivery waits until it resumes
+    message = Message(
+        id=message_id,
+        app_id=app.id,
+        endpoint_id=body.endpoint_id,
+        event_type=body.event_type,
+        channels=body.channels,
+        payload=body.payload,
+        created_at=rows[0].created_at,
+        deliveries=[
+            Delivery(
+                id=row.id,
+                endpoint_id=row.endpoint_id,
+                status=PENDING,
+                attempt_count=0,
+                next_attempt_at=row.next_attempt_at,
+            )
+            for row in rows
+            if row.id is not None
+        ],
+    )
+    due = [row.id for row in rows if row.due]
+    enqueue(request, due, message_id)  # a paused endpoint's delivery waits until it resumes
     return MessageOut.of(message)
 
 

@@ -44,14 +44,15 @@ def subscribes(
 
 # One delivery per enabled endpoint the message goes to. A paused endpoint's waits
 # (next_attempt_at NULL: common/delivery/pausing.py); the others are due now and
-# stamped dispatched, since the API enqueues their tasks right after the commit.
+# stamped dispatched, since the API enqueues their tasks right after the commit. All
+# dated by the transaction's now(), PostgreSQL's clock, as the worker compares them.
 FAN_OUT = """
     INSERT INTO webhook_deliveries
         (id, message_id, endpoint_id, status, created_at, next_attempt_at, dispatched_at)
     SELECT 'dlv_' || replace(CAST(gen_random_uuid() AS text), '-', ''), %(message_id)s, e.id,
-           'pending', %(now)s,
-           CASE WHEN e.paused_at IS NULL THEN CAST(%(now)s AS timestamptz) END,
-           CASE WHEN e.paused_at IS NULL THEN CAST(%(now)s AS timestamptz) END
+           'pending', now(),
+           CASE WHEN e.paused_at IS NULL THEN now() END,
+           CASE WHEN e.paused_at IS NULL THEN now() END
     FROM webhook_endpoints e
     WHERE e.app_id = %(app_id)s AND NOT e.disabled
       -- The sender's messages go to its endpoints, operational events to operational ones.
@@ -62,7 +63,7 @@ FAN_OUT = """
                     AND (e.channels IS NULL
                          OR e.channels ?| CAST(%(channels)s AS text[])) END
     ORDER BY e.created_at, e.id
-    RETURNING id, next_attempt_at IS NOT NULL AS due
+    RETURNING id, endpoint_id, next_attempt_at, next_attempt_at IS NOT NULL AS due
     """
 
 

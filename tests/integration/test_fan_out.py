@@ -8,15 +8,20 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from api.app import create_app
 from common.broker import DELIVER_TASK, FAN_OUT_DIRECT_MAX, FAN_OUT_TASK, queue_names
 from common.config import load_settings, set_settings
+from common.delivery.envelope import sql_iso_timestamp, webhook_body
 from common.delivery.fan_out import subscribes
 from common.redis.keys import RedisKeys
 from tests.support.api import ADMIN, TOKEN
@@ -264,3 +269,87 @@ def test_a_big_fan_out_is_one_task_for_the_sender_to_publish(client, settings, r
     assert sorted(left_to_fan_out()) == sorted(d["id"] for d in fanned["deliveries"])
     claim(fanned["deliveries"][0]["id"], settings)  # a worker has this one
     assert len(left_to_fan_out()) == 9
+
+
+def test_a_message_and_its_deliveries_are_dated_by_postgres_in_one_write(client, conn):
+    """The accept write (one statement) stamps the message, its body and its deliveries
+    with the transaction's now(), and answers what it stored without reading it back."""
+    app = new_app(client)
+    first, second = new_endpoint(client, app), new_endpoint(client, app, channels=["eu"])
+    payload = {"text": "héllo ✓", "n": [1, 2.5, None], "percent": "100%"}
+    sent = send(client, app, event_type="order.paid", channels=["eu"], payload=payload)
+    stored = conn.execute(
+        "SELECT body, created_at, channels, payload FROM webhook_messages WHERE id = %s",
+        (sent["id"],),
+    ).fetchone()
+    data_json = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    assert stored["body"] == webhook_body("order.paid", stored["created_at"], data_json)
+    assert json.loads(stored["body"])["data"] == payload == stored["payload"]
+    assert stored["channels"] == ["eu"]
+    assert datetime.fromisoformat(sent["created_at"]) == stored["created_at"]
+    deliveries = conn.execute(
+        "SELECT id, endpoint_id, created_at, next_attempt_at, dispatched_at"
+        " FROM webhook_deliveries WHERE message_id = %s ORDER BY endpoint_id",
+        (sent["id"],),
+    ).fetchall()
+    assert {d["endpoint_id"] for d in deliveries} == {first, second}
+    for row in deliveries:
+        assert row["created_at"] == row["next_attempt_at"] == row["dispatched_at"]
+        assert row["created_at"] == stored["created_at"]
+    answered = {d["id"]: d for d in sent["deliveries"]}
+    assert sorted(answered) == sorted(d["id"] for d in deliveries)
+    for row in deliveries:
+        assert answered[row["id"]]["endpoint_id"] == row["endpoint_id"]
+        assert (
+            datetime.fromisoformat(answered[row["id"]]["next_attempt_at"])
+            == (row["next_attempt_at"])
+        )
+    assert sent["status"] == "pending" and sent["attempt_count"] == 0
+    assert client.get(f"{app}/messages/{sent['id']}", headers=ADMIN).json()["deliveries"] == (
+        sorted(sent["deliveries"], key=lambda d: (d["next_attempt_at"], d["id"]))
+    )
+
+    unrouted = send(client, new_app(client), event_type="order.paid")
+    assert unrouted["status"] == "unrouted" and unrouted["deliveries"] == []
+    created = conn.execute(
+        "SELECT created_at FROM webhook_messages WHERE id = %s", (unrouted["id"],)
+    ).fetchone()["created_at"]
+    assert datetime.fromisoformat(unrouted["created_at"]) == created
+
+
+@hsettings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    moment=st.one_of(
+        st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)),
+        st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)).map(
+            lambda d: d.replace(microsecond=0)
+        ),
+    ),
+    offset=st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_sql_writes_a_timestamp_as_python_isoformat_does(conn, moment, offset):
+    """The body's timestamp, written by PostgreSQL, reads as webhook_body writes it:
+    whatever the time zone it is given in, and without a fraction at .000000."""
+    given_at = moment.replace(tzinfo=timezone(timedelta(minutes=offset)))
+    written = conn.execute(
+        f"SELECT {sql_iso_timestamp('CAST(%(t)s AS timestamptz)')} AS t", {"t": given_at}
+    ).fetchone()["t"]
+    assert written == given_at.astimezone(UTC).isoformat()
+
+
+def test_a_message_to_an_application_deleted_behind_the_cache_is_refused_with_404(
+    client, conn
+):
+    """The accept path reads the application from a cache (APP_CACHE_SECONDS): one
+    deleted by another process meanwhile is refused by its foreign key, as a 404."""
+    app = new_app(client)
+    new_endpoint(client, app)
+    send(client, app, event_type="order.paid")  # cached now
+    conn.execute("DELETE FROM webhook_apps WHERE id = %s", (app.rpartition("/")[2],))
+    refused = client.post(
+        f"{app}/messages", json={"event_type": "order.paid", "payload": {}}, headers=ADMIN
+    )
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["error"]["code"] == "app_not_found"

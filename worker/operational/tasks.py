@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC
 
 from psycopg.types.json import Jsonb
 
@@ -31,9 +31,9 @@ ROUTE_BATCH = 100
 MAX_BATCHES = 10
 
 
-def _message(conn, app_id: str, event: dict, now: datetime) -> list[str]:
+def _message(conn, app_id: str, event: dict) -> list[str]:
     """The message of ``event`` for ``app_id`` and its deliveries (due ones' ids, due
-    ``now``), or nothing when no operational endpoint of it is subscribed to the event's
+    now), or nothing when no operational endpoint of it is subscribed to the event's
     type. The message is dated when the event happened, as its body says."""
     message_id = new_id("msg")
     data_json = json.dumps(event["data"], separators=(",", ":"), ensure_ascii=False)
@@ -58,7 +58,6 @@ def _message(conn, app_id: str, event: dict, now: datetime) -> list[str]:
             "endpoint_id": None,
             "event_type": event["event_type"],
             "channels": [],
-            "now": now,
             "operational": True,
         },
     ).fetchall()
@@ -75,10 +74,9 @@ def route_batch(batch: int = ROUTE_BATCH) -> tuple[int, list[str]]:
         events = conn.execute(TAKE_EVENTS, {"batch": batch}).fetchall()
         if not events:
             return 0, due
-        now = conn.execute("SELECT now() AS now").fetchone()["now"]
         for event in events:
             for app_id in dict.fromkeys((event["app_id"], OPERATIONS_APP_ID)):
-                due += _message(conn, app_id, event, now)
+                due += _message(conn, app_id, event)
         conn.execute(DELETE_EVENTS, {"ids": [event["id"] for event in events]})
     return len(events), due
 
